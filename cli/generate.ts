@@ -1,0 +1,126 @@
+/**
+ * `cllm generate`: streams a completion of a prompt to stdout.
+ *
+ * @module
+ */
+
+import { generateFromIds, type GenerationStats } from "../decode/mod.ts";
+import { renderChat } from "../model/mod.ts";
+import { CliError, numberOption, parse, required } from "./args.ts";
+import { loadModelDir } from "./load.ts";
+
+const HELP = `Usage: deno task cllm generate --model DIR (--prompt TEXT | --prompt-file F) [options]
+
+Options:
+  --model DIR               Hugging Face-layout model directory
+  --prompt TEXT             the prompt
+  --prompt-file F           read the prompt from a file
+  --chat                    wrap the prompt as a user turn with the model's chat template
+  --max-new-tokens N        new-token budget (default 128)
+  --temperature T           0 = greedy (default); > 0 samples
+  --top-k K                 sample among the K most likely tokens (default 0 = all)
+  --top-p P                 nucleus sampling mass (default 1)
+  --seed S                  sampling seed (default 0)
+  --forwards-per-readback N greedy forwards recorded per GPU readback (default 16)
+  --stats                   print statistics after the text
+  --json                    print one JSON object {text, tokens, stats} instead of streaming`;
+
+/** Prints statistics as an aligned table. */
+export function formatStats(stats: GenerationStats): string {
+  const rows: [string, string][] = [
+    ["decoder", stats.decoder],
+    ["prompt tokens", `${stats.promptTokens}`],
+    ["new tokens", `${stats.tokens}`],
+    ["forward passes", `${stats.forwards}`],
+    ["tokens per forward", stats.tokensPerForward.toFixed(2)],
+    ["readbacks", `${stats.readbacks}`],
+    ["forwards per readback", stats.forwardsPerReadback.toFixed(1)],
+    ["prefill seconds", stats.prefillSeconds.toFixed(3)],
+    ["decode seconds", stats.decodeSeconds.toFixed(3)],
+    ["tokens/s", stats.tokensPerSecond.toFixed(1)],
+    ["decode tokens/s", stats.decodeTokensPerSecond.toFixed(1)],
+  ];
+  return rows.map(([k, v]) => `${k.padEnd(22)} ${v}`).join("\n");
+}
+
+/** Runs `generate`. */
+export async function generateCommand(args: string[]): Promise<void> {
+  const v = parse("generate", args, {
+    model: { type: "string" },
+    prompt: { type: "string" },
+    "prompt-file": { type: "string" },
+    chat: { type: "boolean" },
+    "max-new-tokens": { type: "string" },
+    temperature: { type: "string" },
+    "top-k": { type: "string" },
+    "top-p": { type: "string" },
+    seed: { type: "string" },
+    "forwards-per-readback": { type: "string" },
+    stats: { type: "boolean" },
+    json: { type: "boolean" },
+  });
+  if (v.help) return console.log(HELP);
+  const modelDir = required(v, "model", "generate");
+  let prompt = v.prompt as string | undefined;
+  if (v["prompt-file"]) {
+    if (prompt !== undefined) throw new CliError("generate: give --prompt or --prompt-file, not both");
+    prompt = await Deno.readTextFile(v["prompt-file"] as string);
+  }
+  if (prompt === undefined) throw new CliError("generate: --prompt TEXT or --prompt-file F is required");
+  const maxNewTokens = numberOption(v, "max-new-tokens", 128, { integer: true, min: 1 });
+  const temperature = numberOption(v, "temperature", 0, { min: 0 });
+  const topK = numberOption(v, "top-k", 0, { integer: true, min: 0 });
+  const topP = numberOption(v, "top-p", 1, { min: 0, max: 1 });
+  const seed = numberOption(v, "seed", 0, { integer: true });
+  const forwardsPerReadback = numberOption(v, "forwards-per-readback", 16, { integer: true, min: 1 });
+
+  const p = await loadModelDir(modelDir);
+  try {
+    let ids: number[];
+    if (v.chat) {
+      const template = p.tokenizer.chatTemplate;
+      if (!template) {
+        throw new CliError(
+          `generate: ${modelDir}/tokenizer_config.json has no chat_template; drop --chat and format the prompt yourself`,
+        );
+      }
+      const text = renderChat(template, [{ role: "user", content: prompt }], {
+        addGenerationPrompt: true,
+        bosToken: p.tokenizer.bosToken,
+        eosToken: p.tokenizer.eosToken,
+      });
+      // Templates write BOS themselves when they want it.
+      ids = p.tokenizer.encode(text, { addBos: false });
+    } else {
+      ids = p.tokenizer.encode(prompt);
+    }
+    if (ids.length + maxNewTokens + 1 > p.model.maxLength) {
+      throw new RangeError(
+        `The prompt has ${ids.length} tokens; with --max-new-tokens ${maxNewTokens} it needs ` +
+          `${ids.length + maxNewTokens + 1} positions, but the model's context is ${p.model.maxLength}; ` +
+          `shorten the prompt or lower --max-new-tokens`,
+      );
+    }
+    const gen = generateFromIds(p, ids, { maxNewTokens, temperature, topK, topP, seed, forwardsPerReadback });
+    const out = Deno.stdout;
+    const enc = new TextEncoder();
+    for await (const piece of gen.pieces) if (!v.json) await out.write(enc.encode(piece));
+    const result = await gen.result;
+    if (v.json) {
+      console.log(
+        JSON.stringify({
+          text: result.text,
+          tokens: result.tokens,
+          stopReason: result.stopReason,
+          stats: result.stats,
+        }),
+      );
+    } else {
+      await out.write(enc.encode("\n"));
+      if (v.stats) console.log(`\n${formatStats(result.stats)}`);
+    }
+  } finally {
+    p.model.destroy();
+    p.gpu.destroy();
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * The `cllm` command line: `deno task cllm <command> [options]`.
+ *
+ * Every command catches bad input and prints one clear line (no stack trace) with a non-zero exit;
+ * set CLLM_DEBUG=1 to see stacks.
+ *
+ * @module
+ */
+
+import { GpuError } from "../core/mod.ts";
+import { FormatError } from "../model/mod.ts";
+import { CliError } from "./args.ts";
+import { chatCommand } from "./chat.ts";
+import { convertCommand } from "./convert.ts";
+import { demoCommand } from "./demo.ts";
+import { generateCommand } from "./generate.ts";
+import { infoCommand } from "./info.ts";
+
+const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; summary: string }> = {
+  generate: { run: generateCommand, summary: "generate text from a prompt (streams to stdout)" },
+  chat: { run: chatCommand, summary: "interactive chat using the model's chat template" },
+  info: { run: infoCommand, summary: "print a model's config, parameter count and GPU memory" },
+  convert: { run: convertCommand, summary: "convert a llama2.c checkpoint to a Hugging Face directory" },
+  demo: { run: demoCommand, summary: "the demo: adapter, kernel self-test and a matmul figure" },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return `Usage: deno task cllm <command> [options]\n\nCommands:\n${lines.join("\n")}\n\n` +
+    `Run "deno task cllm <command> --help" for a command's options.`;
+}
+
+/** Runs the CLI with `argv` (without the program name); returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`error: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    await command.run(rest);
+    return 0;
+  } catch (e) {
+    if (Deno.env.get("CLLM_DEBUG")) console.error(e);
+    if (e instanceof CliError) {
+      console.error(`error: ${e.message}`);
+      return 2;
+    }
+    if (
+      e instanceof FormatError || e instanceof GpuError || e instanceof RangeError || e instanceof TypeError
+    ) {
+      console.error(`error: ${e.message}`);
+      return 1;
+    }
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+      console.error(`error: ${e.message}`);
+      return 1;
+    }
+    console.error(`error: ${(e as Error)?.message ?? e} (set CLLM_DEBUG=1 for details)`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

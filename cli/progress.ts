@@ -1,0 +1,73 @@
+/**
+ * Progress for long work: a bar with rate and ETA on a terminal, plain lines otherwise.
+ *
+ * @module
+ */
+
+/** Reports progress of a job with a known total. */
+export class Progress {
+  readonly #label: string;
+  readonly #total: number;
+  readonly #unit: string;
+  readonly #tty: boolean;
+  readonly #start = performance.now();
+  #lastDraw = 0;
+  #lastPercentLine = -1;
+
+  /**
+   * @param label what is progressing
+   * @param total total amount
+   * @param unit unit of the amount ("B" formats as bytes)
+   */
+  constructor(label: string, total: number, unit = "") {
+    this.#label = label;
+    this.#total = Math.max(1, total);
+    this.#unit = unit;
+    this.#tty = Deno.stderr.isTerminal();
+  }
+
+  #fmt(n: number): string {
+    if (this.#unit === "B") {
+      const units = ["B", "KiB", "MiB", "GiB"];
+      let i = 0;
+      while (n >= 1024 && i < units.length - 1) {
+        n /= 1024;
+        i++;
+      }
+      return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+    }
+    return `${Math.round(n)}${this.#unit ? ` ${this.#unit}` : ""}`;
+  }
+
+  /** Reports `done` out of the total; redraws at most 10 times a second. */
+  update(done: number, detail = ""): void {
+    const now = performance.now();
+    const fraction = Math.min(1, done / this.#total);
+    const seconds = (now - this.#start) / 1000;
+    const rate = seconds > 0 ? done / seconds : 0;
+    const eta = rate > 0 ? (this.#total - done) / rate : 0;
+    const text =
+      `${this.#label} ${(fraction * 100).toFixed(0).padStart(3)}% ${this.#fmt(done)}/${
+        this.#fmt(this.#total)
+      } ` +
+      `${this.#fmt(rate)}/s ETA ${eta.toFixed(0)}s${detail ? ` ${detail}` : ""}`;
+    const enc = new TextEncoder();
+    if (this.#tty) {
+      if (now - this.#lastDraw < 100 && fraction < 1) return;
+      this.#lastDraw = now;
+      const width = 24;
+      const bar = "#".repeat(Math.round(fraction * width)).padEnd(width, ".");
+      Deno.stderr.writeSync(enc.encode(`\r[${bar}] ${text}\x1b[K`));
+    } else {
+      const tenth = Math.floor(fraction * 10);
+      if (tenth === this.#lastPercentLine) return;
+      this.#lastPercentLine = tenth;
+      Deno.stderr.writeSync(enc.encode(`${text}\n`));
+    }
+  }
+
+  /** Ends the bar (a newline on a terminal). */
+  done(): void {
+    if (this.#tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * What every decoder shares: options, statistics, the result, prefill, and the token budget and
+ * stop rules.
+ *
+ * @module
+ */
+
+import { type Gpu, readTensors, Step, Tensor } from "../core/mod.ts";
+import type { ForwardArgs, KvCache } from "../model/mod.ts";
+
+/**
+ * What a decoder needs from a model: a forward over T rows at a GPU-held position, and a greedy
+ * pick. `Llama` implements it; tests implement it with synthetic models.
+ */
+export interface CausalLM {
+  /** The device. */
+  readonly gpu: Gpu;
+  /** The vocabulary size (logit width). */
+  readonly config: { readonly vocabSize: number };
+  /** Largest T a forward accepts. */
+  readonly maxRows: number;
+  /** Context length in positions. */
+  readonly maxLength: number;
+  /** A KV cache of the given capacity. */
+  createCache(maxLength: number): KvCache;
+  /** Records a forward (see Llama.forward). */
+  forward(step: Step, args: ForwardArgs): void;
+  /** Records out[outOffset + t] = argmax(logits[t]). */
+  argmax(step: Step, logits: Tensor, out: Tensor, outOffset: number): void;
+}
+
+/** Options common to every decoder. */
+export interface GenerateOptions {
+  /** Maximum number of new tokens (generation stops at exactly this many). */
+  maxNewTokens: number;
+  /** Token ids that end generation; the first one is kept in the output and nothing after it. */
+  eosIds?: readonly number[];
+}
+
+/** Statistics of one generation. */
+export interface GenerationStats {
+  /** Decoder name. */
+  decoder: string;
+  /** Prompt tokens. */
+  promptTokens: number;
+  /** New tokens returned (EOS included when generation stopped on it). */
+  tokens: number;
+  /** Forward passes, prefill counted as one (it yields the first token), converging passes included. */
+  forwards: number;
+  /** Accepted tokens per forward = tokens / forwards (1 for AR). */
+  tokensPerForward: number;
+  /** GPU readbacks after prefill. */
+  readbacks: number;
+  /** Forward passes per readback. */
+  forwardsPerReadback: number;
+  /** Seconds spent in prefill (until the first new token was known on the GPU and read). */
+  prefillSeconds: number;
+  /** Seconds spent decoding after prefill. */
+  decodeSeconds: number;
+  /** tokens / (prefill + decode seconds). */
+  tokensPerSecond: number;
+  /** tokens / decode seconds. */
+  decodeTokensPerSecond: number;
+}
+
+/** The outcome of a generation. */
+export interface GenerationResult {
+  /** New token ids (the prompt excluded). */
+  tokens: number[];
+  /** Why it stopped. */
+  stopReason: "eos" | "length";
+  /** Statistics. */
+  stats: GenerationStats;
+}
+
+/**
+ * Cuts a list of new tokens at the first EOS (kept) and at the budget.
+ *
+ * @example Trimming
+ * ```ts
+ * import { trimAtStop } from "./generation.ts";
+ * trimAtStop([5, 6, 2, 7], [2], 10); // { tokens: [5, 6, 2], stopped: "eos" }
+ * ```
+ */
+export function trimAtStop(
+  tokens: readonly number[],
+  eosIds: readonly number[],
+  budget: number,
+): { tokens: number[]; stopped: "eos" | "length" | null } {
+  const out: number[] = [];
+  for (const t of tokens) {
+    if (out.length >= budget) return { tokens: out, stopped: "length" };
+    out.push(t);
+    if (eosIds.includes(t)) return { tokens: out, stopped: "eos" };
+  }
+  return { tokens: out, stopped: out.length >= budget ? "length" : null };
+}
+
+/** Token buffer + cache + logits scratch for one generation. */
+export interface DecodeSession {
+  /** The model. */
+  model: CausalLM;
+  /** KV cache; holds the prompt after prefill. */
+  cache: KvCache;
+  /** u32 (capacity): prompt then generated tokens, at their positions. */
+  tokens: Tensor;
+  /** (1, V) logits of the last row. */
+  lastLogits: Tensor;
+  /** Prompt length P. */
+  promptLength: number;
+}
+
+/**
+ * Writes the prompt into a fresh token buffer and cache, runs it through the model in chunks of
+ * at most `maxRows`, and puts the greedy next token at `tokens[P]` (on the GPU; not read back).
+ */
+export function prefill(model: CausalLM, prompt: readonly number[], extra: number): DecodeSession {
+  const P = prompt.length;
+  if (P === 0) throw new RangeError("The prompt is empty; give at least one token (e.g. BOS)");
+  const capacity = P + extra + 1;
+  if (capacity > model.maxLength) {
+    throw new RangeError(
+      `The prompt (${P} tokens) plus ${extra} new tokens exceeds the context of ${model.maxLength} positions; ` +
+        `shorten the prompt or lower --max-new-tokens`,
+    );
+  }
+  const gpu = model.gpu;
+  const cache = model.createCache(capacity + model.maxRows);
+  const tokens = new Tensor(gpu, [capacity + model.maxRows], "u32", "tokens");
+  tokens.write(Uint32Array.from(prompt));
+  const lastLogits = new Tensor(gpu, [1, model.config.vocabSize], "f32", "last_logits");
+  const step = new Step(gpu, "prefill");
+  for (let start = 0; start < P; start += model.maxRows) {
+    const rows = Math.min(model.maxRows, P - start);
+    model.forward(step, {
+      tokens,
+      tokenOffset: start,
+      rows,
+      position: cache.at(start),
+      cache,
+      logits: lastLogits,
+      lastOnly: true,
+    });
+  }
+  model.argmax(step, lastLogits, tokens, P);
+  step.submit();
+  cache.length = P;
+  return { model, cache, tokens, lastLogits, promptLength: P };
+}
+
+/** Frees a session's GPU buffers. */
+export function closeSession(s: DecodeSession): void {
+  s.cache.destroy();
+  s.tokens.destroy();
+  s.lastLogits.destroy();
+}
+
+/** Reads `count` tokens of the session's buffer from index `from`. */
+export async function readTokens(s: DecodeSession, from: number, count: number): Promise<number[]> {
+  const [all] = await readTensors(s.model.gpu, [s.tokens]);
+  return Array.from(all.subarray(from, from + count));
+}
+
+/** Builds the stats object from raw counts. */
+export function makeStats(
+  decoder: string,
+  promptTokens: number,
+  tokens: number,
+  forwards: number,
+  readbacks: number,
+  prefillSeconds: number,
+  decodeSeconds: number,
+): GenerationStats {
+  const total = prefillSeconds + decodeSeconds;
+  return {
+    decoder,
+    promptTokens,
+    tokens,
+    forwards,
+    tokensPerForward: forwards > 0 ? tokens / forwards : 0,
+    readbacks,
+    forwardsPerReadback: readbacks > 0 ? forwards / readbacks : 0,
+    prefillSeconds,
+    decodeSeconds,
+    tokensPerSecond: total > 0 ? tokens / total : 0,
+    decodeTokensPerSecond: decodeSeconds > 0 ? tokens / decodeSeconds : 0,
+  };
+}

@@ -1,0 +1,216 @@
+/**
+ * Jacobi decoding with a KV cache, as in CLLM's inference (cllm-method.md §2.1), with its loop on
+ * the GPU.
+ *
+ * After prefill, each block of n tokens starts with the known next token and n−1 guesses drawn
+ * (seeded) from the context. Every iteration is one forward over the block at the committed
+ * position, a per-row argmax, and the acceptance kernel (kernels/jacobi_accept.ts), which commits
+ * the longest verified prefix, advances the cache length (truncation is a length) and writes the
+ * next input. None of it needs the host, so many iterations are recorded per submit and the host
+ * reads back only to stream text and to see whether generation stopped.
+ *
+ * Fixed against the reference: generation stops at exactly `maxNewTokens`, and at the first EOS
+ * even inside a block, with nothing emitted after it.
+ *
+ * Cost note: every forward runs all n rows, rows past the active suffix masked by being ignored,
+ * so dispatch sizes stay fixed and the host never needs the active length.
+ *
+ * @module
+ */
+
+import { readTensors, Step, Tensor } from "../core/mod.ts";
+import {
+  JACOBI_SLOTS,
+  JACOBI_STATE_SIZE,
+  jacobiAccept,
+  jacobiLogStride,
+  jacobiStart,
+} from "../kernels/jacobi_accept.ts";
+import {
+  type CausalLM,
+  closeSession,
+  type GenerateOptions,
+  type GenerationResult,
+  type GenerationStats,
+  makeStats,
+  prefill,
+  readTokens,
+  trimAtStop,
+} from "./generation.ts";
+import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
+
+/** Options of Jacobi decoding. */
+export interface JacobiOptions extends GenerateOptions {
+  /** Block size n (1..model.maxRows; default 16). */
+  blockSize?: number;
+  /** Seed of the guess PRNG (default 0). */
+  seed?: number;
+  /** Iterations recorded per readback (default 8; 1 = read back every iteration). */
+  iterationsPerReadback?: number;
+}
+
+/** Statistics of a Jacobi generation. */
+export interface JacobiStats extends GenerationStats {
+  /** Block size. */
+  blockSize: number;
+  /** Blocks started. */
+  blocks: number;
+  /** Mean newly-correct prefix tokens per iteration (cllm-method.md §5.1), averaged over blocks. */
+  fastForward: number;
+  /** Stationary tokens: correct before all their predecessors were, and unchanged since (§5.1). */
+  stationary: number;
+}
+
+/** Result of a Jacobi generation: tokens, stats, and every block's states. */
+export interface JacobiResult extends GenerationResult {
+  /** Statistics. */
+  stats: JacobiStats;
+  /** Every Jacobi state of every block, in order (input of each forward). */
+  trajectory: BlockTrajectory[];
+}
+
+/**
+ * Greedy Jacobi decoding. Yields new tokens as they are read back; returns tokens, statistics and
+ * the trajectory of every block.
+ *
+ * @example Jacobi decoding with 16-token blocks
+ * ```ts ignore
+ * const gen = generateJacobi(model, promptIds, { maxNewTokens: 128, eosIds: [2], blockSize: 16 });
+ * let r = await gen.next();
+ * while (!r.done) r = await gen.next();
+ * console.log(r.value.stats.tokensPerForward);
+ * ```
+ */
+export async function* generateJacobi(
+  model: CausalLM,
+  prompt: readonly number[],
+  options: JacobiOptions,
+): AsyncGenerator<number[], JacobiResult> {
+  const n = options.blockSize ?? 16;
+  if (!Number.isInteger(n) || n < 1 || n > model.maxRows) {
+    throw new RangeError(`The Jacobi block size must be 1..${model.maxRows}, not ${n}`);
+  }
+  const budget = options.maxNewTokens;
+  const eosIds = options.eosIds ?? [];
+  const seed = options.seed ?? 0;
+  const perReadback = Math.max(1, options.iterationsPerReadback ?? 8);
+  const gpu = model.gpu;
+  const t0 = performance.now();
+  const s = prefill(model, prompt, budget + n);
+  const P = s.promptLength;
+  const limit = P + budget;
+  const logCapacity = budget + 2;
+  const st = new Tensor(gpu, [JACOBI_STATE_SIZE], "u32", "jacobi state");
+  const block = new Tensor(gpu, [n], "u32", "jacobi block");
+  const pred = new Tensor(gpu, [n], "u32", "jacobi predictions");
+  const logits = new Tensor(gpu, [n, model.config.vocabSize], "f32", "jacobi logits");
+  const eos = Tensor.from(gpu, Uint32Array.from(eosIds.length ? eosIds : [0xffffffff]), [
+    Math.max(1, eosIds.length),
+  ], "eos");
+  const traj = new Tensor(gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
+  const owned = [st, block, pred, logits, eos, traj];
+  try {
+    // The prefill's token: read at once for an exact prefill time and an early first piece.
+    const first = trimAtStop(await readTokens(s, P, 1), eosIds, budget);
+    const prefillSeconds = (performance.now() - t0) / 1000;
+    yield first.tokens;
+    let out = first.tokens;
+    let readbacks = 0;
+    let done = first.stopped !== null;
+    if (!done) {
+      const start = new Step(gpu, "jacobi start");
+      jacobiStart(start, { st, tokens: s.tokens, block, n, base: P, seed });
+      start.submit();
+    }
+    while (!done) {
+      // Every iteration commits at least one token, so more than the remaining budget is waste.
+      const iterations = Math.min(perReadback, limit - (P + out.length) + 1);
+      const step = new Step(gpu, "jacobi");
+      for (let i = 0; i < iterations; i++) {
+        model.forward(step, {
+          tokens: block,
+          tokenOffset: 0,
+          rows: n,
+          position: { state: st, slot: JACOBI_SLOTS.base },
+          cache: s.cache,
+          logits,
+        });
+        model.argmax(step, logits, pred, 0);
+        jacobiAccept(step, {
+          st,
+          tokens: s.tokens,
+          block,
+          pred,
+          eos,
+          eosCount: eosIds.length,
+          traj,
+          logCapacity,
+          n,
+          limit,
+          seed,
+        });
+      }
+      step.submit();
+      const [state, tokens] = await readTensors(gpu, [st, s.tokens]);
+      readbacks++;
+      done = state[JACOBI_SLOTS.done] !== 0;
+      const committed = (done ? state[JACOBI_SLOTS.end] : state[JACOBI_SLOTS.base]) - P;
+      // The first token was already emitted from prefill; it is re-committed by block 0.
+      const fresh = Array.from(tokens.subarray(P + out.length, P + committed));
+      if (fresh.length > 0) {
+        out = out.concat(fresh);
+        yield fresh;
+      }
+    }
+    const [state, log] = await readTensors(gpu, [st, traj]);
+    const seconds = (performance.now() - t0) / 1000;
+    const trajectory = parseTrajectory(
+      log as Uint32Array,
+      Math.min(state[JACOBI_SLOTS.logCount], logCapacity),
+      n,
+    );
+    const forwards = 1 + state[JACOBI_SLOTS.forwards];
+    const stopReason = out.length > 0 && eosIds.includes(out[out.length - 1]) ? "eos" : "length";
+    const base = makeStats(
+      "jacobi",
+      P,
+      out.length,
+      forwards,
+      readbacks,
+      prefillSeconds,
+      seconds - prefillSeconds,
+    );
+    const ts = trajectoryStats(trajectory);
+    return {
+      tokens: out,
+      stopReason,
+      trajectory,
+      stats: {
+        ...base,
+        blockSize: n,
+        blocks: trajectory.length,
+        fastForward: ts.fastForward,
+        stationary: ts.stationary,
+      },
+    };
+  } finally {
+    for (const t of owned) t.destroy();
+    closeSession(s);
+  }
+}
+
+/** Splits the GPU trajectory log into per-block state lists. */
+function parseTrajectory(log: Uint32Array, count: number, n: number): BlockTrajectory[] {
+  const stride = jacobiLogStride(n);
+  const blocks: BlockTrajectory[] = [];
+  for (let i = 0; i < count; i++) {
+    const o = i * stride;
+    const blockIndex = log[o];
+    const state = Array.from(log.subarray(o + 2, o + 2 + n));
+    if (blocks.length === 0 || blocks[blocks.length - 1].block !== blockIndex) {
+      blocks.push({ block: blockIndex, states: [] });
+    }
+    blocks[blocks.length - 1].states.push(state);
+  }
+  return blocks;
+}

@@ -1,0 +1,93 @@
+/**
+ * Text in, text out: encodes a prompt, runs a decoder, and streams the text as it is decoded.
+ *
+ * @module
+ */
+
+import type { Pretrained } from "../model/mod.ts";
+import { generateGreedy, generateSampled } from "./ar.ts";
+import type { GenerationResult } from "./generation.ts";
+import type { SamplingOptions } from "./sampling.ts";
+
+/** Options of {@linkcode generateText}. */
+export interface TextOptions extends SamplingOptions {
+  /** New-token budget. */
+  maxNewTokens: number;
+  /** Decoder; "ar" unless a later decoder is asked for. */
+  decoder?: "ar";
+  /** Forwards per readback for GPU-resident greedy loops. */
+  forwardsPerReadback?: number;
+}
+
+/** A generation in progress: text pieces as they come, then the final result. */
+export interface TextGeneration {
+  /** Text pieces, in order; their concatenation is the decoded text of all new tokens. */
+  pieces: AsyncIterable<string>;
+  /** Resolves when generation ends (after `pieces` is exhausted). */
+  result: Promise<GenerationResult & { text: string }>;
+}
+
+/**
+ * Generates from already-tokenised prompt ids; greedy when temperature is 0 or absent.
+ *
+ * @example Streaming text
+ * ```ts ignore
+ * const gen = generateFromIds(pretrained, ids, { maxNewTokens: 50 });
+ * for await (const piece of gen.pieces) console.log(piece);
+ * console.log((await gen.result).stats);
+ * ```
+ */
+export function generateFromIds(p: Pretrained, ids: readonly number[], options: TextOptions): TextGeneration {
+  const greedy = options.temperature === undefined || options.temperature <= 0;
+  const tokens = greedy
+    ? generateGreedy(p.model, ids, {
+      maxNewTokens: options.maxNewTokens,
+      eosIds: p.eosIds,
+      forwardsPerReadback: options.forwardsPerReadback,
+    })
+    : generateSampled(p.model, ids, { ...options, eosIds: p.eosIds });
+  let resolve!: (r: GenerationResult & { text: string }) => void;
+  let reject!: (e: unknown) => void;
+  const result = new Promise<GenerationResult & { text: string }>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  result.catch(() => {}); // the error also reaches whoever iterates `pieces`
+  async function* pieces(): AsyncGenerator<string> {
+    const decoder = p.tokenizer.createStreamDecoder();
+    let text = "";
+    try {
+      for (;;) {
+        const r = await tokens.next();
+        if (r.done) {
+          const tail = decoder.flush();
+          text += tail;
+          if (tail) yield tail;
+          resolve({ ...r.value, text });
+          return;
+        }
+        let piece = "";
+        for (const id of r.value) piece += decoder.push(id);
+        text += piece;
+        if (piece) yield piece;
+      }
+    } catch (e) {
+      reject(e);
+      throw e;
+    }
+  }
+  return { pieces: pieces(), result };
+}
+
+/**
+ * Encodes `prompt` (BOS as the tokenizer's config says) and generates.
+ *
+ * @example Text generation
+ * ```ts ignore
+ * const gen = generateText(pretrained, "Once upon a time", { maxNewTokens: 50 });
+ * for await (const piece of gen.pieces) await Deno.stdout.write(new TextEncoder().encode(piece));
+ * ```
+ */
+export function generateText(p: Pretrained, prompt: string, options: TextOptions): TextGeneration {
+  return generateFromIds(p, p.tokenizer.encode(prompt), options);
+}

@@ -1,0 +1,159 @@
+/**
+ * Token embedding lookup: `out[t] = table[tokens[tokenOffset + t]]`.
+ *
+ * Dimension letters: T tokens (rows written), C channels, V vocabulary. The table may be f32 or
+ * f16 (f16 needs the adapter's `shader-f16`); the output is f32. A token id ≥ V reads nothing and
+ * writes a row of zeros, so a corrupt or out-of-vocabulary id can never read out of bounds.
+ *
+ * @module
+ */
+
+import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
+import { grid1d } from "./add.ts";
+
+const WG = 64;
+
+/**
+ * out[t*C + c] = table[tokens[tokenOffset + t]*C + c] for t < rows, or 0 when the id is ≥ V.
+ * One invocation per output element over a 2-D grid (`rowStride` as in {@linkcode grid1d}).
+ *
+ * Variant: `WG` (workgroup size), `F16` (table stored as f16).
+ *
+ * @example Dispatching the spec directly (prefer {@linkcode embeddingForward})
+ * ```ts ignore
+ * step.dispatch(embeddingSpec, {
+ *   variant: { WG: 64, F16: false },
+ *   bindings: { table, tokens, out },
+ *   params: { n: T * C, rowStride: 64 * Math.ceil((T * C) / 64), C, V, tokenOffset: 0 },
+ *   workgroups: [Math.ceil((T * C) / 64)],
+ * });
+ * ```
+ */
+export const embeddingSpec: KernelSpec = {
+  name: "embedding",
+  bindings: (variant) => [
+    { name: "table", access: "read", type: variant.F16 ? "f16" : "f32" }, // (V, C)
+    { name: "tokens", access: "read", type: "u32" }, // (tokenOffset + T)
+    { name: "out", access: "read_write" }, // (T, C)
+  ],
+  params: [
+    { name: "n", type: "u32" }, // rows * C
+    { name: "rowStride", type: "u32" },
+    { name: "C", type: "u32" },
+    { name: "V", type: "u32" },
+    { name: "tokenOffset", type: "u32" },
+  ],
+  wgsl: () => `
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * P.rowStride;
+  if (i >= P.n) { return; }
+  let t = i / P.C;
+  let c = i - t * P.C;
+  let token = tokens[P.tokenOffset + t];
+  // Out-of-vocabulary ids write zeros instead of reading past the table.
+  var value = 0.0;
+  if (token < P.V) { value = f32(table[token * P.C + c]); }
+  out[i] = value;
+}`,
+};
+
+/** Options of {@linkcode embeddingForward}. */
+export interface EmbeddingOptions {
+  /** Index in `tokens` of the id for row 0 (default 0). */
+  tokenOffset?: number;
+  /** Number of rows to write (default `out.shape[0]`). */
+  rows?: number;
+}
+
+/**
+ * Records `out[t] = table[tokens[tokenOffset + t]]` for t < rows. Ids ≥ V give rows of zeros.
+ *
+ * @param step the step to record into
+ * @param table (V, C) embedding table, f32 or f16
+ * @param tokens u32 token ids; needs at least `tokenOffset + rows` elements
+ * @param out (T, C) f32 output, T ≥ rows
+ * @param options token offset and row count
+ *
+ * @example Embedding a block of 16 tokens starting at token 100 of a buffer
+ * ```ts ignore
+ * const step = new Step(gpu, "embed");
+ * embeddingForward(step, table, tokens, x, { tokenOffset: 100, rows: 16 });
+ * step.submit();
+ * ```
+ */
+export function embeddingForward(
+  step: Step,
+  table: Tensor,
+  tokens: Tensor,
+  out: Tensor,
+  options: EmbeddingOptions = {},
+): void {
+  const [V, C] = table.shape;
+  const rows = options.rows ?? out.shape[0];
+  const tokenOffset = options.tokenOffset ?? 0;
+  if (table.shape.length !== 2 || (table.dtype !== "f32" && table.dtype !== "f16")) {
+    throw new TypeError(
+      `embeddingForward: table "${table.label}" must be a (V, C) f32 or f16 tensor, not ` +
+        `[${table.shape.join(", ")}] ${table.dtype}`,
+    );
+  }
+  if (tokens.dtype !== "u32") {
+    throw new TypeError(`embeddingForward: tokens "${tokens.label}" must be u32, not ${tokens.dtype}`);
+  }
+  if (out.dtype !== "f32" || out.size < rows * C || out.shape[out.shape.length - 1] !== C) {
+    throw new RangeError(
+      `embeddingForward: out "${out.label}" [${out.shape.join(", ")}] ${out.dtype} cannot hold ${rows} f32 ` +
+        `rows of ${C} channels`,
+    );
+  }
+  if (!Number.isInteger(tokenOffset) || tokenOffset < 0 || tokenOffset + rows > tokens.size) {
+    throw new RangeError(
+      `embeddingForward: tokens ${tokenOffset}..${tokenOffset + rows - 1} are outside "${tokens.label}" ` +
+        `of ${tokens.size} ids`,
+    );
+  }
+  if (rows === 0) return;
+  const n = rows * C;
+  const { workgroups, rowStride } = grid1d(n, WG);
+  step.dispatch(embeddingSpec, {
+    variant: { WG, F16: table.dtype === "f16" },
+    bindings: { table, tokens, out },
+    params: { n, rowStride, C, V, tokenOffset },
+    workgroups,
+  });
+}
+
+/**
+ * CPU reference: gathers rows of a (V, C) table; ids ≥ V give zero rows.
+ *
+ * @param table (V, C) values
+ * @param C channels
+ * @param tokens token ids
+ * @param tokenOffset index of the id for row 0
+ * @param rows rows to gather
+ * @returns (rows, C) values
+ *
+ * @example Two tokens, one out of range
+ * ```ts
+ * import { embeddingReference } from "./embedding.ts";
+ * const table = new Float32Array([1, 2, 3, 4]); // V = 2, C = 2
+ * embeddingReference(table, 2, new Uint32Array([1, 7]), 0, 2); // Float32Array [3, 4, 0, 0]
+ * ```
+ */
+export function embeddingReference(
+  table: Float32Array,
+  C: number,
+  tokens: Uint32Array,
+  tokenOffset: number,
+  rows: number,
+): Float32Array {
+  const V = table.length / C;
+  const out = new Float32Array(rows * C);
+  for (let t = 0; t < rows; t++) {
+    const id = tokens[tokenOffset + t];
+    if (id >= V) continue; // out of vocabulary: the row stays zero
+    for (let c = 0; c < C; c++) out[t * C + c] = table[id * C + c];
+  }
+  return out;
+}

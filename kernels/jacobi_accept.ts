@@ -1,0 +1,343 @@
+/**
+ * The Jacobi acceptance step, on the GPU (cllm-method.md §2.1, with the reference's quirks fixed).
+ *
+ * After a forward over the active block `block[0..m)` at position `base`, with `pred[j]` the greedy
+ * prediction for position base+j+1:
+ * 1. log the block's current full state (tokens committed earlier in this block + the active part);
+ * 2. `nxt = [block[0]] + pred[0..m-1)`; `a` = the first j ≥ 1 where block[j] ≠ nxt[j], or m;
+ * 3. commit block[0..a) to `tokens[base..]` (stopping at the first EOS, kept, or at `limit`);
+ *    their KV rows are valid, so the cache length just advances: base += a;
+ * 4. converged (a = m): the bonus token pred[m-1] starts the next block, followed by n−1 guesses
+ *    drawn with a seeded PRNG from the tokens already in the context; otherwise the next input is
+ *    the unconverged suffix `nxt[a..m) = pred[a-1..m-1)`.
+ * Everything the loop needs lives in `st`, so the host can record many iterations per readback.
+ *
+ * @module
+ */
+
+import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
+
+/** Slots of the Jacobi state tensor `st` (u32). */
+export const JACOBI_SLOTS = {
+  /** Committed length = KV cache length = position of block[0]. */
+  base: 0,
+  /** Active block length m. */
+  active: 1,
+  /** 1 once generation has stopped (EOS or budget). */
+  done: 2,
+  /** Forward passes counted while not done. */
+  forwards: 3,
+  /** PRNG draws so far. */
+  rng: 4,
+  /** Position where the current block started. */
+  blockStart: 5,
+  /** Trajectory states logged. */
+  logCount: 6,
+  /** Final committed length once done. */
+  end: 7,
+  /** Forwards in the current block so far. */
+  blockIters: 8,
+  /** Blocks started so far (the first block is 0). */
+  blocks: 9,
+} as const;
+
+/** Number of u32 slots in the state tensor. */
+export const JACOBI_STATE_SIZE = 16;
+
+/** Words per trajectory log entry: block index, iteration in block, then the n tokens. */
+export function jacobiLogStride(n: number): number {
+  return n + 2;
+}
+
+/** The acceptance kernel; one invocation (the block is at most a few dozen tokens). */
+export const jacobiAcceptSpec: KernelSpec = {
+  name: "jacobi_accept",
+  bindings: [
+    { name: "st", access: "read_write", type: "u32" },
+    { name: "tokens", access: "read_write", type: "u32" },
+    { name: "block", access: "read_write", type: "u32" },
+    { name: "pred", access: "read", type: "u32" },
+    { name: "eos", access: "read", type: "u32" },
+    { name: "traj", access: "read_write", type: "u32" },
+  ],
+  params: [
+    { name: "n", type: "u32" },
+    { name: "limit", type: "u32" },
+    { name: "eosCount", type: "u32" },
+    { name: "seed", type: "u32" },
+    { name: "logCapacity", type: "u32" },
+  ],
+  wgsl: () => `
+const BASE = ${JACOBI_SLOTS.base}u;
+const ACTIVE = ${JACOBI_SLOTS.active}u;
+const DONE = ${JACOBI_SLOTS.done}u;
+const FORWARDS = ${JACOBI_SLOTS.forwards}u;
+const RNG = ${JACOBI_SLOTS.rng}u;
+const BLOCK_START = ${JACOBI_SLOTS.blockStart}u;
+const LOG_COUNT = ${JACOBI_SLOTS.logCount}u;
+const END = ${JACOBI_SLOTS.end}u;
+const BLOCK_ITERS = ${JACOBI_SLOTS.blockIters}u;
+const BLOCKS = ${JACOBI_SLOTS.blocks}u;
+
+// PCG hash (Jarzynski & Olano 2020): a stateless 32-bit generator keyed by seed and counter.
+fn pcg(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+
+fn isEos(t: u32) -> bool {
+  for (var i = 0u; i < P.eosCount; i++) { if (eos[i] == t) { return true; } }
+  return false;
+}
+
+@compute @workgroup_size(1)
+fn main() {
+  if (st[DONE] != 0u) { return; }
+  let n = P.n;
+  let m = st[ACTIVE];
+  var base = st[BASE];
+  let blockStart = st[BLOCK_START];
+  st[FORWARDS] = st[FORWARDS] + 1u;
+
+  // 1. Log the state this forward saw: committed part of the block, then the active part.
+  let li = st[LOG_COUNT];
+  if (li < P.logCapacity) {
+    let o = li * (n + 2u);
+    traj[o] = st[BLOCKS];
+    traj[o + 1u] = st[BLOCK_ITERS];
+    let done = base - blockStart;
+    for (var j = 0u; j < n; j++) {
+      if (j < done) { traj[o + 2u + j] = tokens[blockStart + j]; } else { traj[o + 2u + j] = block[j - done]; }
+    }
+    st[LOG_COUNT] = li + 1u;
+  }
+  st[BLOCK_ITERS] = st[BLOCK_ITERS] + 1u;
+
+  // 2. Longest prefix where the input equals the shifted prediction (block[0] is always correct).
+  var a = m;
+  for (var j = 1u; j < m; j++) {
+    if (block[j] != pred[j - 1u]) { a = j; break; }
+  }
+
+  // 3. Commit block[0..a), stopping at the first EOS (kept) or at the budget.
+  for (var j = 0u; j < a; j++) {
+    let pos = base + j;
+    if (pos >= P.limit) { st[DONE] = 1u; st[END] = P.limit; st[BASE] = P.limit; return; }
+    tokens[pos] = block[j];
+    if (isEos(block[j])) { st[DONE] = 1u; st[END] = pos + 1u; st[BASE] = pos + 1u; return; }
+  }
+  base = base + a;
+  st[BASE] = base;
+  if (base >= P.limit) { st[DONE] = 1u; st[END] = P.limit; return; }
+
+  // 4. Next input.
+  if (a == m) {
+    // Converged: bonus token, then n-1 guesses drawn from the context tokens[0..base).
+    let bonus = pred[m - 1u];
+    block[0] = bonus;
+    var r = st[RNG];
+    for (var j = 1u; j < n; j++) {
+      block[j] = tokens[pcg(P.seed ^ pcg(r)) % base];
+      r = r + 1u;
+    }
+    st[RNG] = r;
+    st[ACTIVE] = n;
+    st[BLOCK_START] = base;
+    st[BLOCK_ITERS] = 0u;
+    st[BLOCKS] = st[BLOCKS] + 1u;
+  } else {
+    // Not converged: the suffix nxt[a..m) = pred[a-1..m-1); its first token is now known correct.
+    for (var j = 0u; j < m - a; j++) { block[j] = pred[a - 1u + j]; }
+    st[ACTIVE] = m - a;
+  }
+}`,
+};
+
+/**
+ * Starts the first block after prefill: block[0] = tokens[base] (the prefill's greedy token), then
+ * n−1 guesses drawn from the prompt tokens[0..base); the state is reset for a new generation.
+ */
+export const jacobiStartSpec: KernelSpec = {
+  name: "jacobi_start",
+  bindings: [
+    { name: "st", access: "read_write", type: "u32" },
+    { name: "tokens", access: "read", type: "u32" },
+    { name: "block", access: "read_write", type: "u32" },
+  ],
+  params: [{ name: "n", type: "u32" }, { name: "base", type: "u32" }, { name: "seed", type: "u32" }],
+  wgsl: () => `
+fn pcg(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+@compute @workgroup_size(1)
+fn main() {
+  for (var i = 0u; i < ${JACOBI_STATE_SIZE}u; i++) { st[i] = 0u; }
+  st[${JACOBI_SLOTS.base}u] = P.base;
+  st[${JACOBI_SLOTS.blockStart}u] = P.base;
+  st[${JACOBI_SLOTS.active}u] = P.n;
+  block[0] = tokens[P.base];
+  var r = 0u;
+  for (var j = 1u; j < P.n; j++) {
+    block[j] = tokens[pcg(P.seed ^ pcg(r)) % P.base];
+    r = r + 1u;
+  }
+  st[${JACOBI_SLOTS.rng}u] = r;
+}`,
+};
+
+/**
+ * Records the start of a Jacobi generation (see {@linkcode jacobiStartSpec}).
+ *
+ * @example After prefill of P tokens
+ * ```ts ignore
+ * jacobiStart(step, { st, tokens, block, n: 16, base: P, seed: 0 });
+ * ```
+ */
+export function jacobiStart(
+  step: Step,
+  a: { st: Tensor; tokens: Tensor; block: Tensor; n: number; base: number; seed: number },
+): void {
+  step.dispatch(jacobiStartSpec, {
+    bindings: { st: a.st, tokens: a.tokens, block: a.block },
+    params: { n: a.n, base: a.base, seed: a.seed },
+    workgroups: [1],
+  });
+}
+
+/** Host-side inputs of {@linkcode jacobiAccept}. */
+export interface JacobiAcceptArgs {
+  /** State (u32, {@linkcode JACOBI_STATE_SIZE}). */
+  st: Tensor;
+  /** Committed tokens by position (u32). */
+  tokens: Tensor;
+  /** The block (u32, n). */
+  block: Tensor;
+  /** Greedy predictions of the block's rows (u32, n). */
+  pred: Tensor;
+  /** EOS ids (u32, ≥ 1 element; `eosCount` of them used). */
+  eos: Tensor;
+  /** Number of EOS ids in `eos`. */
+  eosCount: number;
+  /** Trajectory log (u32, logCapacity × (n + 2)). */
+  traj: Tensor;
+  /** Entries the log holds. */
+  logCapacity: number;
+  /** Block size n. */
+  n: number;
+  /** Absolute position limit: prompt length + max new tokens. */
+  limit: number;
+  /** PRNG seed for guesses. */
+  seed: number;
+}
+
+/**
+ * Records one acceptance step.
+ *
+ * @example One Jacobi iteration
+ * ```ts ignore
+ * model.forward(step, { tokens: block, tokenOffset: 0, rows: n, position: { state: st, slot: 0 }, cache, logits });
+ * argmaxForward(step, logits, pred);
+ * jacobiAccept(step, { st, tokens, block, pred, eos, eosCount: 1, traj, logCapacity, n, limit, seed: 0 });
+ * ```
+ */
+export function jacobiAccept(step: Step, a: JacobiAcceptArgs): void {
+  step.dispatch(jacobiAcceptSpec, {
+    bindings: { st: a.st, tokens: a.tokens, block: a.block, pred: a.pred, eos: a.eos, traj: a.traj },
+    params: { n: a.n, limit: a.limit, eosCount: a.eosCount, seed: a.seed, logCapacity: a.logCapacity },
+    workgroups: [1],
+  });
+}
+
+/** PCG hash, as in the kernel (for the CPU reference). */
+export function pcgHash(v: number): number {
+  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
+  return ((word >>> 22) ^ word) >>> 0;
+}
+
+/**
+ * CPU reference of one acceptance step, on plain arrays (mutated in place like the kernel).
+ *
+ * @example
+ * ```ts
+ * import { JACOBI_STATE_SIZE, jacobiAcceptReference } from "./jacobi_accept.ts";
+ * const st = new Uint32Array(JACOBI_STATE_SIZE); st[0] = 1; st[1] = 2; st[5] = 1;
+ * const tokens = new Uint32Array(8); tokens[0] = 1;
+ * const block = new Uint32Array([5, 6]);
+ * jacobiAcceptReference({ st, tokens, block, pred: new Uint32Array([6, 7]), eos: [2], traj: [], n: 2, limit: 8, seed: 0 });
+ * // converged: tokens[1..3) = [5, 6], next block starts with the bonus token 7
+ * ```
+ */
+export function jacobiAcceptReference(a: {
+  st: Uint32Array;
+  tokens: Uint32Array;
+  block: Uint32Array;
+  pred: Uint32Array;
+  eos: readonly number[];
+  traj: number[][];
+  n: number;
+  limit: number;
+  seed: number;
+}): void {
+  const { st, tokens, block, pred, n } = a;
+  const S = JACOBI_SLOTS;
+  if (st[S.done]) return;
+  const m = st[S.active];
+  let base = st[S.base];
+  const blockStart = st[S.blockStart];
+  st[S.forwards]++;
+  const committed = base - blockStart;
+  const state = [st[S.blocks], st[S.blockIters]];
+  for (let j = 0; j < n; j++) state.push(j < committed ? tokens[blockStart + j] : block[j - committed]);
+  a.traj.push(state);
+  st[S.logCount]++;
+  st[S.blockIters]++;
+  let acc = m;
+  for (let j = 1; j < m; j++) {
+    if (block[j] !== pred[j - 1]) {
+      acc = j;
+      break;
+    }
+  }
+  for (let j = 0; j < acc; j++) {
+    const pos = base + j;
+    if (pos >= a.limit) {
+      st[S.done] = 1;
+      st[S.end] = st[S.base] = a.limit;
+      return;
+    }
+    tokens[pos] = block[j];
+    if (a.eos.includes(block[j])) {
+      st[S.done] = 1;
+      st[S.end] = st[S.base] = pos + 1;
+      return;
+    }
+  }
+  base += acc;
+  st[S.base] = base;
+  if (base >= a.limit) {
+    st[S.done] = 1;
+    st[S.end] = a.limit;
+    return;
+  }
+  if (acc === m) {
+    block[0] = pred[m - 1];
+    let r = st[S.rng];
+    for (let j = 1; j < n; j++) {
+      block[j] = tokens[pcgHash((a.seed ^ pcgHash(r)) >>> 0) % base];
+      r = (r + 1) >>> 0;
+    }
+    st[S.rng] = r;
+    st[S.active] = n;
+    st[S.blockStart] = base;
+    st[S.blockIters] = 0;
+    st[S.blocks]++;
+  } else {
+    const next = Array.from(pred.subarray(acc - 1, m - 1));
+    next.forEach((t, j) => (block[j] = t));
+    st[S.active] = m - acc;
+  }
+}

@@ -1,0 +1,542 @@
+/**
+ * Matrix products: the forward `y = x · Wᵀ` of every linear layer, and the two transposed forms the
+ * backward pass needs (`dX = dY · W`, `dW += dYᵀ · X`).
+ *
+ * Dimension letters in this file: T rows of activations (tokens), N outputs (rows of a weight, as
+ * checkpoints store it), K inputs (the reduction), M the rows of a `tn` product's output.
+ *
+ * All three forms come from ONE WGSL generator ({@linkcode matmulSpec}) whose variant picks the layout
+ * and the register blocking. Each invocation computes an R × C block of outputs:
+ * - the C columns are private to the invocation ("B" operand: rows of W for `nt`, vec4 column groups
+ *   of B for `nn` and `tn`), loaded as vec4 along their contiguous axis;
+ * - the R rows are shared by every invocation of a workgroup ("A" operand: rows of x). With
+ *   subgroups (`SG`), the 8 lanes of a subgroup load A cooperatively, one vec4 each, and hand it to
+ *   each other with `subgroupBroadcast`, so every A element is loaded once per subgroup instead of
+ *   once per lane.
+ *
+ * Why this shape (measured on llvmpipe, webgpu-notes.md §3): llvmpipe runs 8 invocations as one SIMD
+ * thread, and every storage load whose address is not a compile-time uniform is executed lane by lane
+ * (a scalar loop with a bounds check per component), costing several cycles per element. Loads, not
+ * FMAs, bound a matmul there: with R = 32, C = 4 the FMAs alone run at ~140 GFLOP/s while the kernel
+ * with its loads runs at ~35-45. So the kernel maximises FMAs per per-lane load (large R, shared
+ * through broadcasts) within the registers (C ≤ 4 keeps the private B vec4s in registers), and uses
+ * no workgroup memory (barriers are expensive there). Real GPUs want shared-memory tiling instead;
+ * their tiling is a separate row of {@linkcode MATMUL_TUNING}.
+ *
+ * @module
+ */
+
+import type { Gpu, KernelSpec, Step, Tensor, Variant } from "../core/mod.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Variants
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Which product a variant computes (letters say whether A and B are read as stored, "n", or
+ * transposed, "t"):
+ * - `nt`: y(M, N) = a(M, K) · b(N, K)ᵀ (forward: x · Wᵀ);
+ * - `nn`: y(M, N) = a(M, K) · b(K, N) (dX = dY · W);
+ * - `tn`: y(M, N) = a(K, M)ᵀ · b(K, N) (dW = dYᵀ · X, the reduction runs over tokens).
+ */
+export type MatmulLayout = "nt" | "nn" | "tn";
+
+/** The register-blocking choices of a matmul variant, the part an adapter table can tune. */
+export interface MatmulTiling {
+  /** Output rows per invocation, shared by the whole workgroup (a multiple of 4 for `tn`). */
+  R: number;
+  /** Output columns per invocation (a multiple of 4 for `nn` and `tn`). */
+  C: number;
+  /** Invocations per workgroup, all along the columns (a multiple of 8 with `SG`). */
+  WG: number;
+  /** Share A between the 8 lanes of a subgroup with `subgroupBroadcast` (needs subgroup size 8). */
+  SG: boolean;
+}
+
+/** A full matmul variant: the tiling plus what the shapes and dtypes dictate. */
+export interface MatmulVariant extends MatmulTiling {
+  /** The product's layout. */
+  LAYOUT: MatmulLayout;
+  /** A's row length is a multiple of 4, so A is read as `vec4<f32>`; otherwise element by element. */
+  VA: boolean;
+  /** B's row length is a multiple of 4, so B is read 4 elements at a time; otherwise one by one. */
+  VB: boolean;
+  /** B holds f16 values (read as packed u32 words with `unpack2x16float`; accumulation is f32). */
+  F16: boolean;
+}
+
+/** The subgroup size the `SG` variants are written for (llvmpipe's 8 × 32-bit lanes). */
+const SGS = 8;
+
+/**
+ * Picks the tiling for a product of M × N outputs over K on an adapter.
+ *
+ * The table is keyed by what the adapter is: `fallback` for software adapters (llvmpipe,
+ * SwiftShader), tuned on llvmpipe; `gpu` for everything else, a plain register-blocked default until
+ * someone tunes it on real hardware (shared-memory tiling wins there, webgpu-notes.md §3 and §5).
+ */
+export const MATMUL_TUNING: Record<
+  "fallback" | "gpu",
+  (layout: MatmulLayout, M: number, N: number, K: number, gpu: Gpu) => MatmulTiling
+> = {
+  fallback: (layout, M, _N, _K, gpu) => {
+    const SG = gpu.features.subgroups;
+    // R: the smallest of 1, 2, 4, 8, 16, 32 that covers M (a multiple of 4 for tn). 32 rows × 4
+    // columns (128 accumulators) measured best for large M: R = 64 or C = 8 gain ~10 % but compile
+    // 5-10× longer (~10 s) on llvmpipe; C > 4 spills the private B vectors.
+    let R = 32;
+    for (const r of layout === "tn" ? [4, 8, 16] : [1, 2, 4, 8, 16]) {
+      if (M <= r) {
+        R = r;
+        break;
+      }
+    }
+    return { R, C: 4, WG: 8, SG };
+  },
+  gpu: (layout, M) => ({ R: layout === "tn" || M >= 4 ? 4 : M <= 1 ? 1 : 2, C: 4, WG: 64, SG: false }),
+};
+
+/** Options of the matmul functions. */
+export interface MatmulOptions {
+  /** `y += product` instead of `y = product` (gradients accumulate). */
+  accumulate?: boolean;
+  /** Overrides fields of the tiling {@linkcode MATMUL_TUNING} picks (for benchmarks and tests). */
+  variant?: Partial<MatmulTiling>;
+}
+
+function checkTiling(t: MatmulTiling, layout: MatmulLayout): void {
+  const ok = Number.isInteger(t.R) && t.R >= 1 && Number.isInteger(t.C) && t.C >= 1 &&
+    Number.isInteger(t.WG) && t.WG >= 1 &&
+    (layout === "nt" || t.C % 4 === 0) && (layout !== "tn" || t.R % 4 === 0) && (!t.SG || t.WG % SGS === 0);
+  if (!ok) {
+    throw new RangeError(
+      `Matmul tiling ${JSON.stringify(t)} is invalid for layout "${layout}": R, C and WG must be positive ` +
+        `integers, C a multiple of 4 for nn/tn, R a multiple of 4 for tn, and WG a multiple of ${SGS} with SG`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WGSL generator
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A loader `name(row, c4) -> vec4<f32>`: elements 4·c4 .. 4·c4+3 of row `row` of the row-major
+ * matrix in binding `buf` whose rows are `cols` long; elements past the row's end read as 0 (so
+ * reduction tails add nothing). The caller keeps `row` in range.
+ */
+function loader(name: string, buf: string, cols: string, vec: boolean, f16: boolean): string {
+  if (vec) {
+    const load = f16
+      ? `let p = ${buf}[row * n4 + min(c4, n4 - 1u)];\n  let v = vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y));`
+      : `let v = ${buf}[row * n4 + min(c4, n4 - 1u)];`;
+    return `fn ${name}(row: u32, c4: u32) -> vec4<f32> {
+  let n4 = ${cols} / 4u;
+  ${load}
+  return select(vec4<f32>(), v, c4 < n4);
+}`;
+  }
+  // Element by element: rows are not 16-byte aligned. f16 pairs share a u32 word.
+  const elem = (i: number) => {
+    const e = `base + min(c + ${i}u, last)`;
+    const value = f16 ? `unpack2x16float(${buf}[(${e}) >> 1u])[(${e}) & 1u]` : `${buf}[${e}]`;
+    return `    select(0.0, ${value}, c + ${i}u < ${cols}),`;
+  };
+  return `fn ${name}(row: u32, c4: u32) -> vec4<f32> {
+  let base = row * ${cols};
+  let c = c4 * 4u;
+  let last = ${cols} - 1u;
+  return vec4<f32>(
+${[0, 1, 2, 3].map(elem).join("\n")}
+  );
+}`;
+}
+
+function wgslOf(variant: Variant): string {
+  const v = variant as unknown as MatmulVariant;
+  const { LAYOUT: layout, R, C, SG } = v;
+  const nt = layout === "nt";
+  const CV = nt ? 0 : C / 4; // vec4 column groups per invocation (nn, tn)
+  const out: string[] = [];
+  const emit = (s: string) => out.push(s);
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+  // Loaders. A's rows run along K (nt, nn) or M (tn); B's along K (nt) or N (nn, tn).
+  emit(loader("ldA", "a", layout === "tn" ? "P.M" : "P.K", v.VA, false));
+  emit(loader("ldB", "b", nt ? "P.K" : "P.N", v.VB, v.F16));
+
+  const sgArgs = SG ? `, @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) ssz: u32` : "";
+  emit(`@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sgArgs}) {
+  let m0 = wid.y * R; // first output row of the workgroup
+  let n0 = (wid.x * WG + lid) * C; // first output column of this invocation`);
+  // Every invocation runs the whole loop, out-of-range ones on clamped indices (broadcasts need
+  // all lanes); only the stores are guarded.
+  if (nt) {
+    for (const r of range(R)) emit(`  let ar${r} = min(m0 + ${r}u, P.M - 1u);`);
+    for (const c of range(C)) emit(`  let br${c} = min(n0 + ${c}u, P.N - 1u);`);
+    for (const r of range(R)) for (const c of range(C)) emit(`  var acc${r}_${c} = 0.0;`);
+  } else {
+    if (layout === "nn") { for (const r of range(R)) emit(`  let ar${r} = min(m0 + ${r}u, P.M - 1u);`); }
+    for (const r of range(R)) for (const c of range(CV)) emit(`  var acc${r}_${c} = vec4<f32>();`);
+  }
+
+  const step = SG ? SGS : 1;
+  if (layout === "tn") {
+    // Reduction over rows t of a (K, M) and b (K, N): one t per j.
+    emit(`  for (var tc = 0u; tc < P.K; tc += ${step}u) {`);
+    if (SG) {
+      // Lane sid loads row tc + sid of a (this workgroup's R columns); lane j's copy serves t = tc + j.
+      emit(`    let tl = tc + sid;`);
+      for (const q of range(R / 4)) {
+        emit(`    let as${q} = select(vec4<f32>(), ldA(min(tl, P.K - 1u), m0 / 4u + ${q}u), tl < P.K);`);
+      }
+    }
+    for (const j of range(step)) {
+      emit(`    {`);
+      emit(`      let t = min(tc + ${j}u, P.K - 1u);`);
+      for (const c of range(CV)) emit(`      let bv${c} = ldB(t, n0 / 4u + ${c}u);`);
+      for (const q of range(R / 4)) {
+        emit(
+          SG
+            ? `      let ab${q} = subgroupBroadcast(as${q}, ${j}u);`
+            : `      let ab${q} = ldA(t, m0 / 4u + ${q}u);`,
+        );
+      }
+      for (const r of range(R)) {
+        for (const c of range(CV)) emit(`      acc${r}_${c} += ab${r >> 2}.${"xyzw"[r & 3]} * bv${c};`);
+      }
+      emit(`    }`);
+    }
+    emit(`  }`);
+  } else {
+    // Reduction along the rows of a (M, K), 4 elements (one vec4) per j.
+    emit(`  let KV = (P.K + 3u) / 4u;`);
+    emit(`  for (var kc = 0u; kc < KV; kc += ${step}u) {`);
+    if (SG) {
+      // Lane sid loads vec4 kc + sid of each of the R rows; lane j's copy serves k4 = kc + j.
+      for (const r of range(R)) emit(`    let xs${r} = ldA(ar${r}, kc + sid);`);
+    }
+    for (const j of range(step)) {
+      emit(`    {`);
+      emit(`      let k4 = kc + ${j}u;`);
+      for (const r of range(R)) {
+        emit(
+          SG ? `      let xb${r} = subgroupBroadcast(xs${r}, ${j}u);` : `      let xb${r} = ldA(ar${r}, k4);`,
+        );
+      }
+      if (nt) {
+        for (const c of range(C)) emit(`      let w${c} = ldB(br${c}, k4);`);
+        for (const r of range(R)) for (const c of range(C)) emit(`      acc${r}_${c} += dot(xb${r}, w${c});`);
+      } else {
+        // nn: b rows 4·k4 .. 4·k4+3 (clamped; their x factors are 0 past K).
+        for (const q of range(4)) {
+          emit(`      let k${q} = min(k4 * 4u + ${q}u, P.K - 1u);`);
+          for (const c of range(CV)) emit(`      let bv${q}_${c} = ldB(k${q}, n0 / 4u + ${c}u);`);
+          for (const r of range(R)) {
+            for (const c of range(CV)) emit(`      acc${r}_${c} += xb${r}.${"xyzw"[q]} * bv${q}_${c};`);
+          }
+        }
+      }
+      emit(`    }`);
+    }
+    emit(`  }`);
+  }
+
+  // Stores: y = (accumulate ? y : 0) + acc. A subgroup of another size than SGS would have mixed
+  // the wrong lanes, so such an adapter gets NaN, never a silently wrong product.
+  emit(SG ? `  let bad = ssz != ${SGS}u;` : `  let bad = false;`);
+  emit(`  let nan = bitcast<f32>(0x7fc00000u);`);
+  const store = (row: string, col: string, value: string) =>
+    `  if (${row} < P.M && ${col} < P.N) { let i = ${row} * P.N + ${col}; ` +
+    `y[i] = select(select(0.0, y[i], P.acc != 0u) + ${value}, nan, bad); }`;
+  for (const r of range(R)) {
+    if (nt) {
+      for (const c of range(C)) emit(store(`m0 + ${r}u`, `n0 + ${c}u`, `acc${r}_${c}`));
+    } else {
+      for (const c of range(CV)) {
+        for (const i of range(4)) {
+          emit(store(`m0 + ${r}u`, `n0 + ${4 * c + i}u`, `acc${r}_${c}.${"xyzw"[i]}`));
+        }
+      }
+    }
+  }
+  emit(`}`);
+  return out.join("\n");
+}
+
+/**
+ * The matmul kernel: y(M, N) = A ⊗ B in the layout of the variant (see {@linkcode MatmulLayout}).
+ *
+ * Bindings: `a` (read), `b` (read; packed f16 pairs as u32 words when `F16`), `y` (read-write).
+ * Parameters: M, N, K and `acc` (1: add to y). Dispatch: ceil(N / (WG·C)) × ceil(M / R) workgroups.
+ */
+export const matmulSpec: KernelSpec = {
+  name: "matmul",
+  bindings: (variant) => {
+    const v = variant as unknown as MatmulVariant;
+    return [
+      { name: "a", access: "read", type: v.VA ? "vec4<f32>" : "f32" },
+      { name: "b", access: "read", type: v.F16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32" },
+      { name: "y", access: "read_write", type: "f32" },
+    ];
+  },
+  params: [
+    { name: "M", type: "u32" },
+    { name: "N", type: "u32" },
+    { name: "K", type: "u32" },
+    { name: "acc", type: "u32" },
+  ],
+  wgsl: wgslOf,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The full variant {@linkcode matmulForward} and friends would use for a product on this device
+ * (exported for benchmarks and tests).
+ *
+ * @param gpu the device (its adapter picks the tuning row)
+ * @param layout the product
+ * @param M output rows
+ * @param N output columns
+ * @param K reduction length
+ * @param bF16 B holds f16 values
+ * @param override tiling fields to force
+ */
+export function matmulVariant(
+  gpu: Gpu,
+  layout: MatmulLayout,
+  M: number,
+  N: number,
+  K: number,
+  bF16 = false,
+  override: Partial<MatmulTiling> = {},
+): MatmulVariant {
+  const table = gpu.adapter.isFallbackAdapter ? MATMUL_TUNING.fallback : MATMUL_TUNING.gpu;
+  const tiling = { ...table(layout, M, N, K, gpu), ...override };
+  if (tiling.SG && !gpu.features.subgroups) tiling.SG = false;
+  checkTiling(tiling, layout);
+  const aCols = layout === "tn" ? M : K;
+  const bCols = layout === "nt" ? K : N;
+  return {
+    LAYOUT: layout,
+    R: tiling.R,
+    C: tiling.C,
+    WG: tiling.WG,
+    SG: tiling.SG,
+    VA: aCols % 4 === 0,
+    VB: bCols % 4 === 0,
+    F16: bF16,
+  };
+}
+
+function dispatchMatmul(
+  step: Step,
+  layout: MatmulLayout,
+  a: Tensor,
+  b: Tensor,
+  y: Tensor,
+  M: number,
+  N: number,
+  K: number,
+  opts: MatmulOptions,
+): void {
+  if (a.dtype !== "f32" || y.dtype !== "f32" || (b.dtype !== "f32" && b.dtype !== "f16")) {
+    throw new TypeError(
+      `Matmul (${layout}) needs f32 a and y and an f32 or f16 b; got a ${a.dtype}, b ${b.dtype}, y ${y.dtype}`,
+    );
+  }
+  const variant = matmulVariant(step.gpu, layout, M, N, K, b.dtype === "f16", opts.variant);
+  const workgroups: [number, number] = [Math.ceil(N / (variant.WG * variant.C)), Math.ceil(M / variant.R)];
+  step.dispatch(matmulSpec, {
+    variant: variant as unknown as Variant,
+    bindings: { a, b, y },
+    params: { M, N, K, acc: opts.accumulate ? 1 : 0 },
+    workgroups,
+  });
+}
+
+/** Splits a shape into (rows, last dimension); a 1-D tensor is one row. */
+function rowsCols(t: Tensor): [number, number] {
+  const cols = t.shape.length > 0 ? t.shape[t.shape.length - 1] : 1;
+  return [cols === 0 ? 0 : t.size / cols, cols];
+}
+
+function shapeError(what: string, detail: string): RangeError {
+  return new RangeError(`${what}: ${detail}`);
+}
+
+function checkPositive(what: string, dims: Record<string, number>): void {
+  for (const [k, n] of Object.entries(dims)) {
+    if (!(n >= 1)) throw shapeError(what, `${k} = ${n}; every dimension must be at least 1`);
+  }
+}
+
+/**
+ * Records y(T, N) = x(T, K) · Wᵀ (+ y with `accumulate`), W (N, K) stored as checkpoints store it
+ * (row n = output n). x and y may have leading dimensions (flattened into T). W may be f16
+ * (accumulation stays f32).
+ *
+ * @example A linear layer
+ * ```ts ignore
+ * const step = new Step(gpu, "forward");
+ * matmulForward(step, x, wq, q); // q(T, N) = x(T, K) · wq(N, K)ᵀ
+ * step.submit();
+ * ```
+ */
+export function matmulForward(step: Step, x: Tensor, w: Tensor, y: Tensor, opts: MatmulOptions = {}): void {
+  const [T, K] = rowsCols(x);
+  if (w.shape.length !== 2) {
+    throw shapeError("matmulForward", `w must be (N, K); got [${w.shape.join(", ")}]`);
+  }
+  const [N, KW] = w.shape;
+  checkPositive("matmulForward", { T, N, K });
+  if (KW !== K || y.size !== T * N || rowsCols(y)[1] !== N) {
+    throw shapeError(
+      "matmulForward",
+      `x [${x.shape.join(", ")}] · w [${w.shape.join(", ")}]ᵀ does not fit y [${y.shape.join(", ")}]; ` +
+        `expected x (T, K), w (N, K), y (T, N)`,
+    );
+  }
+  dispatchMatmul(step, "nt", x, w, y, T, N, K, opts);
+}
+
+/**
+ * Records y(T, N) = a(T, K) · b(K, N) (+ y with `accumulate`): the input gradient of a linear layer,
+ * dX(T, K) = dY(T, N) · W(N, K).
+ *
+ * @example The input gradient of a linear layer
+ * ```ts ignore
+ * matmulNN(step, dY, w, dX); // dX(T, K) = dY(T, N) · w(N, K)
+ * ```
+ */
+export function matmulNN(step: Step, a: Tensor, b: Tensor, y: Tensor, opts: MatmulOptions = {}): void {
+  const [T, K] = rowsCols(a);
+  if (b.shape.length !== 2) throw shapeError("matmulNN", `b must be (K, N); got [${b.shape.join(", ")}]`);
+  const [KB, N] = b.shape;
+  checkPositive("matmulNN", { T, N, K });
+  if (KB !== K || y.size !== T * N || rowsCols(y)[1] !== N) {
+    throw shapeError(
+      "matmulNN",
+      `a [${a.shape.join(", ")}] · b [${b.shape.join(", ")}] does not fit y [${y.shape.join(", ")}]; ` +
+        `expected a (T, K), b (K, N), y (T, N)`,
+    );
+  }
+  dispatchMatmul(step, "nn", a, b, y, T, N, K, opts);
+}
+
+/**
+ * Records y(M, N) = a(T, M)ᵀ · b(T, N) (+ y with `accumulate`): the weight gradient of a linear
+ * layer, dW(N, K) += dY(T, N)ᵀ · X(T, K). The reduction runs over the T rows.
+ *
+ * @example Accumulating a weight gradient
+ * ```ts ignore
+ * matmulTN(step, dY, x, dW, { accumulate: true }); // dW(N, K) += dY(T, N)ᵀ · x(T, K)
+ * ```
+ */
+export function matmulTN(step: Step, a: Tensor, b: Tensor, y: Tensor, opts: MatmulOptions = {}): void {
+  const [T, M] = rowsCols(a);
+  const [TB, N] = rowsCols(b);
+  checkPositive("matmulTN", { T, M, N });
+  if (TB !== T || y.size !== M * N || rowsCols(y)[1] !== N) {
+    throw shapeError(
+      "matmulTN",
+      `a [${a.shape.join(", ")}]ᵀ · b [${b.shape.join(", ")}] does not fit y [${y.shape.join(", ")}]; ` +
+        `expected a (T, M), b (T, N), y (M, N)`,
+    );
+  }
+  if (b.dtype === "f16") throw new TypeError("matmulTN: b must be f32 (it holds activations)");
+  dispatchMatmul(step, "tn", a, b, y, M, N, T, opts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU references (f64 accumulation, plain loops)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * CPU reference of {@linkcode matmulForward}: y[t, n] = Σ_k x[t, k] · w[n, k], accumulated in f64.
+ *
+ * @example
+ * ```ts
+ * import { matmulReference } from "./matmul.ts";
+ * // x (1, 2) = [1, 2]; w (1, 2) = [3, 4]  →  y = 1·3 + 2·4 = 11
+ * matmulReference(new Float32Array([1, 2]), new Float32Array([3, 4]), 1, 1, 2); // Float32Array [11]
+ * ```
+ */
+export function matmulReference(
+  x: Float32Array,
+  w: Float32Array,
+  T: number,
+  N: number,
+  K: number,
+): Float32Array {
+  const y = new Float32Array(T * N);
+  for (let t = 0; t < T; t++) {
+    for (let n = 0; n < N; n++) {
+      let sum = 0;
+      for (let k = 0; k < K; k++) sum += x[t * K + k] * w[n * K + k];
+      y[t * N + n] = sum;
+    }
+  }
+  return y;
+}
+
+/**
+ * CPU reference of {@linkcode matmulNN}: y[t, n] = Σ_k a[t, k] · b[k, n], accumulated in f64.
+ *
+ * @example
+ * ```ts
+ * import { matmulNNReference } from "./matmul.ts";
+ * // a (1, 2) = [1, 2]; b (2, 1) = [3, 4]  →  y = 11
+ * matmulNNReference(new Float32Array([1, 2]), new Float32Array([3, 4]), 1, 1, 2); // Float32Array [11]
+ * ```
+ */
+export function matmulNNReference(
+  a: Float32Array,
+  b: Float32Array,
+  T: number,
+  N: number,
+  K: number,
+): Float32Array {
+  const y = new Float32Array(T * N);
+  const row = new Float64Array(N);
+  for (let t = 0; t < T; t++) {
+    row.fill(0);
+    for (let k = 0; k < K; k++) {
+      const s = a[t * K + k];
+      for (let n = 0; n < N; n++) row[n] += s * b[k * N + n];
+    }
+    for (let n = 0; n < N; n++) y[t * N + n] = row[n];
+  }
+  return y;
+}
+
+/**
+ * CPU reference of {@linkcode matmulTN}: y[m, n] = Σ_t a[t, m] · b[t, n], accumulated in f64.
+ *
+ * @example
+ * ```ts
+ * import { matmulTNReference } from "./matmul.ts";
+ * // a (2, 1) = [1, 2]; b (2, 1) = [3, 4]  →  y = 11
+ * matmulTNReference(new Float32Array([1, 2]), new Float32Array([3, 4]), 2, 1, 1); // Float32Array [11]
+ * ```
+ */
+export function matmulTNReference(
+  a: Float32Array,
+  b: Float32Array,
+  T: number,
+  M: number,
+  N: number,
+): Float32Array {
+  const acc = new Float64Array(M * N);
+  for (let t = 0; t < T; t++) {
+    for (let m = 0; m < M; m++) {
+      const s = a[t * M + m];
+      for (let n = 0; n < N; n++) acc[m * N + n] += s * b[t * N + n];
+    }
+  }
+  return Float32Array.from(acc);
+}

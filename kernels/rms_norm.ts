@@ -1,0 +1,135 @@
+/**
+ * RMS normalisation (Llama): `out = x / sqrt(mean(x²) + eps) * weight`, per row.
+ *
+ * Dimension letters: T rows, C channels. One workgroup per row: each invocation sums the squares
+ * of a strided slice in f32, one barrier publishes the partial sums, and every invocation adds them
+ * in the same order (so all agree bit for bit) before it scales its slice. One barrier per row is
+ * the cheapest reduction on llvmpipe, where barriers are expensive (webgpu-notes.md §3).
+ *
+ * @module
+ */
+
+import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
+
+const WG = 64;
+
+/**
+ * Row-wise RMSNorm. Workgroup `(x, y)` handles row `x + y * gridX`; `rows`, `C`, `eps` are
+ * parameters, `WG` (invocations per row) is the variant.
+ *
+ * @example Dispatching the spec directly (prefer {@linkcode rmsNormForward})
+ * ```ts ignore
+ * step.dispatch(rmsNormSpec, {
+ *   variant: { WG: 64 },
+ *   bindings: { x, weight, out },
+ *   params: { rows: T, C, gridX: T, eps: 1e-5 },
+ *   workgroups: [T],
+ * });
+ * ```
+ */
+export const rmsNormSpec: KernelSpec = {
+  name: "rms_norm",
+  bindings: [
+    { name: "x", access: "read" }, // (T, C)
+    { name: "weight", access: "read" }, // (C)
+    { name: "out", access: "read_write" }, // (T, C)
+  ],
+  params: [
+    { name: "rows", type: "u32" },
+    { name: "C", type: "u32" },
+    { name: "gridX", type: "u32" },
+    { name: "eps", type: "f32" },
+  ],
+  wgsl: () => `
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * P.gridX;
+  if (row >= P.rows) { return; } // uniform: the whole workgroup leaves together
+  let start = row * P.C;
+  // 1. Strided sum of squares, in f32.
+  var s = 0.0;
+  for (var c = lid; c < P.C; c += WG) {
+    let v = x[start + c];
+    s += v * v;
+  }
+  partial[lid] = s;
+  workgroupBarrier();
+  // 2. Every invocation adds the partial sums in the same order.
+  var total = 0.0;
+  for (var k = 0u; k < WG; k++) { total += partial[k]; }
+  let inv = 1.0 / sqrt(total / f32(P.C) + P.eps);
+  // 3. Scale: (x * inv) * weight, the order Hugging Face's LlamaRMSNorm uses.
+  for (var c = lid; c < P.C; c += WG) {
+    out[start + c] = (x[start + c] * inv) * weight[c];
+  }
+}`,
+};
+
+/**
+ * Records `out[t] = x[t] / sqrt(mean(x[t]²) + eps) * weight` for every row of `x`.
+ *
+ * @param step the step to record into
+ * @param x (T, C) input
+ * @param weight (C) gain
+ * @param out (T, C) output (a different tensor from `x`)
+ * @param eps added to the mean square (Llama uses 1e-5 or 1e-6)
+ *
+ * @example Normalising the residual stream before attention
+ * ```ts ignore
+ * const step = new Step(gpu, "norm");
+ * rmsNormForward(step, x, inputNorm, xn, 1e-5);
+ * step.submit();
+ * ```
+ */
+export function rmsNormForward(step: Step, x: Tensor, weight: Tensor, out: Tensor, eps: number): void {
+  const C = weight.size;
+  const rows = x.shape[0];
+  for (const [name, t] of [["x", x], ["weight", weight], ["out", out]] as const) {
+    if (t.dtype !== "f32") {
+      throw new TypeError(`rmsNormForward: ${name} "${t.label}" must be f32, not ${t.dtype}`);
+    }
+  }
+  if (x.size !== rows * C || out.size < rows * C) {
+    throw new RangeError(
+      `rmsNormForward: x "${x.label}" [${x.shape.join(", ")}] and out "${out.label}" ` +
+        `[${out.shape.join(", ")}] do not match a weight of ${C} channels`,
+    );
+  }
+  if (rows === 0 || C === 0) return;
+  const gridX = Math.min(rows, 65535);
+  step.dispatch(rmsNormSpec, {
+    variant: { WG },
+    bindings: { x, weight, out },
+    params: { rows, C, gridX, eps },
+    workgroups: [gridX, Math.ceil(rows / gridX)],
+  });
+}
+
+/**
+ * CPU reference: RMSNorm with f64 accumulation.
+ *
+ * @param x (T, C) input
+ * @param weight (C) gain
+ * @param eps added to the mean square
+ * @returns (T, C) output
+ *
+ * @example One row
+ * ```ts
+ * import { rmsNormReference } from "./rms_norm.ts";
+ * rmsNormReference(new Float32Array([3, 4]), new Float32Array([1, 1]), 0); // ≈ [0.8485, 1.1314]
+ * ```
+ */
+export function rmsNormReference(x: Float32Array, weight: Float32Array, eps: number): Float32Array {
+  const C = weight.length;
+  const T = x.length / C;
+  const out = new Float32Array(x.length);
+  for (let t = 0; t < T; t++) {
+    let sumSq = 0;
+    for (let c = 0; c < C; c++) sumSq += x[t * C + c] * x[t * C + c];
+    const inv = 1 / Math.sqrt(sumSq / C + eps);
+    for (let c = 0; c < C; c++) out[t * C + c] = x[t * C + c] * inv * weight[c];
+  }
+  return out;
+}
