@@ -111,6 +111,7 @@ export class Step {
   #pass: GPUComputePassEncoder | null = null;
   readonly #dispatches: RecordedDispatch[] = [];
   #arenaUsed = 0;
+  readonly #paramSlots = new Map<string, number>();
   #submitted = false;
   readonly #timing: { querySet: GPUQuerySet; labels: string[]; capacity: number } | null;
 
@@ -171,16 +172,13 @@ export class Step {
         );
       }
     }
-    // Parameters: one 256-byte slot per dispatch in the arena.
+    // Parameters: a 256-byte slot of the arena per distinct (kernel, values) in this step, so a
+    // step that repeats a forward many times reuses the slots of identical dispatches.
     const arena = arenaOf(gpu);
     const align = Math.max(256, gpu.limits.minUniformBufferOffsetAlignment);
-    const offset = this.#arenaUsed;
-    if (offset + align > ARENA_BYTES) {
-      throw new Error(`Step "${this.label}" has more than ${ARENA_BYTES / align} dispatches; split it`);
-    }
-    this.#arenaUsed += align;
     const params = args.params ?? {};
-    spec.params.forEach((p, i) => {
+    let paramKey = `${kernel.id}`;
+    for (const p of spec.params) {
       const v = params[p.name];
       if (typeof v !== "number" || Number.isNaN(v)) {
         throw new GpuError(
@@ -188,11 +186,26 @@ export class Step {
           kernel.label,
         );
       }
-      const index = offset / 4 + i;
-      if (p.type === "f32") arena.f32[index] = v;
-      else if (p.type === "i32") arena.i32[index] = v;
-      else arena.u32[index] = v;
-    });
+      paramKey += `,${v}`;
+    }
+    let offset = this.#paramSlots.get(paramKey);
+    if (offset === undefined) {
+      offset = this.#arenaUsed;
+      if (offset + align > ARENA_BYTES) {
+        throw new Error(
+          `Step "${this.label}" has more than ${ARENA_BYTES / align} distinct dispatches; split it`,
+        );
+      }
+      this.#arenaUsed += align;
+      this.#paramSlots.set(paramKey, offset);
+      spec.params.forEach((p, i) => {
+        const v = params[p.name];
+        const index = offset! / 4 + i;
+        if (p.type === "f32") arena.f32[index] = v;
+        else if (p.type === "i32") arena.i32[index] = v;
+        else arena.u32[index] = v;
+      });
+    }
     // Bind group: cached by kernel and exact buffer ranges.
     const entries: GPUBindGroupEntry[] = [{
       binding: 0,

@@ -152,6 +152,116 @@ ${[0, 1, 2, 3].map(elem).join("\n")}
 }`;
 }
 
+/**
+ * The reduction loop of the `SG` variants. Per step of 8 (one per lane): the lanes load A
+ * cooperatively (lane `sid` loads vec4 `kc + sid` of each shared row, or row `tc + sid` for tn) and
+ * each lane loads its private B for all 8 sub-steps into a private array (loads sit in small loops,
+ * which keeps the compiled code small: every load is a per-lane loop on llvmpipe); then the 8
+ * sub-steps run unrolled, each taking lane j's A through `subgroupBroadcast` (its lane id must be a
+ * constant).
+ */
+function emitSubgroupLoop(v: MatmulVariant, emit: (s: string) => void): void {
+  const { LAYOUT: layout, R, C } = v;
+  const CV = C / 4;
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  if (layout === "tn") {
+    // Reduction over rows t of a (K, M) and b (K, N): sub-step j is row t = tc + j.
+    emit(`  var as_: array<vec4<f32>, ${R / 4}>; // a[tc + sid, m0 .. m0 + R]`);
+    emit(`  var bv: array<vec4<f32>, ${SGS * CV}>; // b[tc + j, n0 .. n0 + C] for j < ${SGS}`);
+    emit(`  for (var tc = 0u; tc < P.K; tc += ${SGS}u) {`);
+    emit(`    let tl = tc + sid;`);
+    emit(`    for (var q = 0u; q < ${R / 4}u; q++) {`);
+    emit(`      as_[q] = select(vec4<f32>(), ldA(min(tl, P.K - 1u), m0 / 4u + q), tl < P.K);`);
+    emit(`    }`);
+    emit(`    for (var j = 0u; j < ${SGS}u; j++) {`);
+    emit(`      let t = min(tc + j, P.K - 1u); // past K, a is 0`);
+    for (const c of range(CV)) emit(`      bv[j * ${CV}u + ${c}u] = ldB(t, n0 / 4u + ${c}u);`);
+    emit(`    }`);
+    for (const j of range(SGS)) {
+      for (const q of range(R / 4)) emit(`    let ab${j}_${q} = subgroupBroadcast(as_[${q}], ${j}u);`);
+      for (const r of range(R)) {
+        for (const c of range(CV)) {
+          emit(`    acc${r}_${c} += ab${j}_${r >> 2}.${"xyzw"[r & 3]} * bv[${j * CV + c}];`);
+        }
+      }
+    }
+    emit(`  }`);
+    return;
+  }
+  // nt, nn: reduction along the rows of a (M, K), sub-step j is vec4 kc + j (elements 4(kc+j) ..).
+  const nt = layout === "nt";
+  const BV = nt ? SGS * C : SGS * 4 * CV;
+  emit(`  var xs: array<vec4<f32>, ${R}>; // vec4 kc + sid of rows m0 .. m0 + R of a`);
+  emit(
+    nt
+      ? `  var bv: array<vec4<f32>, ${BV}>; // vec4 kc + j of rows n0 .. n0 + C of b, j < ${SGS}`
+      : `  var bv: array<vec4<f32>, ${BV}>; // rows 4kc .. 4kc + ${4 * SGS} of b, columns n0 .. n0 + C`,
+  );
+  emit(`  let KV = (P.K + 3u) / 4u;`);
+  emit(`  for (var kc = 0u; kc < KV; kc += ${SGS}u) {`);
+  emit(`    for (var r = 0u; r < ${R}u; r++) {`);
+  emit(`      xs[r] = ldA(min(m0 + r, P.M - 1u), kc + sid);`);
+  emit(`    }`);
+  if (nt) {
+    emit(`    for (var j = 0u; j < ${SGS}u; j++) {`);
+    for (const c of range(C)) emit(`      bv[j * ${C}u + ${c}u] = ldB(br${c}, kc + j);`);
+    emit(`    }`);
+  } else {
+    emit(`    for (var q = 0u; q < ${4 * SGS}u; q++) {`);
+    emit(`      let k = min(kc * 4u + q, P.K - 1u); // past K, a is 0`);
+    for (const c of range(CV)) emit(`      bv[q * ${CV}u + ${c}u] = ldB(k, n0 / 4u + ${c}u);`);
+    emit(`    }`);
+  }
+  for (const j of range(SGS)) {
+    for (const r of range(R)) emit(`    let xb${j}_${r} = subgroupBroadcast(xs[${r}], ${j}u);`);
+    for (const r of range(R)) {
+      if (nt) {
+        for (const c of range(C)) emit(`    acc${r}_${c} += dot(xb${j}_${r}, bv[${j * C + c}]);`);
+      } else {
+        for (const q of range(4)) {
+          for (const c of range(CV)) {
+            emit(`    acc${r}_${c} += xb${j}_${r}.${"xyzw"[q]} * bv[${(4 * j + q) * CV + c}];`);
+          }
+        }
+      }
+    }
+  }
+  emit(`  }`);
+}
+
+/** The reduction loop without subgroups: every invocation loads its own A, one step at a time. */
+function emitPlainLoop(v: MatmulVariant, emit: (s: string) => void): void {
+  const { LAYOUT: layout, R, C } = v;
+  const CV = C / 4;
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  if (layout === "tn") {
+    emit(`  for (var t = 0u; t < P.K; t++) {`);
+    for (const c of range(CV)) emit(`    let bv${c} = ldB(t, n0 / 4u + ${c}u);`);
+    for (const q of range(R / 4)) emit(`    let ab${q} = ldA(t, m0 / 4u + ${q}u);`);
+    for (const r of range(R)) {
+      for (const c of range(CV)) emit(`    acc${r}_${c} += ab${r >> 2}.${"xyzw"[r & 3]} * bv${c};`);
+    }
+    emit(`  }`);
+    return;
+  }
+  emit(`  let KV = (P.K + 3u) / 4u;`);
+  emit(`  for (var k4 = 0u; k4 < KV; k4++) {`);
+  for (const r of range(R)) emit(`    let xb${r} = ldA(min(m0 + ${r}u, P.M - 1u), k4);`);
+  if (layout === "nt") {
+    for (const c of range(C)) emit(`    let w${c} = ldB(br${c}, k4);`);
+    for (const r of range(R)) for (const c of range(C)) emit(`    acc${r}_${c} += dot(xb${r}, w${c});`);
+  } else {
+    for (const q of range(4)) {
+      emit(`    let k${q} = min(k4 * 4u + ${q}u, P.K - 1u); // past K, a is 0`);
+      for (const c of range(CV)) emit(`    let bv${q}_${c} = ldB(k${q}, n0 / 4u + ${c}u);`);
+      for (const r of range(R)) {
+        for (const c of range(CV)) emit(`    acc${r}_${c} += xb${r}.${"xyzw"[q]} * bv${q}_${c};`);
+      }
+    }
+  }
+  emit(`  }`);
+}
+
 function wgslOf(variant: Variant): string {
   const v = variant as unknown as MatmulVariant;
   const { LAYOUT: layout, R, C, SG } = v;
@@ -173,82 +283,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // Every invocation runs the whole loop, out-of-range ones on clamped indices (broadcasts need
   // all lanes); only the stores are guarded.
   if (nt) {
-    for (const r of range(R)) emit(`  let ar${r} = min(m0 + ${r}u, P.M - 1u);`);
     for (const c of range(C)) emit(`  let br${c} = min(n0 + ${c}u, P.N - 1u);`);
     for (const r of range(R)) for (const c of range(C)) emit(`  var acc${r}_${c} = 0.0;`);
   } else {
-    if (layout === "nn") { for (const r of range(R)) emit(`  let ar${r} = min(m0 + ${r}u, P.M - 1u);`); }
     for (const r of range(R)) for (const c of range(CV)) emit(`  var acc${r}_${c} = vec4<f32>();`);
   }
 
-  const step = SG ? SGS : 1;
-  if (layout === "tn") {
-    // Reduction over rows t of a (K, M) and b (K, N): one t per j.
-    emit(`  for (var tc = 0u; tc < P.K; tc += ${step}u) {`);
-    if (SG) {
-      // Lane sid loads row tc + sid of a (this workgroup's R columns); lane j's copy serves t = tc + j.
-      emit(`    let tl = tc + sid;`);
-      for (const q of range(R / 4)) {
-        emit(`    let as${q} = select(vec4<f32>(), ldA(min(tl, P.K - 1u), m0 / 4u + ${q}u), tl < P.K);`);
-      }
-    }
-    for (const j of range(step)) {
-      emit(`    {`);
-      emit(`      let t = min(tc + ${j}u, P.K - 1u);`);
-      for (const c of range(CV)) emit(`      let bv${c} = ldB(t, n0 / 4u + ${c}u);`);
-      for (const q of range(R / 4)) {
-        emit(
-          SG
-            ? `      let ab${q} = subgroupBroadcast(as${q}, ${j}u);`
-            : `      let ab${q} = ldA(t, m0 / 4u + ${q}u);`,
-        );
-      }
-      for (const r of range(R)) {
-        for (const c of range(CV)) emit(`      acc${r}_${c} += ab${r >> 2}.${"xyzw"[r & 3]} * bv${c};`);
-      }
-      emit(`    }`);
-    }
-    emit(`  }`);
-  } else {
-    // Reduction along the rows of a (M, K), 4 elements (one vec4) per j.
-    emit(`  let KV = (P.K + 3u) / 4u;`);
-    emit(`  for (var kc = 0u; kc < KV; kc += ${step}u) {`);
-    if (SG) {
-      // Lane sid loads vec4 kc + sid of each of the R rows; lane j's copy serves k4 = kc + j.
-      for (const r of range(R)) emit(`    let xs${r} = ldA(ar${r}, kc + sid);`);
-    }
-    for (const j of range(step)) {
-      emit(`    {`);
-      emit(`      let k4 = kc + ${j}u;`);
-      for (const r of range(R)) {
-        emit(
-          SG ? `      let xb${r} = subgroupBroadcast(xs${r}, ${j}u);` : `      let xb${r} = ldA(ar${r}, k4);`,
-        );
-      }
-      if (nt) {
-        for (const c of range(C)) emit(`      let w${c} = ldB(br${c}, k4);`);
-        for (const r of range(R)) for (const c of range(C)) emit(`      acc${r}_${c} += dot(xb${r}, w${c});`);
-      } else {
-        // nn: b rows 4·k4 .. 4·k4+3 (clamped; their x factors are 0 past K).
-        for (const q of range(4)) {
-          emit(`      let k${q} = min(k4 * 4u + ${q}u, P.K - 1u);`);
-          for (const c of range(CV)) emit(`      let bv${q}_${c} = ldB(k${q}, n0 / 4u + ${c}u);`);
-          for (const r of range(R)) {
-            for (const c of range(CV)) emit(`      acc${r}_${c} += xb${r}.${"xyzw"[q]} * bv${q}_${c};`);
-          }
-        }
-      }
-      emit(`    }`);
-    }
-    emit(`  }`);
-  }
+  if (SG) emitSubgroupLoop(v, emit);
+  else emitPlainLoop(v, emit);
 
   // Stores: y = (accumulate ? y : 0) + acc. A subgroup of another size than SGS would have mixed
   // the wrong lanes, so such an adapter gets NaN, never a silently wrong product.
   emit(SG ? `  let bad = ssz != ${SGS}u;` : `  let bad = false;`);
   emit(`  let nan = bitcast<f32>(0x7fc00000u);`);
   const store = (row: string, col: string, value: string) =>
-    `  if (${row} < P.M && ${col} < P.N) { let i = ${row} * P.N + ${col}; ` +
+    `  if (${row} < P.M && ${col} < P.N) { let i = (${row}) * P.N + ${col}; ` +
     `y[i] = select(select(0.0, y[i], P.acc != 0u) + ${value}, nan, bad); }`;
   for (const r of range(R)) {
     if (nt) {

@@ -1,0 +1,134 @@
+import assert from "node:assert/strict";
+import { generateGreedy } from "../../decode/ar.ts";
+import type { CausalLM, GenerationResult } from "../../decode/generation.ts";
+import { generateJacobi, type JacobiResult } from "../../decode/jacobi.ts";
+import { convertLlama2c, directoryFiles, Llama, loadPretrained } from "../../model/mod.ts";
+import { gpuTest, testGpu } from "../_gpu.ts";
+import { writeTinyModel } from "../_tiny_model.ts";
+import { OracleModel } from "./_oracle_model.ts";
+
+const SHARED = new URL("../../../shared/models/stories260K/", import.meta.url).pathname;
+
+async function drain<T>(gen: AsyncGenerator<number[], T>): Promise<{ result: T; streamed: number[] }> {
+  const streamed: number[] = [];
+  let r = await gen.next();
+  while (!r.done) {
+    streamed.push(...r.value);
+    r = await gen.next();
+  }
+  return { result: r.value, streamed };
+}
+
+async function compare(
+  model: CausalLM,
+  prompt: number[],
+  blockSize: number,
+  maxNewTokens: number,
+  eosIds: number[],
+  what: string,
+): Promise<{ ar: GenerationResult; jacobi: JacobiResult }> {
+  const ar = (await drain(generateGreedy(model, prompt, { maxNewTokens, eosIds }))).result;
+  const { result: jacobi, streamed } = await drain(
+    generateJacobi(model, prompt, { maxNewTokens, eosIds, blockSize, seed: prompt.length }),
+  );
+  assert.deepEqual(jacobi.tokens, ar.tokens, `${what}: Jacobi (n=${blockSize}) differs from greedy AR`);
+  assert.deepEqual(streamed, jacobi.tokens, `${what}: streamed pieces differ from the result`);
+  assert.ok(jacobi.tokens.length <= maxNewTokens);
+  return { ar, jacobi };
+}
+
+Deno.test(
+  "oracle model: accepted tokens per forward, fast-forward and stationary counts by hand",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const prompt = [1, 3, 4];
+    const target = [...prompt, ...Array.from({ length: 40 }, (_, i) => 10 + i)];
+    // No blind spot: every block takes 2 forwards (guesses are never right), 12 tokens in 3 blocks,
+    // plus prefill: 7 forwards.
+    const plain = new OracleModel(gpu, target, 64);
+    let r = await compare(plain, prompt, 4, 12, [], "oracle");
+    assert.deepEqual(r.jacobi.tokens, target.slice(3, 15));
+    assert.equal(r.jacobi.stats.forwards, 7);
+    assert.equal(r.jacobi.stats.tokensPerForward, 12 / 7);
+    assert.equal(r.jacobi.stats.fastForward, 4);
+    assert.equal(r.jacobi.stats.stationary, 0);
+    assert.equal(r.jacobi.trajectory.length, 3);
+    // Budget mid-block: 10 tokens, the third block stops after its second forward.
+    r = await compare(plain, prompt, 4, 10, [], "oracle mid-block");
+    assert.equal(r.jacobi.stats.forwards, 7);
+    assert.equal(r.jacobi.tokens.length, 10);
+    // EOS inside block 1 (token 16 at its third slot): nothing after it.
+    r = await compare(plain, prompt, 4, 12, [16], "oracle EOS");
+    assert.deepEqual(r.jacobi.tokens, [10, 11, 12, 13, 14, 15, 16]);
+    assert.equal(r.jacobi.stopReason, "eos");
+    assert.equal(r.jacobi.stats.forwards, 5);
+    // Blind at position 4: block 0 needs 3 forwards, states [10 g g g], [10 11 W 13], [10 11 12 13]:
+    // FF (2 + 2) / 2 = 2, and position 3 (token 13) is stationary.
+    const blind = new OracleModel(gpu, target, 64, 4);
+    r = await compare(blind, prompt, 4, 12, [], "blind oracle");
+    assert.deepEqual(r.jacobi.trajectory[0].states.slice(1), [[10, 11, 63, 13], [10, 11, 12, 13]]);
+    assert.equal(r.jacobi.stats.forwards, 8);
+    assert.equal(r.jacobi.stats.tokensPerForward, 1.5);
+    assert.equal(r.jacobi.stats.fastForward, 10 / 3);
+    assert.equal(r.jacobi.stats.stationary, 1);
+  },
+);
+
+Deno.test(
+  "Jacobi equals greedy AR on tiny random models: block sizes, prompt lengths, EOS, budgets",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const dir = await Deno.makeTempDir();
+    try {
+      // Peaked logits (scale 4) keep top-2 gaps far above f32 summation-order noise.
+      await writeTinyModel(dir, { numHeads: 4, numKvHeads: 2, vocabSize: 48, scale: 4, seed: 7 });
+      const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 256, maxRows: 32 });
+      const blockSizes = [1, 2, 3, 8, 16, 32];
+      for (const [i, P] of [1, 5, 17, 40].entries()) {
+        const prompt = Array.from({ length: P }, (_, j) => 3 + ((j * 7 + i) % 44));
+        for (const n of blockSizes) await compare(model, prompt, n, 13 + i * 11, [], `prompt ${P}`);
+        // EOS inside a block: stop at a token AR produces mid-way.
+        const ar = (await drain(generateGreedy(model, prompt, { maxNewTokens: 30, eosIds: [] }))).result;
+        const eos = ar.tokens[9];
+        for (const n of [3, 8, 16]) {
+          const { jacobi } = await compare(model, prompt, n, 30, [eos], `prompt ${P} EOS`);
+          assert.equal(jacobi.tokens.at(-1), eos);
+          assert.equal(jacobi.tokens.indexOf(eos), jacobi.tokens.length - 1);
+        }
+      }
+      model.destroy();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test("Jacobi equals greedy AR on stories260K for block sizes 1..32", gpuTest, async () => {
+  const gpu = await testGpu();
+  const dir = await Deno.makeTempDir();
+  try {
+    await convertLlama2c({
+      checkpoint: `${SHARED}stories260K.bin`,
+      tokenizer: `${SHARED}tok512.bin`,
+      out: `${dir}/m`,
+    });
+    const p = await loadPretrained(gpu, directoryFiles(`${dir}/m`), { maxLength: 512 });
+    const prompts = [
+      [p.tokenizer.bosId!],
+      p.tokenizer.encode("Once upon a time, there was a little dog"),
+      p.tokenizer.encode("Tom and his sister went to the park. They saw a big tree.").slice(0, 40),
+    ];
+    assert.ok(prompts[2].length >= 20, `prompt of ${prompts[2].length} tokens`);
+    for (const prompt of prompts) {
+      for (const n of [1, 2, 3, 8, 16, 32]) {
+        const { jacobi } = await compare(p.model, prompt, n, 45, p.eosIds, `stories prompt ${prompt.length}`);
+        assert.ok(jacobi.stats.tokensPerForward >= 0.9 && jacobi.stats.tokensPerForward <= 2);
+      }
+    }
+    p.model.destroy();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
