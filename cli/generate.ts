@@ -4,10 +4,11 @@
  * @module
  */
 
-import { generateFromIds, type GenerationStats } from "../decode/mod.ts";
+import { generateFromIds, type GenerationStats, type JacobiStats } from "../decode/mod.ts";
 import { renderChat } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { loadModelDir } from "./load.ts";
+import { renderJacobi } from "./show_jacobi.ts";
 
 const HELP = `Usage: deno task cllm generate --model DIR (--prompt TEXT | --prompt-file F) [options]
 
@@ -21,12 +22,15 @@ Options:
   --top-k K                 sample among the K most likely tokens (default 0 = all)
   --top-p P                 nucleus sampling mass (default 1)
   --seed S                  sampling seed (default 0)
-  --forwards-per-readback N greedy forwards recorded per GPU readback (default 16)
+  --decoder ar|jacobi       AR (default) or Jacobi decoding (greedy; same text as greedy AR)
+  --block N                 Jacobi block size (default 16)
+  --forwards-per-readback N forwards (AR steps or Jacobi iterations) per GPU readback (default 16)
+  --show-jacobi             draw each block's Jacobi iterations after the text
   --stats                   print statistics after the text
   --json                    print one JSON object {text, tokens, stats} instead of streaming`;
 
 /** Prints statistics as an aligned table. */
-export function formatStats(stats: GenerationStats): string {
+export function formatStats(stats: GenerationStats | JacobiStats): string {
   const rows: [string, string][] = [
     ["decoder", stats.decoder],
     ["prompt tokens", `${stats.promptTokens}`],
@@ -40,6 +44,14 @@ export function formatStats(stats: GenerationStats): string {
     ["tokens/s", stats.tokensPerSecond.toFixed(1)],
     ["decode tokens/s", stats.decodeTokensPerSecond.toFixed(1)],
   ];
+  if ("blockSize" in stats) {
+    rows.push(
+      ["block size", `${stats.blockSize}`],
+      ["blocks", `${stats.blocks}`],
+      ["fast-forward / iter", stats.fastForward.toFixed(2)],
+      ["stationary tokens", `${stats.stationary}`],
+    );
+  }
   return rows.map(([k, v]) => `${k.padEnd(22)} ${v}`).join("\n");
 }
 
@@ -56,6 +68,9 @@ export async function generateCommand(args: string[]): Promise<void> {
     "top-p": { type: "string" },
     seed: { type: "string" },
     "forwards-per-readback": { type: "string" },
+    decoder: { type: "string" },
+    block: { type: "string" },
+    "show-jacobi": { type: "boolean" },
     stats: { type: "boolean" },
     json: { type: "boolean" },
   });
@@ -73,6 +88,14 @@ export async function generateCommand(args: string[]): Promise<void> {
   const topP = numberOption(v, "top-p", 1, { min: 0, max: 1 });
   const seed = numberOption(v, "seed", 0, { integer: true });
   const forwardsPerReadback = numberOption(v, "forwards-per-readback", 16, { integer: true, min: 1 });
+  const decoder = (v.decoder as string | undefined) ?? "ar";
+  if (decoder !== "ar" && decoder !== "jacobi") {
+    throw new CliError(`generate: --decoder must be ar or jacobi, not "${decoder}"`);
+  }
+  const blockSize = numberOption(v, "block", 16, { integer: true, min: 1, max: 64 });
+  if (v["show-jacobi"] && decoder !== "jacobi") {
+    throw new CliError("generate: --show-jacobi needs --decoder jacobi");
+  }
 
   const p = await loadModelDir(modelDir);
   try {
@@ -101,7 +124,16 @@ export async function generateCommand(args: string[]): Promise<void> {
           `shorten the prompt or lower --max-new-tokens`,
       );
     }
-    const gen = generateFromIds(p, ids, { maxNewTokens, temperature, topK, topP, seed, forwardsPerReadback });
+    const gen = generateFromIds(p, ids, {
+      maxNewTokens,
+      temperature,
+      topK,
+      topP,
+      seed,
+      forwardsPerReadback,
+      decoder,
+      blockSize,
+    });
     const out = Deno.stdout;
     const enc = new TextEncoder();
     for await (const piece of gen.pieces) if (!v.json) await out.write(enc.encode(piece));
@@ -117,6 +149,10 @@ export async function generateCommand(args: string[]): Promise<void> {
       );
     } else {
       await out.write(enc.encode("\n"));
+      if (v["show-jacobi"] && "trajectory" in result) {
+        const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+        console.log(`\n${renderJacobi(result.trajectory, p.tokenizer, color).join("\n")}`);
+      }
       if (v.stats) console.log(`\n${formatStats(result.stats)}`);
     }
   } finally {

@@ -10,17 +10,26 @@
 import { GpuError } from "../core/mod.ts";
 import { FormatError } from "../model/mod.ts";
 import { CliError } from "./args.ts";
+import { benchCommand } from "./bench.ts";
 import { chatCommand } from "./chat.ts";
 import { convertCommand } from "./convert.ts";
 import { demoCommand } from "./demo.ts";
+import { evalCommand } from "./eval.ts";
 import { generateCommand } from "./generate.ts";
 import { infoCommand } from "./info.ts";
+import { pretrainCommand, trainCommand } from "./train.ts";
+import { trajectoryCommand } from "./trajectory.ts";
 
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: "generate text from a prompt (streams to stdout)" },
   chat: { run: chatCommand, summary: "interactive chat using the model's chat template" },
   info: { run: infoCommand, summary: "print a model's config, parameter count and GPU memory" },
   convert: { run: convertCommand, summary: "convert a llama2.c checkpoint to a Hugging Face directory" },
+  bench: { run: benchCommand, summary: "bench decode: AR vs Jacobi on the same prompts, outputs checked" },
+  trajectory: { run: trajectoryCommand, summary: "collect Jacobi trajectories (JSONL) for training" },
+  train: { run: trainCommand, summary: "consistency training on Jacobi trajectories (CLLM)" },
+  pretrain: { run: pretrainCommand, summary: "AR training from random weights on a text corpus" },
+  eval: { run: evalCommand, summary: "GSM8K accuracy with AR or Jacobi decoding, per-item JSONL log" },
   demo: { run: demoCommand, summary: "the demo: adapter, kernel self-test and a matmul figure" },
 };
 

@@ -16,3 +16,4 @@ export * from "./device.ts";
 export * from "./tensor.ts";
 export * from "./kernel.ts";
 export * from "./step.ts";
+export * from "./tape.ts";

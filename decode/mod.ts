@@ -14,4 +14,7 @@
 export * from "./generation.ts";
 export * from "./sampling.ts";
 export * from "./ar.ts";
+export * from "./jacobi.ts";
+export * from "./jacobi_stats.ts";
+export * from "./lookahead.ts";
 export * from "./text.ts";

@@ -7,24 +7,30 @@
 import type { Pretrained } from "../model/mod.ts";
 import { generateGreedy, generateSampled } from "./ar.ts";
 import type { GenerationResult } from "./generation.ts";
+import { generateJacobi, type JacobiResult } from "./jacobi.ts";
 import type { SamplingOptions } from "./sampling.ts";
 
 /** Options of {@linkcode generateText}. */
 export interface TextOptions extends SamplingOptions {
   /** New-token budget. */
   maxNewTokens: number;
-  /** Decoder; "ar" unless a later decoder is asked for. */
-  decoder?: "ar";
-  /** Forwards per readback for GPU-resident greedy loops. */
+  /** Decoder (default "ar"). Jacobi decoding is greedy: it ignores the sampling options. */
+  decoder?: "ar" | "jacobi";
+  /** Forwards per readback for GPU-resident greedy loops (AR and Jacobi). */
   forwardsPerReadback?: number;
+  /** Jacobi block size n. */
+  blockSize?: number;
 }
+
+/** The final result of a text generation; Jacobi results carry their trajectory and statistics. */
+export type TextResult = (GenerationResult | JacobiResult) & { text: string };
 
 /** A generation in progress: text pieces as they come, then the final result. */
 export interface TextGeneration {
   /** Text pieces, in order; their concatenation is the decoded text of all new tokens. */
   pieces: AsyncIterable<string>;
   /** Resolves when generation ends (after `pieces` is exhausted). */
-  result: Promise<GenerationResult & { text: string }>;
+  result: Promise<TextResult>;
 }
 
 /**
@@ -39,16 +45,27 @@ export interface TextGeneration {
  */
 export function generateFromIds(p: Pretrained, ids: readonly number[], options: TextOptions): TextGeneration {
   const greedy = options.temperature === undefined || options.temperature <= 0;
-  const tokens = greedy
+  if (options.decoder === "jacobi" && !greedy) {
+    throw new RangeError("Jacobi decoding is greedy; drop --temperature or use --decoder ar");
+  }
+  const tokens: AsyncGenerator<number[], GenerationResult | JacobiResult> = options.decoder === "jacobi"
+    ? generateJacobi(p.model, ids, {
+      maxNewTokens: options.maxNewTokens,
+      eosIds: p.eosIds,
+      blockSize: options.blockSize,
+      seed: options.seed,
+      iterationsPerReadback: options.forwardsPerReadback,
+    })
+    : greedy
     ? generateGreedy(p.model, ids, {
       maxNewTokens: options.maxNewTokens,
       eosIds: p.eosIds,
       forwardsPerReadback: options.forwardsPerReadback,
     })
     : generateSampled(p.model, ids, { ...options, eosIds: p.eosIds });
-  let resolve!: (r: GenerationResult & { text: string }) => void;
+  let resolve!: (r: TextResult) => void;
   let reject!: (e: unknown) => void;
-  const result = new Promise<GenerationResult & { text: string }>((res, rej) => {
+  const result = new Promise<TextResult>((res, rej) => {
     resolve = res;
     reject = rej;
   });

@@ -12,30 +12,34 @@
  * (online softmax: running max subtracted before every exp). A query that sees no row at all (only
  * possible with a mask at base 0) gets a zero output.
  *
- * Two schedules, chosen by {@linkcode attentionForward} from the amount of parallel work:
- * - `rows`: one invocation per (t, h) loops over its keys with online softmax (no barrier);
- *   invocations of a SIMD chunk are consecutive t of one head, so they stream the same K/V rows.
- * - `split`: one workgroup of SPLIT invocations per (t, h); invocation l takes keys l, l+SPLIT, …
- *   with its own online softmax, then one barrier and a merge of the partial (max, sum, acc).
- *   Used when T·H is too small to keep the cores busy (T = 1 decoding).
+ * Schedule (tuned for llvmpipe, where every storage load is one scalar load per SIMD lane, about
+ * as costly as 30-70 arithmetic operations, and barriers are expensive; webgpu-notes.md §3): one
+ * invocation per R queries of one kv head walks the keys those queries may see, KB keys per step,
+ * with online softmax. No workgroup memory, no barrier. Each K/V vector an invocation loads serves
+ * its R queries, and one rescale of the accumulators serves KB keys; the accumulators live in
+ * `out` itself. R and KB come from {@linkcode attentionSchedule}. On a real GPU this schedule has
+ * too little parallelism for T = 1; a split-K variant would be the next step there.
  *
  * @module
  */
 
-import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
+import type { Gpu, KernelSpec, Step, Tensor } from "../core/mod.ts";
 
 /**
- * Attention kernel. Variant: `D` (head size, a multiple of 4), `MASK` (mask binding present),
- * `SPLIT` (0: one invocation per (t, h) in workgroups of `WG`; n > 0: n invocations per (t, h)).
+ * Attention kernel. Variant: `MASK` (mask binding present), `R` (queries per invocation), `KB`
+ * (keys per loop step), `WG` (invocations per workgroup). Invocation i handles queries
+ * c·R .. c·R + R − 1 of kv head i / n (c = i mod n, n = ceil(T·H/KVH / R)), where query qi of a kv
+ * head is row qi / (H/KVH) of head kvh·(H/KVH) + qi mod (H/KVH).
  *
  * @example Dispatching the spec directly (prefer {@linkcode attentionForward})
  * ```ts ignore
+ * // T = 16, H = 32, KVH = 8, D = 64: 64 queries per kv head, 8 invocations of 8 queries each.
  * step.dispatch(attentionSpec, {
- *   variant: { D: 64, MASK: false, SPLIT: 0, WG: 8 },
+ *   variant: { MASK: false, R: 8, KB: 16, WG: 8 },
  *   bindings: { q, k: kCache, v: vCache, out, state },
- *   params: { rows: T, heads: H, group: H / KVH, kvHeads: KVH, cacheRows: S, baseSlot: 0,
- *     scaleLog2e: Math.LOG2E / Math.sqrt(64), maskWords: 0, gridX: Math.ceil((T * H) / 8) },
- *   workgroups: [Math.ceil((T * H) / 8)],
+ *   params: { rows: 16, heads: 32, group: 4, kvHeads: 8, cacheRows: S, baseSlot: 0,
+ *     scaleLog2e: Math.LOG2E / 8, maskWords: 1, gridX: 8, headVecs: 16 },
+ *   workgroups: [8],
  * });
  * ```
  */
@@ -58,345 +62,112 @@ export const attentionSpec: KernelSpec = {
     { name: "baseSlot", type: "u32" },
     { name: "scaleLog2e", type: "f32" }, // scale · log2(e): scores in base 2 for exp2
     { name: "maskWords", type: "u32" },
-    { name: "gridX", type: "u32" },
+    { name: "gridX", type: "u32" }, // workgroups in x (2-D grids for huge T·H)
+    { name: "headVecs", type: "u32" }, // D / 4
   ],
-  wgsl: (variant) =>
-    variant.B
-      ? _blockedWgsl(
-        variant.MASK === true,
-        Number(variant.D),
-        Number(variant.B),
-        Number(variant.WG),
-        Number(variant.KB),
-      )
-      : variant.R
-      ? _kvSplitWgsl(variant.MASK === true, Number(variant.D), Number(variant.R), Number(variant.L))
-      : (variant.SPLIT
-        ? _splitWgsl(variant.MASK === true)
-        : _rowsWgsl(variant.MASK === true, Number(variant.D), variant.UNROLL === true)),
+  wgsl: (variant) => _attentionWgsl(variant.MASK === true, Number(variant.R), Number(variant.KB)),
 };
 
-/** Shared WGSL: constants and the visibility rule of key row j for query t. */
-function _common(mask: boolean): string {
-  return `
-const D4: u32 = D / 4u;
-const LOWEST: f32 = -3.4028235e38;
-
-// Key rows [0, end) are candidates for query t; visible(j) says which of them it sees.
-fn keyEnd(base: u32, t: u32) -> u32 {
-  ${mask ? "return min(base + P.rows, P.cacheRows);" : "return min(base + t + 1u, P.cacheRows);"}
-}
-
-fn visible(base: u32, t: u32, j: u32) -> bool {
-  if (j < base) { return true; }
-  return visibleBlock(base, t, j);
-}
-
-// Block row j >= base: the mask bit, or the causal rule.
-fn visibleBlock(base: u32, t: u32, j: u32) -> bool {
-  let u = j - base;
-  ${mask ? "return ((mask[t * P.maskWords + (u >> 5u)] >> (u & 31u)) & 1u) != 0u;" : "return u <= t;"}
-}
-`;
+/** Repeats f(i) for i < n, joined. */
+function _each(n: number, f: (i: number) => string, sep = "\n"): string {
+  return Array.from({ length: n }, (_, i) => f(i)).join(sep);
 }
 
 /**
- * One workgroup of QW invocations per (kv head, chunk of QW queries of that kv head); queries of a
- * kv head are ordered qi = t·group + g. Every K/V address depends only on the workgroup and the
- * loop counter, so it is uniform across the SIMD chunk: llvmpipe loads it once and broadcasts it,
- * where a per-lane address costs one scalar load per lane.
+ * The WGSL body for a variant. Per step of KB keys: the R·KB scores accumulate over a loop on the
+ * D/4 vec4 lanes of a head, reading q and k from storage; then one online-softmax update per
+ * query; then a second loop on d updates the R accumulators, which live in `out` itself (read,
+ * rescaled, summed, written back). The loops over the R queries and the KB keys are unrolled in
+ * the generated text; the d loops are real loops (bound from a parameter) so that the shader stays
+ * small: unrolling them gave faster code but compile times of 20 s and more on llvmpipe.
+ * Names: k{kb} / v{kb} (vec4 d of key kb of the step), s{r}_{kb} (score in log2 units),
+ * m{r} / l{r} (running max / sum of exp2 of query r).
  */
-function _rowsWgsl(mask: boolean, D: number, unroll: boolean): string {
-  const D4 = D / 4;
-  const rep = (f: (d: number) => string) => Array.from({ length: D4 }, (_, d) => f(d)).join("\n");
-  const loadQ = unroll
-    ? rep((d) => `  let q${d} = q[qOff + ${d}u] * P.scaleLog2e;\n  var a${d} = vec4<f32>(0.0);`)
-    : `  var qv: array<vec4<f32>, D4>;
-  for (var d = 0u; d < D4; d++) { qv[d] = q[qOff + d] * P.scaleLog2e; }
-  var acc: array<vec4<f32>, D4>;`;
-  const score = unroll
-    ? `    var s = ${Array.from({ length: D4 }, (_, d) => `dot(q${d}, k[kOff + ${d}u])`).join(" + ")};`
-    : `    var s = 0.0;
-    for (var d = 0u; d < D4; d++) { s += dot(qv[d], k[kOff + d]); }`;
-  const update = unroll
-    ? rep((d) => `    a${d} = a${d} * corr + p * v[kOff + ${d}u];`)
-    : `    for (var d = 0u; d < D4; d++) { acc[d] = acc[d] * corr + p * v[kOff + d]; }`;
-  const store = unroll
-    ? rep((d) => `  out[qOff + ${d}u] = a${d} * inv;`)
-    : `  for (var d = 0u; d < D4; d++) { out[qOff + d] = acc[d] * inv; }`;
-  return `${_common(mask)}
-@compute @workgroup_size(QW)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let wg = wid.x + wid.y * P.gridX;
-  let perKv = P.rows * P.group;
-  let chunks = (perKv + QW - 1u) / QW;
-  let kvh = wg / chunks;
-  if (kvh >= P.kvHeads) { return; }
-  let chunk = wg - kvh * chunks;
-  let qi = chunk * QW + lid;
-  let live = qi < perKv;
-  let qc = min(qi, perKv - 1u); // idle lanes shadow the last query and store nothing
-  let t = qc / P.group;
-  let h = kvh * P.group + (qc - t * P.group);
-  let base = state[P.baseSlot];
-  // Uniform key range: up to the last query row of this chunk (or the whole block with a mask).
-  let lastT = (min(chunk * QW + QW, perKv) - 1u) / P.group;
-  let end = keyEnd(base, lastT);
-  let qOff = (t * P.heads + h) * D4;
-${loadQ}
-  var m = LOWEST;
-  var l = 0.0;
-  let kvStride = P.kvHeads * D4;
-  for (var j = 0u; j < end; j++) {
-    let kOff = j * kvStride + kvh * D4;
-${score}
-    var vis = true;
-    if (j >= base) { vis = visibleBlock(base, t, j); }
-    // Online softmax: rescale the running sum and accumulator to the new max.
-    let mNew = max(m, select(LOWEST, s, vis));
-    let corr = exp2(m - mNew);
-    let p = select(0.0, exp2(s - mNew), vis);
-    l = l * corr + p;
-${update}
-    m = mNew;
-  }
-  if (!live) { return; }
-  let inv = select(0.0, 1.0 / l, l > 0.0);
-${store}
-}`;
-}
-
-/** SPLIT invocations per (t, h): strided keys, then one barrier and a merge of the partials. */
-function _splitWgsl(mask: boolean): string {
-  return `${_common(mask)}
-var<workgroup> partMax: array<f32, SPLIT>;
-var<workgroup> partSum: array<f32, SPLIT>;
-var<workgroup> partAcc: array<vec4<f32>, SPLIT * D4>;
-
-@compute @workgroup_size(SPLIT)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let idx = wid.x + wid.y * P.gridX;
-  if (idx >= P.rows * P.heads) { return; } // uniform: the whole workgroup leaves together
-  let t = idx % P.rows;
-  let h = idx / P.rows;
-  let kvh = h / P.group;
-  let base = state[P.baseSlot];
-  var qv: array<vec4<f32>, D4>;
-  let qOff = (t * P.heads + h) * D4;
-  for (var d = 0u; d < D4; d++) { qv[d] = q[qOff + d] * P.scaleLog2e; }
-  // 1. This invocation's keys: lid, lid + SPLIT, ...
-  var acc: array<vec4<f32>, D4>;
-  var m = LOWEST;
-  var l = 0.0;
-  let kvStride = P.kvHeads * D4;
-  let end = keyEnd(base, t);
-  for (var j = lid; j < end; j += SPLIT) {
-    if (!visible(base, t, j)) { continue; }
-    let kOff = j * kvStride + kvh * D4;
-    var s = 0.0;
-    for (var d = 0u; d < D4; d++) { s += dot(qv[d], k[kOff + d]); }
-    let mNew = max(m, s);
-    let corr = exp2(m - mNew);
-    let p = exp2(s - mNew);
-    l = l * corr + p;
-    for (var d = 0u; d < D4; d++) { acc[d] = acc[d] * corr + p * v[kOff + d]; }
-    m = mNew;
-  }
-  partMax[lid] = m;
-  partSum[lid] = l;
-  for (var d = 0u; d < D4; d++) { partAcc[lid * D4 + d] = acc[d]; }
-  workgroupBarrier();
-  // 2. Merge: every invocation finds the global max and sum, then writes its slice of D.
-  var gm = LOWEST;
-  for (var k2 = 0u; k2 < SPLIT; k2++) { gm = max(gm, partMax[k2]); }
-  var gl = 0.0;
-  for (var k2 = 0u; k2 < SPLIT; k2++) { gl += partSum[k2] * exp2(partMax[k2] - gm); }
-  let inv = select(0.0, 1.0 / gl, gl > 0.0);
-  for (var d = lid; d < D4; d += SPLIT) {
-    var o = vec4<f32>(0.0);
-    for (var k2 = 0u; k2 < SPLIT; k2++) { o += partAcc[k2 * D4 + d] * exp2(partMax[k2] - gm); }
-    out[qOff + d] = o * inv;
-  }
-}`;
-}
-
-/**
- * R queries of one kv head per workgroup, L invocations splitting the keys (j = lid, lid + L, ...).
- * Each K/V row an invocation loads serves all R queries (llvmpipe pays per lane for every storage
- * load, so loads must be reused from registers); the R (max, sum, acc) partials of the L
- * invocations are merged through workgroup memory after one barrier.
- */
-function _kvSplitWgsl(mask: boolean, D: number, R: number, L: number): string {
-  const D4 = D / 4;
-  const each = (n: number, f: (i: number) => string, sep = "\n") =>
-    Array.from({ length: n }, (_, i) => f(i)).join(sep);
-  const rd = (f: (r: number, d: number) => string) => each(R, (r) => each(D4, (d) => f(r, d)));
-  const visBlock = (r: number) =>
-    mask ? `((mask[t${r} * P.maskWords + (u >> 5u)] >> (u & 31u)) & 1u) != 0u` : `u <= t${r}`;
-  return `
-const LOWEST: f32 = -3.4028235e38;
-var<workgroup> partMax: array<f32, ${L * R}>;
-var<workgroup> partSum: array<f32, ${L * R}>;
-var<workgroup> partAcc: array<vec4<f32>, ${L * R * D4}>;
-
-@compute @workgroup_size(${L})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let wg = wid.x + wid.y * P.gridX;
-  let perKv = P.rows * P.group;
-  let chunks = (perKv + ${R - 1}u) / ${R}u;
-  let kvh = wg / chunks;
-  if (kvh >= P.kvHeads) { return; } // uniform: the whole workgroup leaves together
-  let first = (wg - kvh * chunks) * ${R}u;
-  let base = state[P.baseSlot];
-  // The R queries (query index qi = t * group + g; past the end, the last one is repeated).
-${
-    each(R, (r) =>
-      `  let qi${r} = min(first + ${r}u, perKv - 1u);
-  let t${r} = qi${r} / P.group;
-  let qOff${r} = (t${r} * P.heads + kvh * P.group + (qi${r} - t${r} * P.group)) * ${D4}u;`)
-  }
-  let lastT = min(first + ${R - 1}u, perKv - 1u) / P.group;
-  ${mask ? "let end = min(base + P.rows, P.cacheRows);" : "let end = min(base + lastT + 1u, P.cacheRows);"}
-${rd((r, d) => `  let q${r}_${d} = q[qOff${r} + ${d}u] * P.scaleLog2e;`)}
-${rd((r, d) => `  var a${r}_${d} = vec4<f32>(0.0);`)}
-${
-    each(R, (r) =>
-      `  var m${r} = LOWEST;
-  var l${r} = 0.0;`)
-  }
-  let kvStride = P.kvHeads * ${D4}u;
-  for (var j = lid; j < end; j += ${L}u) {
-    let kOff = j * kvStride + kvh * ${D4}u;
-${each(D4, (d) => `    let k${d} = k[kOff + ${d}u];`)}
-${each(R, (r) => `    var s${r} = ${each(D4, (d) => `dot(q${r}_${d}, k${d})`, " + ")};`)}
-    if (j >= base) {
-      // Block rows: the ${
-    mask ? "mask" : "causal rule"
-  } decides; hidden rows get a score that exp2 flushes to 0.
-      let u = j - base;
-${each(R, (r) => `      s${r} = select(LOWEST, s${r}, ${visBlock(r)});`)}
-    }
-${
-    each(R, (r) =>
-      `    let mNew${r} = max(m${r}, s${r});
-    let corr${r} = exp2(m${r} - mNew${r});
-    let p${r} = select(0.0, exp2(s${r} - mNew${r}), s${r} > LOWEST);
-    l${r} = l${r} * corr${r} + p${r};
-    m${r} = mNew${r};`)
-  }
-${each(D4, (d) => `    let v${d} = v[kOff + ${d}u];`)}
-${rd((r, d) => `    a${r}_${d} = a${r}_${d} * corr${r} + p${r} * v${d};`)}
-  }
-  // Publish this invocation's partials, then merge them: invocation lid writes output items
-  // lid, lid + L, ... of the R x D/4 vec4 outputs.
-${
-    each(R, (r) =>
-      `  partMax[lid * ${R}u + ${r}u] = m${r};
-  partSum[lid * ${R}u + ${r}u] = l${r};`)
-  }
-${rd((r, d) => `  partAcc[(lid * ${R}u + ${r}u) * ${D4}u + ${d}u] = a${r}_${d};`)}
-  workgroupBarrier();
-  for (var item = lid; item < ${R * D4}u; item += ${L}u) {
-    let r = item / ${D4}u;
-    let d = item - r * ${D4}u;
-    let qi = first + r;
-    if (qi >= perKv) { break; }
-    var gm = LOWEST;
-    for (var i = 0u; i < ${L}u; i++) { gm = max(gm, partMax[i * ${R}u + r]); }
-    var gl = 0.0;
-    var o = vec4<f32>(0.0);
-    for (var i = 0u; i < ${L}u; i++) {
-      let w = exp2(partMax[i * ${R}u + r] - gm);
-      gl += partSum[i * ${R}u + r] * w;
-      o += partAcc[(i * ${R}u + r) * ${D4}u + d] * w;
-    }
-    let t = qi / P.group;
-    let h = kvh * P.group + (qi - t * P.group);
-    out[(t * P.heads + h) * ${D4}u + d] = o * select(0.0, 1.0 / gl, gl > 0.0);
-  }
-}`;
-}
-
-/**
- * One invocation per R queries of one kv head, looping over all its keys with online softmax;
- * no barrier, no workgroup memory. Each K/V vec4 an invocation loads serves its R queries.
- */
-function _blockedWgsl(mask: boolean, D: number, R: number, WG: number, KB: number): string {
-  const D4 = D / 4;
-  const each = (n: number, f: (i: number) => string, sep = "\n") =>
-    Array.from({ length: n }, (_, i) => f(i)).join(sep);
-  const rd = (f: (r: number, d: number) => string) => each(R, (r) => each(D4, (d) => f(r, d)));
-  const rk = (f: (r: number, kb: number) => string) => each(R, (r) => each(KB, (kb) => f(r, kb)));
-  const visBlock = (r: number, kb: number) =>
+function _attentionWgsl(mask: boolean, R: number, KB: number): string {
+  const rk = (f: (r: number, kb: number) => string) => _each(R, (r) => _each(KB, (kb) => f(r, kb)));
+  const sees = (r: number, kb: number) =>
     mask ? `((mask[t${r} * P.maskWords + (u${kb} >> 5u)] >> (u${kb} & 31u)) & 1u) != 0u` : `u${kb} <= t${r}`;
   return `
 const LOWEST: f32 = -3.4028235e38;
 
-@compute @workgroup_size(${WG})
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let idx = gid.x + gid.y * P.gridX * ${WG}u;
-  let perKv = P.rows * P.group;
-  let qgroups = (perKv + ${R - 1}u) / ${R}u;
-  let kvh = idx / qgroups;
+  let idx = gid.x + gid.y * P.gridX * WG;
+  let perKv = P.rows * P.group; // queries per kv head
+  let chunks = (perKv + R - 1u) / R;
+  let kvh = idx / chunks;
   if (kvh >= P.kvHeads) { return; }
-  let first = (idx - kvh * qgroups) * ${R}u;
+  let first = (idx - kvh * chunks) * R;
   let base = state[P.baseSlot];
-  // The R queries (query index qi = t * group + g; past the end, the last one is repeated).
+  let nd = P.headVecs; // D / 4
+  // 1. This invocation's R queries; past the end, the last query is repeated and not stored.
 ${
-    each(R, (r) =>
+    _each(R, (r) =>
       `  let qi${r} = min(first + ${r}u, perKv - 1u);
   let t${r} = qi${r} / P.group;
-  let qOff${r} = (t${r} * P.heads + kvh * P.group + (qi${r} - t${r} * P.group)) * ${D4}u;`)
+  let qOff${r} = (t${r} * P.heads + kvh * P.group + (qi${r} - t${r} * P.group)) * nd;
+  let store${r} = first + ${r}u < perKv;
+  var m${r} = LOWEST;
+  var l${r} = 0.0;`)
   }
-  let lastT = min(first + ${R - 1}u, perKv - 1u) / P.group;
-  ${mask ? "let end = min(base + P.rows, P.cacheRows);" : "let end = min(base + lastT + 1u, P.cacheRows);"}
-${rd((r, d) => `  let q${r}_${d} = q[qOff${r} + ${d}u] * P.scaleLog2e;`)}
-${rd((r, d) => `  var a${r}_${d} = vec4<f32>(0.0);`)}
-${each(R, (r) => `  var m${r} = LOWEST;\n  var l${r} = 0.0;`)}
-  let kvStride = P.kvHeads * ${D4}u;
-  for (var j = 0u; j < end; j += ${KB}u) {
+  // Keys 0..end-1: the committed rows, then the block rows up to the last query's row
+  // (the whole block with a mask).
+  let lastT = min(first + R - 1u, perKv - 1u) / P.group;
+  let end = ${mask ? "min(base + P.rows, P.cacheRows)" : "min(base + lastT + 1u, P.cacheRows)"};
+  let kvStride = P.kvHeads * nd;
+  for (var j = 0u; j < end; j += KB) {
+    // 2. Scores s = scale·log2(e)·q·k of KB keys (a step past end re-reads the last row).
+${_each(KB, (kb) => `    let kOff${kb} = min(j + ${kb}u, end - 1u) * kvStride + kvh * nd;`)}
+${rk((r, kb) => `    var s${r}_${kb} = 0.0;`)}
+    for (var d = 0u; d < nd; d++) {
+${_each(KB, (kb) => `      let k${kb} = k[kOff${kb} + d];`)}
+${_each(R, (r) => `      let q${r} = q[qOff${r} + d];`)}
+${rk((r, kb) => `      s${r}_${kb} += dot(q${r}, k${kb});`)}
+    }
+${rk((r, kb) => `    s${r}_${kb} *= P.scaleLog2e;`)}
+    if (j + KB > base || j + KB > end) {
+      // 3. Block rows: the ${mask ? "mask" : "causal rule"} decides, and rows past end are hidden.
+      // A hidden score is LOWEST, whose weight is 0.
 ${
-    each(KB, (kb) =>
-      `    let kOff${kb} = min(j + ${kb}u, end - 1u) * kvStride + kvh * ${D4}u;
-${each(D4, (d) => `    let k${kb}_${d} = k[kOff${kb} + ${d}u];`)}`)
-  }
-${rk((r, kb) => `    var s${r}_${kb} = ${each(D4, (d) => `dot(q${r}_${d}, k${kb}_${d})`, " + ")};`)}
-    if (j + ${KB - 1}u >= base) {
-      // Block rows (and the tail past end): hidden rows get LOWEST, which exp2 turns into 0.
-${
-    each(KB, (kb) =>
-      `      let u${kb} = j + ${kb}u - base; // wraps for committed rows: never read then
+    _each(KB, (kb) =>
+      `      let u${kb} = j + ${kb}u - base; // wraps below base, where it is not used
       let inBlock${kb} = j + ${kb}u >= base;
       let live${kb} = j + ${kb}u < end;`)
   }
 ${
     rk((r, kb) =>
-      `      s${r}_${kb} = select(LOWEST, s${r}_${kb}, live${kb} && (!inBlock${kb} || ${visBlock(r, kb)}));`
+      `      s${r}_${kb} = select(LOWEST, s${r}_${kb}, live${kb} && (!inBlock${kb} || ${sees(r, kb)}));`
     )
   }
     }
+    // 4. Online softmax: new running max, rescale factor, weights of the KB keys.
 ${
-    each(R, (r) =>
+    _each(R, (r) =>
       `    let mNew${r} = ${
-        each(KB, () => "max(", "")
-      }m${r}${each(KB, (kb) => `, s${r}_${kb})`, "")};
+        _each(KB, () => "max(", "")
+      }m${r}${_each(KB, (kb) => `, s${r}_${kb})`, "")};
     let corr${r} = exp2(m${r} - mNew${r});
-${each(KB, (kb) => `    let p${r}_${kb} = select(0.0, exp2(s${r}_${kb} - mNew${r}), s${r}_${kb} > LOWEST);`)}
-    l${r} = l${r} * corr${r} + ${each(KB, (kb) => `p${r}_${kb}`, " + ")};
+${_each(KB, (kb) => `    let p${r}_${kb} = select(0.0, exp2(s${r}_${kb} - mNew${r}), s${r}_${kb} > LOWEST);`)}
+    l${r} = l${r} * corr${r} + ${_each(KB, (kb) => `p${r}_${kb}`, " + ")};
     m${r} = mNew${r};`)
   }
-${each(KB, (kb) => each(D4, (d) => `    let v${kb}_${d} = v[kOff${kb} + ${d}u];`))}
+    // 5. acc = acc * corr + Σ p·v, with acc kept in out (the first step starts from 0).
+    let fresh = j == 0u;
+    for (var d = 0u; d < nd; d++) {
+${_each(KB, (kb) => `      let v${kb} = v[kOff${kb} + d];`)}
 ${
-    rd((r, d) =>
-      `    a${r}_${d} = a${r}_${d} * corr${r} + ${each(KB, (kb) => `p${r}_${kb} * v${kb}_${d}`, " + ")};`
-    )
+    _each(R, (r) =>
+      `      let pv${r} = ${_each(KB, (kb) => `p${r}_${kb} * v${kb}`, " + ")};
+      if (store${r}) { out[qOff${r} + d] = select(out[qOff${r} + d] * corr${r} + pv${r}, pv${r}, fresh); }`)
   }
+    }
   }
+  // 6. out = acc / sum (zero for a query that saw no row).
 ${
-    each(R, (r) =>
-      `  if (first + ${r}u < perKv) {
+    _each(R, (r) =>
+      `  if (store${r}) {
     let inv${r} = select(0.0, 1.0 / l${r}, l${r} > 0.0);
-${each(D4, (d) => `    out[qOff${r} + ${d}u] = a${r}_${d} * inv${r};`)}
+    for (var d = 0u; d < nd; d++) { out[qOff${r} + d] = select(out[qOff${r} + d] * inv${r}, vec4<f32>(0.0), end == 0u); }
   }`)
   }
 }`;
@@ -418,17 +189,50 @@ export interface AttentionOptions {
   scale?: number;
   /** (T, ceil(T/32)) u32 bit matrix: bit u of row t set = query t sees block row base + u. */
   mask?: Tensor;
-  /** Schedule override, for tests and benchmarks: 0 = one invocation per (t, h); n = n per (t, h). */
-  split?: number;
-  r?: number;
-  b?: number;
-  kb?: number;
-  wg?: number;
-  l?: number;
+  /** Schedule override for benchmarks: queries per invocation R and keys per step KB. */
+  tuning?: AttentionTuning;
 }
 
-/** Invocations per workgroup of the `rows` schedule (one SIMD chunk on llvmpipe). */
-const ROWS_WG = 8;
+/** Schedule parameters of the attention kernel (normally chosen by {@linkcode attentionSchedule}). */
+export interface AttentionTuning {
+  /** Queries per invocation R. */
+  queries?: number;
+  /** Keys per loop step KB. */
+  keys?: number;
+}
+
+/** Invocations per workgroup: one SIMD chunk on software adapters (llvmpipe), 64 on GPUs. */
+function _workgroupSize(gpu: Gpu): number {
+  return gpu.adapter.isFallbackAdapter ? 8 : 64;
+}
+
+/**
+ * Picks R (queries per invocation) and KB (keys per step) for a problem size. The queries of a
+ * kv head (T·H/KVH of them) are spread evenly over invocations of at most 8; KB is 16 for R > 4,
+ * else 32. Each step loads KB K/V rows and the R queries and accumulators, for R·KB score pairs, so
+ * larger R·KB loads less per pair; but llvmpipe's compile time grows with R·KB (~1.3 s at 128,
+ * ~5 s at 512), so R·KB stays at or below 128.
+ *
+ * @param rows T
+ * @param heads H
+ * @param kvHeads KVH
+ * @returns R and KB
+ *
+ * @example T = 16, H = 32, KVH = 8: 64 queries per kv head, 8 per invocation
+ * ```ts
+ * import { attentionSchedule } from "./attention.ts";
+ * attentionSchedule(16, 32, 8); // { queries: 8, keys: 16 }
+ * ```
+ */
+export function attentionSchedule(
+  rows: number,
+  heads: number,
+  kvHeads: number,
+): Required<AttentionTuning> {
+  const perKv = rows * (heads / kvHeads);
+  const queries = Math.ceil(perKv / Math.ceil(perKv / 8));
+  return { queries, keys: queries > 4 ? 16 : 32 };
+}
 
 /**
  * Records causal (or masked) grouped-query attention of `rows` queries over cache rows
@@ -500,29 +304,22 @@ export function attentionForward(
     );
   }
   if (rows === 0 || heads === 0) return;
-  const work = rows * heads;
-  const split = Math.max(0, options.split ?? 0);
-  const B = options.b ?? 0;
-  const R = options.r ?? 0;
-  const L = options.l ?? 8;
-  const groups = B > 0
-    ? Math.ceil(kvHeads * Math.ceil((rows * (heads / kvHeads)) / B) / (options.wg ?? 8))
-    : R > 0
-    ? kvHeads * Math.ceil((rows * (heads / kvHeads)) / R)
-    : split > 0
-    ? work
-    : kvHeads * Math.ceil((rows * (heads / kvHeads)) / ROWS_WG);
+  const auto = attentionSchedule(rows, heads, kvHeads);
+  const R = options.tuning?.queries ?? auto.queries;
+  const KB = options.tuning?.keys ?? auto.keys;
+  for (const [name, value] of [["queries", R], ["keys", KB]] as const) {
+    if (!Number.isInteger(value) || value < 1 || value > 64) {
+      throw new RangeError(`attentionForward: tuning.${name} must be an integer in 1..64, not ${value}`);
+    }
+  }
+  const invocations = kvHeads * Math.ceil((rows * (heads / kvHeads)) / R);
+  const WG = _workgroupSize(step.gpu);
+  const groups = Math.ceil(invocations / WG);
   const gridX = Math.min(groups, 65535);
   const bindings: Record<string, Tensor> = { q, k: kCache, v: vCache, out, state };
   if (mask) bindings.mask = mask;
   step.dispatch(attentionSpec, {
-    variant: B > 0
-      ? { D, MASK: mask !== undefined, B, WG: options.wg ?? 8, KB: options.kb ?? 1 }
-      : R > 0
-      ? { D, MASK: mask !== undefined, R, L }
-      : split > 0
-      ? { D, MASK: mask !== undefined, SPLIT: split }
-      : { D, MASK: mask !== undefined, SPLIT: 0, QW: ROWS_WG, UNROLL: options.split === -1 },
+    variant: { MASK: mask !== undefined, R, KB, WG },
     bindings,
     params: {
       rows,
@@ -534,6 +331,7 @@ export function attentionForward(
       scaleLog2e: scale * Math.LOG2E,
       maskWords,
       gridX,
+      headVecs: D / 4,
     },
     workgroups: [gridX, Math.ceil(groups / gridX)],
   });

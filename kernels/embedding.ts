@@ -17,24 +17,26 @@ const WG = 64;
  * out[t*C + c] = table[tokens[tokenOffset + t]*C + c] for t < rows, or 0 when the id is ≥ V.
  * One invocation per output element over a 2-D grid (`rowStride` as in {@linkcode grid1d}).
  *
- * Variant: `WG` (workgroup size), `F16` (table stored as f16).
+ * Variant: `WG` (workgroup size), `F16` (table stored as f16), `V4` (elements are vec4s, C and n
+ * count vec4s; used when C is a multiple of 4: fewer, wider loads).
  *
  * @example Dispatching the spec directly (prefer {@linkcode embeddingForward})
  * ```ts ignore
+ * const { workgroups, rowStride } = grid1d((T * C) / 4, 64);
  * step.dispatch(embeddingSpec, {
- *   variant: { WG: 64, F16: false },
+ *   variant: { WG: 64, F16: false, V4: true },
  *   bindings: { table, tokens, out },
- *   params: { n: T * C, rowStride: 64 * Math.ceil((T * C) / 64), C, V, tokenOffset: 0 },
- *   workgroups: [Math.ceil((T * C) / 64)],
+ *   params: { n: (T * C) / 4, rowStride, C: C / 4, V, tokenOffset: 0 },
+ *   workgroups,
  * });
  * ```
  */
 export const embeddingSpec: KernelSpec = {
   name: "embedding",
   bindings: (variant) => [
-    { name: "table", access: "read", type: variant.F16 ? "f16" : "f32" }, // (V, C)
+    { name: "table", access: "read", type: _vec(variant.F16 ? "f16" : "f32", variant.V4 === true) }, // (V, C)
     { name: "tokens", access: "read", type: "u32" }, // (tokenOffset + T)
-    { name: "out", access: "read_write" }, // (T, C)
+    { name: "out", access: "read_write", type: _vec("f32", variant.V4 === true) }, // (T, C)
   ],
   params: [
     { name: "n", type: "u32" }, // rows * C
@@ -43,7 +45,9 @@ export const embeddingSpec: KernelSpec = {
     { name: "V", type: "u32" },
     { name: "tokenOffset", type: "u32" },
   ],
-  wgsl: () => `
+  wgsl: (variant) => `
+alias E = ${_vec("f32", variant.V4 === true)};
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x + gid.y * P.rowStride;
@@ -52,11 +56,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c = i - t * P.C;
   let token = tokens[P.tokenOffset + t];
   // Out-of-vocabulary ids write zeros instead of reading past the table.
-  var value = 0.0;
-  if (token < P.V) { value = f32(table[token * P.C + c]); }
+  var value = E(0.0);
+  if (token < P.V) { value = E(table[token * P.C + c]); }
   out[i] = value;
 }`,
 };
+
+/** `vec4<type>` or `type`. */
+function _vec(type: string, v4: boolean): string {
+  return v4 ? `vec4<${type}>` : type;
+}
 
 /** Options of {@linkcode embeddingForward}. */
 export interface EmbeddingOptions {
@@ -114,12 +123,14 @@ export function embeddingForward(
     );
   }
   if (rows === 0) return;
-  const n = rows * C;
+  const v4 = C % 4 === 0;
+  const width = v4 ? C / 4 : C; // in elements of the variant
+  const n = rows * width;
   const { workgroups, rowStride } = grid1d(n, WG);
   step.dispatch(embeddingSpec, {
-    variant: { WG, F16: table.dtype === "f16" },
+    variant: { WG, F16: table.dtype === "f16", V4: v4 },
     bindings: { table, tokens, out },
-    params: { n, rowStride, C, V, tokenOffset },
+    params: { n, rowStride, C: width, V, tokenOffset },
     workgroups,
   });
 }

@@ -10,18 +10,23 @@
  * - the C columns are private to the invocation ("B" operand: rows of W for `nt`, vec4 column groups
  *   of B for `nn` and `tn`), loaded as vec4 along their contiguous axis;
  * - the R rows are shared by every invocation of a workgroup ("A" operand: rows of x). With
- *   subgroups (`SG`), the 8 lanes of a subgroup load A cooperatively, one vec4 each, and hand it to
+ *   subgroups (`SG`), the lanes of a subgroup load A cooperatively, one vec4 each, and hand it to
  *   each other with `subgroupBroadcast`, so every A element is loaded once per subgroup instead of
  *   once per lane.
  *
+ * f16 weights are read as packed u32 words and widened with `unpack2x16float` (core WGSL, so no
+ * `shader-f16` feature is needed); products and sums stay f32.
+ *
  * Why this shape (measured on llvmpipe, webgpu-notes.md §3): llvmpipe runs 8 invocations as one SIMD
- * thread, and every storage load whose address is not a compile-time uniform is executed lane by lane
- * (a scalar loop with a bounds check per component), costing several cycles per element. Loads, not
- * FMAs, bound a matmul there: with R = 32, C = 4 the FMAs alone run at ~140 GFLOP/s while the kernel
- * with its loads runs at ~35-45. So the kernel maximises FMAs per per-lane load (large R, shared
- * through broadcasts) within the registers (C ≤ 4 keeps the private B vec4s in registers), and uses
- * no workgroup memory (barriers are expensive there). Real GPUs want shared-memory tiling instead;
- * their tiling is a separate row of {@linkcode MATMUL_TUNING}.
+ * thread, and every storage load whose address is not a compile-time constant is executed lane by
+ * lane (a scalar loop with a bounds check per component, a few cycles per element). Loads, not
+ * FMAs, bound a matmul there: at 1024³ with R = 32, C = 4 the FMAs alone ran at ~140 GFLOP/s, the
+ * kernel with its loads at ~35-40 (A and B loads costing about the same). So the kernel maximises
+ * FMAs per per-lane load: many shared rows (loaded once per subgroup, then broadcast), C = 4 private
+ * columns (more spills the private B vectors), no workgroup memory (barriers are expensive there).
+ * Larger blocks (R = 64, or C = 8) gained ~10 % but took 5-10× longer to compile (~10 s cold; Mesa
+ * caches compiled shaders on disk). Real GPUs want shared-memory tiling instead; their tiling is a
+ * separate row of {@linkcode MATMUL_TUNING}.
  *
  * @module
  */
@@ -47,10 +52,15 @@ export interface MatmulTiling {
   R: number;
   /** Output columns per invocation (a multiple of 4 for `nn` and `tn`). */
   C: number;
-  /** Invocations per workgroup, all along the columns (a multiple of 8 with `SG`). */
+  /** Invocations per workgroup, all along the columns (a multiple of `SGS` with `SG`). */
   WG: number;
-  /** Share A between the 8 lanes of a subgroup with `subgroupBroadcast` (needs subgroup size 8). */
+  /** Share A between the lanes of a subgroup with `subgroupBroadcast`. */
   SG: boolean;
+  /**
+   * The subgroup size the `SG` code is written for (a multiple of 4): its loops advance by one
+   * vec4 per lane. A device whose subgroups differ gets NaN outputs, never a wrong product.
+   */
+  SGS: number;
 }
 
 /** A full matmul variant: the tiling plus what the shapes and dtypes dictate. */
@@ -65,8 +75,20 @@ export interface MatmulVariant extends MatmulTiling {
   F16: boolean;
 }
 
-/** The subgroup size the `SG` variants are written for (llvmpipe's 8 × 32-bit lanes). */
-const SGS = 8;
+/**
+ * The subgroup size of an llvmpipe adapter: one lane per 32 bits of its vector width, which its
+ * description names (`llvmpipe (LLVM 15.0.6, 256 bits)` → 8); null for other adapters.
+ *
+ * @example Lanes of the build machines' adapter
+ * ```ts
+ * import { llvmpipeLanes } from "./matmul.ts";
+ * llvmpipeLanes("llvmpipe (LLVM 15.0.6, 256 bits)"); // 8
+ * ```
+ */
+export function llvmpipeLanes(description: string): number | null {
+  const m = /llvmpipe.*?\b(\d+) bits/.exec(description);
+  return m ? Number(m[1]) / 32 : null;
+}
 
 /**
  * Picks the tiling for a product of M × N outputs over K on an adapter.
@@ -80,7 +102,9 @@ export const MATMUL_TUNING: Record<
   (layout: MatmulLayout, M: number, N: number, K: number, gpu: Gpu) => MatmulTiling
 > = {
   fallback: (layout, M, _N, _K, gpu) => {
-    const SG = gpu.features.subgroups;
+    // Subgroup sharing where the subgroup size is known: llvmpipe (SwiftShader's differs).
+    const lanes = llvmpipeLanes(gpu.adapter.description);
+    const SG = gpu.features.subgroups && lanes !== null && lanes % 4 === 0;
     // R: the smallest of 1, 2, 4, 8, 16, 32 that covers M (a multiple of 4 for tn). 32 rows × 4
     // columns (128 accumulators) measured best for large M: R = 64 or C = 8 gain ~10 % but compile
     // 5-10× longer (~10 s) on llvmpipe; C > 4 spills the private B vectors.
@@ -91,9 +115,16 @@ export const MATMUL_TUNING: Record<
         break;
       }
     }
-    return { R, C: 4, WG: 8, SG };
+    const SGS = SG ? lanes! : 8;
+    return { R, C: 4, WG: SGS, SG, SGS };
   },
-  gpu: (layout, M) => ({ R: layout === "tn" || M >= 4 ? 4 : M <= 1 ? 1 : 2, C: 4, WG: 64, SG: false }),
+  gpu: (layout, M) => ({
+    R: layout === "tn" || M >= 4 ? 4 : M <= 1 ? 1 : 2,
+    C: 4,
+    WG: 64,
+    SG: false,
+    SGS: 32,
+  }),
 };
 
 /** Options of the matmul functions. */
@@ -107,11 +138,13 @@ export interface MatmulOptions {
 function checkTiling(t: MatmulTiling, layout: MatmulLayout): void {
   const ok = Number.isInteger(t.R) && t.R >= 1 && Number.isInteger(t.C) && t.C >= 1 &&
     Number.isInteger(t.WG) && t.WG >= 1 &&
-    (layout === "nt" || t.C % 4 === 0) && (layout !== "tn" || t.R % 4 === 0) && (!t.SG || t.WG % SGS === 0);
+    (layout === "nt" || t.C % 4 === 0) && (layout !== "tn" || t.R % 4 === 0) &&
+    (!t.SG || (t.SGS % 4 === 0 && t.SGS > 0 && t.WG % t.SGS === 0));
   if (!ok) {
     throw new RangeError(
       `Matmul tiling ${JSON.stringify(t)} is invalid for layout "${layout}": R, C and WG must be positive ` +
-        `integers, C a multiple of 4 for nn/tn, R a multiple of 4 for tn, and WG a multiple of ${SGS} with SG`,
+        `integers, C a multiple of 4 for nn/tn, R a multiple of 4 for tn, and with SG, SGS a multiple of 4 and WG ` +
+        `a multiple of SGS`,
     );
   }
 }
@@ -152,166 +185,143 @@ ${[0, 1, 2, 3].map(elem).join("\n")}
 }`;
 }
 
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const XYZW = "xyzw";
+
 /**
- * The reduction loop of the `SG` variants. Per step of 8 (one per lane): the lanes load A
- * cooperatively (lane `sid` loads vec4 `kc + sid` of each shared row, or row `tc + sid` for tn) and
- * each lane loads its private B for all 8 sub-steps into a private array (loads sit in small loops,
- * which keeps the compiled code small: every load is a per-lane loop on llvmpipe); then the 8
- * sub-steps run unrolled, each taking lane j's A through `subgroupBroadcast` (its lane id must be a
- * constant).
+ * The WGSL of a variant. Every layout reduces in groups of 4 steps and accumulates scalar dot
+ * products, `acc[r][c] += dot(A4(r), B4(c))`, where A4(r) and B4(c) hold the 4 steps' values of
+ * output row r and column c. For nn and tn those vectors are assembled from components of the
+ * loaded vec4s (a 4 × 4 transpose, free on a SIMD-per-lane machine). Scalar accumulators with dot
+ * products measured ~1.6× faster on llvmpipe than vec4 accumulators updated with scalar × vec4,
+ * because the accumulators live in spill slots and each update reloads and stores them.
  */
-function emitSubgroupLoop(v: MatmulVariant, emit: (s: string) => void): void {
-  const { LAYOUT: layout, R, C } = v;
-  const CV = C / 4;
-  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-  if (layout === "tn") {
-    // Reduction over rows t of a (K, M) and b (K, N): sub-step j is row t = tc + j.
-    emit(`  var as_: array<vec4<f32>, ${R / 4}>; // a[tc + sid, m0 .. m0 + R]`);
-    emit(`  var bv: array<vec4<f32>, ${SGS * CV}>; // b[tc + j, n0 .. n0 + C] for j < ${SGS}`);
-    emit(`  for (var tc = 0u; tc < P.K; tc += ${SGS}u) {`);
-    emit(`    let tl = tc + sid;`);
-    emit(`    for (var q = 0u; q < ${R / 4}u; q++) {`);
-    emit(`      as_[q] = select(vec4<f32>(), ldA(min(tl, P.K - 1u), m0 / 4u + q), tl < P.K);`);
-    emit(`    }`);
-    emit(`    for (var j = 0u; j < ${SGS}u; j++) {`);
-    emit(`      let t = min(tc + j, P.K - 1u); // past K, a is 0`);
-    for (const c of range(CV)) emit(`      bv[j * ${CV}u + ${c}u] = ldB(t, n0 / 4u + ${c}u);`);
-    emit(`    }`);
-    for (const j of range(SGS)) {
-      for (const q of range(R / 4)) emit(`    let ab${j}_${q} = subgroupBroadcast(as_[${q}], ${j}u);`);
-      for (const r of range(R)) {
-        for (const c of range(CV)) {
-          emit(`    acc${r}_${c} += ab${j}_${r >> 2}.${"xyzw"[r & 3]} * bv[${j * CV + c}];`);
-        }
-      }
-    }
-    emit(`  }`);
-    return;
-  }
-  // nt, nn: reduction along the rows of a (M, K), sub-step j is vec4 kc + j (elements 4(kc+j) ..).
-  const nt = layout === "nt";
-  const BV = nt ? SGS * C : SGS * 4 * CV;
-  emit(`  var xs: array<vec4<f32>, ${R}>; // vec4 kc + sid of rows m0 .. m0 + R of a`);
-  emit(
-    nt
-      ? `  var bv: array<vec4<f32>, ${BV}>; // vec4 kc + j of rows n0 .. n0 + C of b, j < ${SGS}`
-      : `  var bv: array<vec4<f32>, ${BV}>; // rows 4kc .. 4kc + ${4 * SGS} of b, columns n0 .. n0 + C`,
-  );
-  emit(`  let KV = (P.K + 3u) / 4u;`);
-  emit(`  for (var kc = 0u; kc < KV; kc += ${SGS}u) {`);
-  emit(`    for (var r = 0u; r < ${R}u; r++) {`);
-  emit(`      xs[r] = ldA(min(m0 + r, P.M - 1u), kc + sid);`);
-  emit(`    }`);
-  if (nt) {
-    emit(`    for (var j = 0u; j < ${SGS}u; j++) {`);
-    for (const c of range(C)) emit(`      bv[j * ${C}u + ${c}u] = ldB(br${c}, kc + j);`);
-    emit(`    }`);
-  } else {
-    emit(`    for (var q = 0u; q < ${4 * SGS}u; q++) {`);
-    emit(`      let k = min(kc * 4u + q, P.K - 1u); // past K, a is 0`);
-    for (const c of range(CV)) emit(`      bv[q * ${CV}u + ${c}u] = ldB(k, n0 / 4u + ${c}u);`);
-    emit(`    }`);
-  }
-  for (const j of range(SGS)) {
-    for (const r of range(R)) emit(`    let xb${j}_${r} = subgroupBroadcast(xs[${r}], ${j}u);`);
-    for (const r of range(R)) {
-      if (nt) {
-        for (const c of range(C)) emit(`    acc${r}_${c} += dot(xb${j}_${r}, bv[${j * C + c}]);`);
-      } else {
-        for (const q of range(4)) {
-          for (const c of range(CV)) {
-            emit(`    acc${r}_${c} += xb${j}_${r}.${"xyzw"[q]} * bv[${(4 * j + q) * CV + c}];`);
-          }
-        }
-      }
-    }
-  }
-  emit(`  }`);
-}
-
-/** The reduction loop without subgroups: every invocation loads its own A, one step at a time. */
-function emitPlainLoop(v: MatmulVariant, emit: (s: string) => void): void {
-  const { LAYOUT: layout, R, C } = v;
-  const CV = C / 4;
-  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-  if (layout === "tn") {
-    emit(`  for (var t = 0u; t < P.K; t++) {`);
-    for (const c of range(CV)) emit(`    let bv${c} = ldB(t, n0 / 4u + ${c}u);`);
-    for (const q of range(R / 4)) emit(`    let ab${q} = ldA(t, m0 / 4u + ${q}u);`);
-    for (const r of range(R)) {
-      for (const c of range(CV)) emit(`    acc${r}_${c} += ab${r >> 2}.${"xyzw"[r & 3]} * bv${c};`);
-    }
-    emit(`  }`);
-    return;
-  }
-  emit(`  let KV = (P.K + 3u) / 4u;`);
-  emit(`  for (var k4 = 0u; k4 < KV; k4++) {`);
-  for (const r of range(R)) emit(`    let xb${r} = ldA(min(m0 + ${r}u, P.M - 1u), k4);`);
-  if (layout === "nt") {
-    for (const c of range(C)) emit(`    let w${c} = ldB(br${c}, k4);`);
-    for (const r of range(R)) for (const c of range(C)) emit(`    acc${r}_${c} += dot(xb${r}, w${c});`);
-  } else {
-    for (const q of range(4)) {
-      emit(`    let k${q} = min(k4 * 4u + ${q}u, P.K - 1u); // past K, a is 0`);
-      for (const c of range(CV)) emit(`    let bv${q}_${c} = ldB(k${q}, n0 / 4u + ${c}u);`);
-      for (const r of range(R)) {
-        for (const c of range(CV)) emit(`    acc${r}_${c} += xb${r}.${"xyzw"[q]} * bv${q}_${c};`);
-      }
-    }
-  }
-  emit(`  }`);
-}
-
 function wgslOf(variant: Variant): string {
   const v = variant as unknown as MatmulVariant;
-  const { LAYOUT: layout, R, C, SG } = v;
-  const nt = layout === "nt";
-  const CV = nt ? 0 : C / 4; // vec4 column groups per invocation (nn, tn)
-  const out: string[] = [];
-  const emit = (s: string) => out.push(s);
-  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const { LAYOUT: layout, R, C, SG, SGS } = v;
+  const CV = C / 4; // vec4 column groups per invocation (nn, tn)
+  const lines: string[] = [];
+  const emit = (s: string) => lines.push(s);
 
   // Loaders. A's rows run along K (nt, nn) or M (tn); B's along K (nt) or N (nn, tn).
   emit(loader("ldA", "a", layout === "tn" ? "P.M" : "P.K", v.VA, false));
-  emit(loader("ldB", "b", nt ? "P.K" : "P.N", v.VB, v.F16));
+  emit(loader("ldB", "b", layout === "nt" ? "P.K" : "P.N", v.VB, v.F16));
 
   const sgArgs = SG ? `, @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) ssz: u32` : "";
   emit(`@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sgArgs}) {
   let m0 = wid.y * R; // first output row of the workgroup
   let n0 = (wid.x * WG + lid) * C; // first output column of this invocation`);
-  // Every invocation runs the whole loop, out-of-range ones on clamped indices (broadcasts need
-  // all lanes); only the stores are guarded.
-  if (nt) {
-    for (const c of range(C)) emit(`  let br${c} = min(n0 + ${c}u, P.N - 1u);`);
-    for (const r of range(R)) for (const c of range(C)) emit(`  var acc${r}_${c} = 0.0;`);
-  } else {
-    for (const r of range(R)) for (const c of range(CV)) emit(`  var acc${r}_${c} = vec4<f32>();`);
-  }
+  // Every invocation runs the whole loop, out-of-range rows and columns on clamped indices
+  // (broadcasts need all lanes); only the stores are guarded.
+  for (const r of range(R)) for (const c of range(C)) emit(`  var acc${r}_${c} = 0.0;`);
 
-  if (SG) emitSubgroupLoop(v, emit);
-  else emitPlainLoop(v, emit);
+  /** The dot products of one group: `a4(r)` names A4(r) (after `aPre(r)` lines), `b4(c)` B4(c). */
+  const dots = (
+    ind: string,
+    aPre: (r: number) => string[],
+    a4: (r: number) => string,
+    b4: (c: number) => string,
+  ) => {
+    for (const r of range(R)) {
+      for (const line of aPre(r)) emit(ind + line);
+      for (const c of range(C)) emit(`${ind}acc${r}_${c} += dot(${a4(r)}, ${b4(c)});`);
+    }
+  };
+  if (layout === "nt" || layout === "nn") {
+    const step = SG ? SGS : 1; // groups of 4 per loop iteration
+    // Reduction along the rows of a (M, K): group j is vec4 k4 = kc + j, elements 4·k4 .. 4·k4 + 3.
+    for (const r of range(R)) emit(`  let ar${r} = min(m0 + ${r}u, P.M - 1u);`);
+    if (layout === "nt") { for (const c of range(C)) emit(`  let br${c} = min(n0 + ${c}u, P.N - 1u);`); }
+    emit(`  let KV = (P.K + 3u) / 4u;`);
+    emit(`  for (var kc = 0u; kc < KV; kc += ${step}u) {`);
+    if (SG) {
+      // Lane sid loads vec4 kc + sid of every shared row; lane j's copy serves group j.
+      for (const r of range(R)) emit(`    let xs${r} = ldA(ar${r}, kc + sid);`);
+    }
+    for (const j of range(step)) {
+      emit(`    {`);
+      emit(`      let k4 = kc + ${j}u;`);
+      if (layout === "nt") {
+        for (const c of range(C)) emit(`      let w${c} = ldB(br${c}, k4);`);
+      } else {
+        // nn: rows 4·k4 .. 4·k4 + 3 of b (clamped: past K the A factors are 0), transposed into
+        // one vec4 per column.
+        for (const q of range(4)) {
+          emit(`      let k${q} = min(k4 * 4u + ${q}u, P.K - 1u);`);
+          for (const g of range(CV)) emit(`      let b${q}_${g} = ldB(k${q}, n0 / 4u + ${g}u);`);
+        }
+        for (const c of range(C)) {
+          const g = c >> 2, i = XYZW[c & 3];
+          emit(`      let w${c} = vec4<f32>(b0_${g}.${i}, b1_${g}.${i}, b2_${g}.${i}, b3_${g}.${i});`);
+        }
+      }
+      dots(
+        "      ",
+        (r) => [SG ? `let x${r} = subgroupBroadcast(xs${r}, ${j}u);` : `let x${r} = ldA(ar${r}, k4);`],
+        (r) => `x${r}`,
+        (c) => `w${c}`,
+      );
+      emit(`    }`);
+    }
+    emit(`  }`);
+  } else {
+    // tn: reduction over the rows t of a (K, M) and b (K, N), 4 rows per group.
+    const groups = SG ? SGS / 4 : 1; // groups of 4 rows t per loop iteration
+    emit(`  for (var tc = 0u; tc < P.K; tc += ${4 * groups}u) {`);
+    if (SG) {
+      // Lane sid loads row tc + sid of a (this workgroup's R columns, 0 past K); lane j's copy
+      // serves row tc + j.
+      emit(`    let tl = tc + sid;`);
+      for (const q of range(R / 4)) {
+        emit(`    let as${q} = select(vec4<f32>(), ldA(min(tl, P.K - 1u), m0 / 4u + ${q}u), tl < P.K);`);
+      }
+    }
+    for (const g of range(groups)) {
+      emit(`    {`);
+      for (const u of range(4)) {
+        const t = `tc + ${4 * g + u}u`;
+        emit(`      let t${u} = min(${t}, P.K - 1u);`);
+        for (const h of range(CV)) emit(`      let b${u}_${h} = ldB(t${u}, n0 / 4u + ${h}u);`);
+      }
+      for (const c of range(C)) {
+        const h = c >> 2, i = XYZW[c & 3];
+        emit(`      let w${c} = vec4<f32>(b0_${h}.${i}, b1_${h}.${i}, b2_${h}.${i}, b3_${h}.${i});`);
+      }
+      // A4(r) for r = 4q + i: component i of row q's vec4 for each of the 4 rows t.
+      const aPre = (r: number) => {
+        if (r % 4 !== 0) return [];
+        const q = r >> 2;
+        return range(4).map((u) =>
+          SG
+            ? `let a${u}_${q} = subgroupBroadcast(as${q}, ${4 * g + u}u);`
+            : `let a${u}_${q} = select(vec4<f32>(), ldA(t${u}, m0 / 4u + ${q}u), tc + ${u}u < P.K);`
+        );
+      };
+      dots("      ", aPre, (r) => {
+        const q = r >> 2, i = XYZW[r & 3];
+        return `vec4<f32>(a0_${q}.${i}, a1_${q}.${i}, a2_${q}.${i}, a3_${q}.${i})`;
+      }, (c) => `w${c}`);
+      emit(`    }`);
+    }
+    emit(`  }`);
+  }
 
   // Stores: y = (accumulate ? y : 0) + acc. A subgroup of another size than SGS would have mixed
   // the wrong lanes, so such an adapter gets NaN, never a silently wrong product.
   emit(SG ? `  let bad = ssz != ${SGS}u;` : `  let bad = false;`);
   emit(`  let nan = bitcast<f32>(0x7fc00000u);`);
-  const store = (row: string, col: string, value: string) =>
-    `  if (${row} < P.M && ${col} < P.N) { let i = (${row}) * P.N + ${col}; ` +
-    `y[i] = select(select(0.0, y[i], P.acc != 0u) + ${value}, nan, bad); }`;
   for (const r of range(R)) {
-    if (nt) {
-      for (const c of range(C)) emit(store(`m0 + ${r}u`, `n0 + ${c}u`, `acc${r}_${c}`));
-    } else {
-      for (const c of range(CV)) {
-        for (const i of range(4)) {
-          emit(store(`m0 + ${r}u`, `n0 + ${4 * c + i}u`, `acc${r}_${c}.${"xyzw"[i]}`));
-        }
-      }
+    for (const c of range(C)) {
+      const row = `m0 + ${r}u`, col = `n0 + ${c}u`;
+      emit(
+        `  if (${row} < P.M && ${col} < P.N) { let i = (${row}) * P.N + ${col}; ` +
+          `y[i] = select(select(0.0, y[i], P.acc != 0u) + acc${r}_${c}, nan, bad); }`,
+      );
     }
   }
   emit(`}`);
-  return out.join("\n");
+  return lines.join("\n");
 }
 
 /**
@@ -354,6 +364,12 @@ export const matmulSpec: KernelSpec = {
  * @param K reduction length
  * @param bF16 B holds f16 values
  * @param override tiling fields to force
+ *
+ * @example The tiling of a Jacobi block on this device
+ * ```ts ignore
+ * const v = matmulVariant(gpu, "nt", 16, 4096, 4096);
+ * console.log(`${v.R} rows x ${v.C} columns per invocation, subgroups: ${v.SG}`);
+ * ```
  */
 export function matmulVariant(
   gpu: Gpu,
@@ -376,6 +392,7 @@ export function matmulVariant(
     C: tiling.C,
     WG: tiling.WG,
     SG: tiling.SG,
+    SGS: tiling.SGS,
     VA: aCols % 4 === 0,
     VB: bCols % 4 === 0,
     F16: bF16,
@@ -508,7 +525,7 @@ export function matmulTN(step: Step, a: Tensor, b: Tensor, y: Tensor, opts: Matm
 /**
  * CPU reference of {@linkcode matmulForward}: y[t, n] = Σ_k x[t, k] · w[n, k], accumulated in f64.
  *
- * @example
+ * @example A 1 × 2 input against one 2-wide weight row
  * ```ts
  * import { matmulReference } from "./matmul.ts";
  * // x (1, 2) = [1, 2]; w (1, 2) = [3, 4]  →  y = 1·3 + 2·4 = 11
@@ -536,7 +553,7 @@ export function matmulReference(
 /**
  * CPU reference of {@linkcode matmulNN}: y[t, n] = Σ_k a[t, k] · b[k, n], accumulated in f64.
  *
- * @example
+ * @example A 1 × 2 by 2 × 1 product
  * ```ts
  * import { matmulNNReference } from "./matmul.ts";
  * // a (1, 2) = [1, 2]; b (2, 1) = [3, 4]  →  y = 11
@@ -566,7 +583,7 @@ export function matmulNNReference(
 /**
  * CPU reference of {@linkcode matmulTN}: y[m, n] = Σ_t a[t, m] · b[t, n], accumulated in f64.
  *
- * @example
+ * @example A reduction over two rows
  * ```ts
  * import { matmulTNReference } from "./matmul.ts";
  * // a (2, 1) = [1, 2]; b (2, 1) = [3, 4]  →  y = 11

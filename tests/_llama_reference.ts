@@ -1,6 +1,7 @@
 /**
- * A plain-TypeScript Llama forward pass with a KV cache, written as loops (f64 accumulation) and
- * independent of the WGSL kernels: the reference the GPU model is tested against.
+ * A plain-TypeScript Llama forward pass with a KV cache, written as loops in f64 and independent of
+ * the WGSL kernels: the reference the GPU model is tested against, and (being f64) the function
+ * whose finite differences check the GPU gradients.
  *
  * @module
  */
@@ -8,12 +9,12 @@
 import type { LlamaConfig } from "../model/config.ts";
 
 /** Weights by checkpoint name, f32. */
-export type RefWeights = Map<string, Float32Array>;
+export type RefWeights = Map<string, Float32Array | Float64Array>;
 
 /** A CPU KV cache: per layer, rows of KVH*D floats. */
 export interface RefCache {
-  k: Float32Array[][];
-  v: Float32Array[][];
+  k: Float64Array[][];
+  v: Float64Array[][];
 }
 
 /** An empty cache for `cfg`. */
@@ -24,8 +25,8 @@ export function refCache(cfg: LlamaConfig): RefCache {
   };
 }
 
-function matvec(w: Float32Array, x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows);
+function matvec(w: ArrayLike<number>, x: ArrayLike<number>, rows: number, cols: number): Float64Array {
+  const out = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {
     let acc = 0;
     for (let c = 0; c < cols; c++) acc += w[r * cols + c] * x[c];
@@ -34,7 +35,7 @@ function matvec(w: Float32Array, x: Float32Array, rows: number, cols: number): F
   return out;
 }
 
-function rmsnorm(x: Float32Array, w: Float32Array, eps: number): Float32Array {
+function rmsnorm(x: Float64Array, w: ArrayLike<number>, eps: number): Float64Array {
   let ss = 0;
   for (const v of x) ss += v * v;
   const scale = 1 / Math.sqrt(ss / x.length + eps);
@@ -43,14 +44,14 @@ function rmsnorm(x: Float32Array, w: Float32Array, eps: number): Float32Array {
 
 /** Hugging Face "rotate half" RoPE applied to every head of `x` (nHeads * D) at position `pos`. */
 function rope(
-  x: Float32Array,
+  x: Float64Array,
   nHeads: number,
   D: number,
   pos: number,
   theta: number,
   scale: number,
-): Float32Array {
-  const out = new Float32Array(x.length);
+): Float64Array {
+  const out = new Float64Array(x.length);
   const half = D / 2;
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < half; i++) {
@@ -74,7 +75,7 @@ export function refForward(
   w: RefWeights,
   cache: RefCache,
   tokens: number[],
-): Float32Array[] {
+): Float64Array[] {
   const { hiddenSize: C, numHeads: H, numKvHeads: KVH, headDim: D, intermediateSize: I, vocabSize: V } = cfg;
   const g = (n: string) => {
     const t = w.get(n);
@@ -82,10 +83,10 @@ export function refForward(
     return t;
   };
   const scale = cfg.ropeScaling?.factor ?? 1;
-  const out: Float32Array[] = [];
+  const out: Float64Array[] = [];
   for (const token of tokens) {
     const pos = cache.k[0].length;
-    let x: Float32Array = g("model.embed_tokens.weight").slice(token * C, (token + 1) * C);
+    let x = Float64Array.from(g("model.embed_tokens.weight").subarray(token * C, (token + 1) * C));
     for (let l = 0; l < cfg.numLayers; l++) {
       const p = `model.layers.${l}.`;
       const xn = rmsnorm(x, g(`${p}input_layernorm.weight`), cfg.rmsNormEps);
@@ -101,7 +102,7 @@ export function refForward(
       const v = matvec(g(`${p}self_attn.v_proj.weight`), xn, KVH * D, C);
       cache.k[l].push(k);
       cache.v[l].push(v);
-      const att = new Float32Array(H * D);
+      const att = new Float64Array(H * D);
       for (let h = 0; h < H; h++) {
         const kvh = Math.floor(h / (H / KVH));
         const scores = cache.k[l].map((krow) => {

@@ -1,0 +1,109 @@
+/**
+ * `deno task bench`: prints the adapter, the OpenBLAS sgemm baseline of this machine, then runs
+ * each bench section and prints its figures; `--out FILE` also writes them all as JSON.
+ *
+ * Usage: `deno task bench [--only matmul[,other]] [--out results.json]`
+ *
+ * Sections are a list, so decode benches (AR, Jacobi) can be added next to the matmul one.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type Gpu, requestGpu } from "../core/mod.ts";
+import { sgemmPeak } from "./_sgemm_peak.ts";
+import { runMatmulBench } from "./matmul_bench.ts";
+
+/** What every section gets. */
+export interface BenchContext {
+  /** The device. */
+  gpu: Gpu;
+  /** OpenBLAS sgemm GFLOP/s at 1024³ on this machine, or null when unavailable. */
+  openBlasGflops: number | null;
+}
+
+/** One bench section: a name for `--only` and a function returning its figures. */
+export interface BenchSection {
+  /** Name used by `--only` and as the key in the JSON output. */
+  name: string;
+  /** One line for the listing. */
+  description: string;
+  /** Runs the section, printing as it goes; returns its figures. */
+  run: (ctx: BenchContext) => Promise<unknown>;
+}
+
+/** The sections, in running order. */
+export const sections: BenchSection[] = [
+  {
+    name: "matmul",
+    description: "x·Wᵀ at T = 1, 16, 64 and 1024³, f16 weights, backward forms",
+    run: (ctx) => runMatmulBench(ctx.gpu, ctx.openBlasGflops),
+  },
+];
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      only: { type: "string", multiple: true },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log("deno task bench [--only SECTION[,SECTION]] [--out FILE.json]");
+    for (const s of sections) console.log(`  ${s.name.padEnd(10)} ${s.description}`);
+    return;
+  }
+  const only = (values.only ?? []).flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean);
+  const unknown = only.filter((name) => !sections.some((s) => s.name === name));
+  if (unknown.length > 0) {
+    throw new RangeError(
+      `Unknown bench section "${unknown.join('", "')}"; choose from ${
+        sections.map((s) => s.name).join(", ")
+      }`,
+    );
+  }
+  const chosen = only.length > 0 ? sections.filter((s) => only.includes(s.name)) : sections;
+
+  const gpu = await requestGpu();
+  const a = gpu.adapter;
+  console.log(
+    `adapter: ${a.description} (vendor ${a.vendor || "?"}${a.architecture ? `, ${a.architecture}` : ""}` +
+      `${a.isFallbackAdapter ? ", fallback/software" : ""}); features: ` +
+      Object.entries(gpu.features).filter(([, on]) => on).map(([k]) => k).join(", "),
+  );
+  // Other processes on the same CPUs slow a software adapter and OpenBLAS unequally over a run.
+  const load = Deno.loadavg()[0];
+  if (load > 0.5) {
+    console.log(
+      `note: load average ${load.toFixed(2)} before the run: other processes share these CPUs, ` +
+        `so figures and ratios are low and noisy`,
+    );
+  }
+  const peak = await sgemmPeak(1024);
+  console.log(
+    peak.gflops !== null
+      ? `OpenBLAS sgemm 1024³: ${peak.gflops.toFixed(1)} GFLOP/s (the ceiling for any kernel on these CPUs)`
+      : `OpenBLAS sgemm: unavailable (${peak.note})`,
+  );
+
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    adapter: a,
+    features: gpu.features,
+    loadAverage: load,
+    openBlas: peak,
+  };
+  for (const section of chosen) {
+    console.log(`\n== ${section.name}: ${section.description}`);
+    results[section.name] = await section.run({ gpu, openBlasGflops: peak.gflops });
+  }
+  if (values.out) {
+    await Deno.writeTextFile(values.out, JSON.stringify(results, null, 2) + "\n");
+    console.log(`\nwrote ${values.out}`);
+  }
+  gpu.destroy();
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,318 @@
+/**
+ * `cllm train` (consistency training on Jacobi trajectories) and `cllm pretrain` (AR training from
+ * scratch on a text corpus), both on train/trainer.ts.
+ *
+ * @module
+ */
+
+import { requestGpu } from "../core/mod.ts";
+import {
+  directoryFiles,
+  expectedTensorShapes,
+  FormatError,
+  llamaConfigToJson,
+  loadPretrained,
+  loadTokenizer,
+  parseLlamaConfig,
+  writeSafetensors,
+} from "../model/mod.ts";
+import { readTrajectories } from "../train/trajectory_file.ts";
+import { type LogEntry, train, type TrainItem, type TrainResult } from "../train/trainer.ts";
+import { CliError, numberOption, parse, required } from "./args.ts";
+import { Progress } from "./progress.ts";
+
+const TRAIN_HELP = `Usage: deno task cllm train --model DIR --trajectories FILE --out DIR [options]
+
+Options:
+  --steps N | --epochs E   optimizer steps, or passes over the samples (default 1 epoch)
+  --lr X                   peak learning rate (default 2e-5), cosine schedule, 3% warmup
+  --batch B                samples per step (gradient accumulation; default 4)
+  --ar-weight W            AR loss weight (default 10)
+  --label-smoothing E      AR label smoothing (default 0.1)
+  --loss global|local      consistency loss (default global)
+  --labels teacher|gold    AR targets: the teacher output or the trajectories' labels_ids (default teacher)
+  --max-grad-norm X        gradient clipping (default 1)
+  --checkpoint-every N     steps between checkpoints (default 100)
+  --log-every K            steps between loss readbacks (default 10)
+  --seed S                 data order and state choice (default 0)
+  --resume                 continue from the latest checkpoint in --out`;
+
+const PRETRAIN_HELP =
+  `Usage: deno task cllm pretrain --corpus FILE --config JSON --tokenizer DIR --out DIR [options]
+
+Trains a Llama from random weights with the AR loss on windows of a text corpus.
+Options:
+  --seq-len N              tokens per training window (default 128)
+  --steps N                optimizer steps (default 1000)
+  --lr X                   peak learning rate (default 1e-3)
+  --batch B                windows per step (default 8)
+  --checkpoint-every N, --log-every K, --seed S, --resume as for train`;
+
+function reporter(label: string) {
+  let bar: Progress | null = null;
+  return {
+    onLog(e: LogEntry, total: number) {
+      bar ??= new Progress(label, total, "steps");
+      bar.update(
+        e.step,
+        `ar ${e.arLoss.toFixed(3)} cons ${e.consistencyLoss.toFixed(3)} ${
+          e.tokensPerSecond.toFixed(0)
+        } tok/s ${e.gflops.toFixed(2)} GFLOP/s`,
+      );
+    },
+    done() {
+      bar?.done();
+    },
+  };
+}
+
+function stopOnCtrlC(): { shouldStop: () => boolean; dispose: () => void } {
+  let stop = false;
+  const handler = () => {
+    if (stop) Deno.exit(130); // a second Ctrl-C does not wait for the checkpoint
+    stop = true;
+    console.error("\nstopping after this step; writing a checkpoint (Ctrl-C again to quit at once)");
+  };
+  Deno.addSignalListener("SIGINT", handler);
+  return { shouldStop: () => stop, dispose: () => Deno.removeSignalListener("SIGINT", handler) };
+}
+
+async function latestCheckpoint(out: string): Promise<string | null> {
+  try {
+    const { checkpoint } = JSON.parse(await Deno.readTextFile(`${out}/latest.json`));
+    return `${out}/${checkpoint}`;
+  } catch {
+    return null;
+  }
+}
+
+function summarize(result: TrainResult): void {
+  const last = result.history.at(-1);
+  console.log(
+    `${
+      result.stopReason === "done"
+        ? "finished"
+        : result.stopReason === "nan"
+        ? "stopped: loss became NaN/Inf"
+        : "interrupted"
+    } ` +
+      `after ${result.steps} steps${
+        last
+          ? `; AR loss ${last.arLoss.toFixed(4)}, consistency loss ${last.consistencyLoss.toFixed(4)}, ` +
+            `${last.tokensPerSecond.toFixed(0)} tokens/s, ${last.gflops.toFixed(2)} GFLOP/s`
+          : ""
+      }`,
+  );
+  if (result.checkpoint) console.log(`checkpoint: ${result.checkpoint}`);
+  if (result.stopReason === "nan") {
+    throw new RangeError("Training diverged (NaN/Inf loss); the last good checkpoint is kept");
+  }
+}
+
+/** Runs `train`. */
+export async function trainCommand(args: string[]): Promise<void> {
+  const v = parse("train", args, {
+    model: { type: "string" },
+    trajectories: { type: "string" },
+    out: { type: "string" },
+    steps: { type: "string" },
+    epochs: { type: "string" },
+    lr: { type: "string" },
+    batch: { type: "string" },
+    "ar-weight": { type: "string" },
+    "label-smoothing": { type: "string" },
+    loss: { type: "string" },
+    labels: { type: "string" },
+    "max-grad-norm": { type: "string" },
+    "checkpoint-every": { type: "string" },
+    "log-every": { type: "string" },
+    seed: { type: "string" },
+    resume: { type: "boolean" },
+  });
+  if (v.help) return console.log(TRAIN_HELP);
+  const modelDir = required(v, "model", "train");
+  const trajPath = required(v, "trajectories", "train");
+  const out = required(v, "out", "train");
+  const loss = (v.loss as string | undefined) ?? "global";
+  if (loss !== "global" && loss !== "local") {
+    throw new CliError(`train: --loss must be global or local, not "${loss}"`);
+  }
+  const labels = (v.labels as string | undefined) ?? "teacher";
+  if (labels !== "teacher" && labels !== "gold") {
+    throw new CliError(`train: --labels must be teacher or gold, not "${labels}"`);
+  }
+  const batch = numberOption(v, "batch", 4, { integer: true, min: 1 });
+  const resumeFrom = v.resume ? await latestCheckpoint(out) : null;
+  const gpu = await requestGpu();
+  const pretrained = await loadPretrained(gpu, directoryFiles(resumeFrom ?? modelDir), { maxRows: 64 });
+  const skipped: string[] = [];
+  const samples = readTrajectories(await Deno.readTextFile(trajPath), {
+    vocabSize: pretrained.model.config.vocabSize,
+    file: trajPath,
+    onSkip: (message: string) => skipped.push(message),
+  });
+  for (const s of skipped.slice(0, 10)) console.error(`skipped: ${s}`);
+  if (skipped.length > 10) console.error(`skipped ${skipped.length - 10} more lines`);
+  if (samples.length === 0) {
+    throw new FormatError(trajPath, "no usable trajectory records", "collect them with `cllm trajectory`");
+  }
+  const items: TrainItem[] = samples.map((s) => ({
+    kind: "cllm",
+    context: s.context,
+    states: s.states,
+    fixedPoint: s.fixedPoint,
+    labels: s.labels,
+  }));
+  const epochs = numberOption(v, "epochs", 1, { min: 0 });
+  const steps = numberOption(v, "steps", Math.max(1, Math.ceil((epochs * items.length) / batch)), {
+    integer: true,
+    min: 1,
+  });
+  const ctrlC = stopOnCtrlC();
+  const report = reporter("train");
+  try {
+    const result = await train(pretrained, items, {
+      out,
+      modelDir: resumeFrom ?? modelDir,
+      steps,
+      lr: numberOption(v, "lr", 2e-5, { min: 0 }),
+      batch,
+      arWeight: numberOption(v, "ar-weight", 10, { min: 0 }),
+      labelSmoothing: numberOption(v, "label-smoothing", 0.1, { min: 0, max: 1 }),
+      consistency: loss,
+      arTargets: labels,
+      maxGradNorm: numberOption(v, "max-grad-norm", 1, { min: 0 }),
+      checkpointEvery: numberOption(v, "checkpoint-every", 100, { integer: true, min: 1 }),
+      logEvery: numberOption(v, "log-every", 10, { integer: true, min: 1 }),
+      seed: numberOption(v, "seed", 0, { integer: true }),
+      eosIds: pretrained.eosIds,
+      resume: Boolean(resumeFrom),
+      onLog: report.onLog,
+      shouldStop: ctrlC.shouldStop,
+    });
+    report.done();
+    console.log(`${items.length} samples (${skipped.length} lines skipped)`);
+    summarize(result);
+  } finally {
+    ctrlC.dispose();
+    pretrained.model.destroy();
+    gpu.destroy();
+  }
+}
+
+/** A standard-normal draw (Box-Muller) from a seeded uniform source. */
+function gaussian(next: () => number): number {
+  const u = Math.max(1e-12, next()), w = next();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * w);
+}
+
+/** Writes a model directory with random weights (normal σ=0.02, norms 1) for `config`. */
+async function writeRandomModel(
+  dir: string,
+  configJson: unknown,
+  configFile: string,
+  tokenizerDir: string,
+  seed: number,
+) {
+  const cfg = parseLlamaConfig(configJson, configFile);
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const tensors = [...expectedTensorShapes(cfg)].map(([name, shape]) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    if (name.endsWith("norm.weight")) data.fill(1);
+    else for (let i = 0; i < n; i++) data[i] = 0.02 * gaussian(next);
+    return { name, dtype: "F32" as const, shape, data };
+  });
+  await Deno.mkdir(dir, { recursive: true });
+  await writeSafetensors(`${dir}/model.safetensors`, tensors);
+  await Deno.writeTextFile(
+    `${dir}/config.json`,
+    JSON.stringify({ ...llamaConfigToJson(cfg) }, null, 2) + "\n",
+  );
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+    await Deno.copyFile(`${tokenizerDir}/${f}`, `${dir}/${f}`).catch((e) => {
+      if (f === "tokenizer.json") throw e;
+    });
+  }
+}
+
+/** Runs `pretrain`. */
+export async function pretrainCommand(args: string[]): Promise<void> {
+  const v = parse("pretrain", args, {
+    corpus: { type: "string" },
+    config: { type: "string" },
+    tokenizer: { type: "string" },
+    out: { type: "string" },
+    "seq-len": { type: "string" },
+    steps: { type: "string" },
+    lr: { type: "string" },
+    batch: { type: "string" },
+    "checkpoint-every": { type: "string" },
+    "log-every": { type: "string" },
+    seed: { type: "string" },
+    resume: { type: "boolean" },
+  });
+  if (v.help) return console.log(PRETRAIN_HELP);
+  const corpus = required(v, "corpus", "pretrain");
+  const configPath = required(v, "config", "pretrain");
+  const tokenizerDir = required(v, "tokenizer", "pretrain");
+  const out = required(v, "out", "pretrain");
+  const seqLen = numberOption(v, "seq-len", 128, { integer: true, min: 2 });
+  const seed = numberOption(v, "seed", 0, { integer: true });
+  let configJson: unknown;
+  try {
+    configJson = JSON.parse(await Deno.readTextFile(configPath));
+  } catch (e) {
+    throw new FormatError(configPath, `malformed JSON (${(e as Error).message})`, "fix the config file");
+  }
+  const resumeFrom = v.resume ? await latestCheckpoint(out) : null;
+  const initDir = `${out}/init`;
+  if (!resumeFrom) await writeRandomModel(initDir, configJson, configPath, tokenizerDir, seed);
+  const tokenizer = await loadTokenizer(
+    (name) => Deno.readTextFile(`${tokenizerDir}/${name}`).catch(() => null),
+    tokenizerDir,
+  );
+  const ids = tokenizer.encode(await Deno.readTextFile(corpus), { addBos: false });
+  const items: TrainItem[] = [];
+  for (let i = 0; i + seqLen <= ids.length; i += seqLen) {
+    items.push({ kind: "ar", tokens: ids.slice(i, i + seqLen) });
+  }
+  if (items.length === 0) {
+    throw new FormatError(corpus, `the corpus has ${ids.length} tokens, fewer than --seq-len ${seqLen}`);
+  }
+  const gpu = await requestGpu();
+  const pretrained = await loadPretrained(gpu, directoryFiles(resumeFrom ?? initDir), { maxRows: 64 });
+  const ctrlC = stopOnCtrlC();
+  const report = reporter("pretrain");
+  try {
+    const result = await train(pretrained, items, {
+      out,
+      modelDir: resumeFrom ?? initDir,
+      steps: numberOption(v, "steps", 1000, { integer: true, min: 1 }),
+      lr: numberOption(v, "lr", 1e-3, { min: 0 }),
+      batch: numberOption(v, "batch", 8, { integer: true, min: 1 }),
+      labelSmoothing: 0,
+      checkpointEvery: numberOption(v, "checkpoint-every", 100, { integer: true, min: 1 }),
+      logEvery: numberOption(v, "log-every", 10, { integer: true, min: 1 }),
+      seed,
+      eosIds: pretrained.eosIds,
+      resume: Boolean(resumeFrom),
+      onLog: report.onLog,
+      shouldStop: ctrlC.shouldStop,
+    });
+    report.done();
+    console.log(`${items.length} windows of ${seqLen} tokens`);
+    summarize(result);
+  } finally {
+    ctrlC.dispose();
+    pretrained.model.destroy();
+    gpu.destroy();
+  }
+}

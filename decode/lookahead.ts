@@ -1,0 +1,227 @@
+/**
+ * Lookahead decoding (LADE: Jacobi iteration + an n-gram pool, cllm-method.md §10) with its loop
+ * on the GPU.
+ *
+ * Each step is ONE forward over T = (N−1)·(W+G) rows: `lst` (the last committed token), a window
+ * of N−1 Jacobi levels of W columns (the lookahead branch, which harvests n-grams into the pool)
+ * and G candidate (N−1)-grams from the pool under `lst` (the verification branch). The structure
+ * is static for (N, W, G), so the rows' relative positions and the attention mask are built once
+ * on the host (kernels/lookahead.ts). After the forward, a per-row argmax and one acceptance
+ * kernel commit the verified tokens, update the pool, shift the window and write the next input;
+ * a per-layer kernel moves the accepted candidate rows' K/V to their committed slots. None of it
+ * needs the host, so several steps are recorded per submit and the host reads back `st` and the
+ * tokens once per chunk.
+ *
+ * Output equals greedy AR token for token: only verified tokens are committed (row 0's argmax is
+ * always right; a candidate token is committed only if it equals the model's prediction there).
+ *
+ * Differences from LADE: the bonus token is committed when all N−1 candidate tokens match (LADE
+ * drops it), generation stops at exactly `maxNewTokens` and at the first EOS, there is no warm-up
+ * phase (every window level starts as tokens drawn from the prompt), and the pool is seeded from
+ * the prompt's n-grams and then fed by the window only (LADE's POOL_FROM_PROMPT also adds the
+ * n-grams of the committed text).
+ *
+ * @module
+ */
+
+import { readTensors, Step, Tensor } from "../core/mod.ts";
+import {
+  encodePool,
+  LOOKAHEAD_SLOTS,
+  LOOKAHEAD_STATE_SIZE,
+  lookaheadAccept,
+  lookaheadLayout,
+  lookaheadMoveKv,
+  type LookaheadShape,
+  lookaheadStart,
+  promptPool,
+} from "../kernels/lookahead.ts";
+import {
+  type CausalLM,
+  closeSession,
+  type GenerateOptions,
+  type GenerationResult,
+  type GenerationStats,
+  makeStats,
+  prefill,
+  readTokens,
+  trimAtStop,
+} from "./generation.ts";
+
+/** Options of lookahead decoding. */
+export interface LookaheadOptions extends GenerateOptions {
+  /** N-gram size N ≥ 3 (default 4): N−1 window levels, candidates of N−1 tokens. */
+  ngram?: number;
+  /** Window width W ≥ 1 (default 5). */
+  window?: number;
+  /** Candidates per step G ≥ 1, also the n-grams kept per pool key (default 5). */
+  guesses?: number;
+  /** Seed of the PRNG that fills the initial window from the prompt (default 0). */
+  seed?: number;
+  /** Steps recorded per readback (default 8; 1 = read back every step). */
+  iterationsPerReadback?: number;
+}
+
+/** Statistics of a lookahead generation. */
+export interface LookaheadStats extends GenerationStats {
+  /** N. */
+  ngram: number;
+  /** W. */
+  window: number;
+  /** G. */
+  guesses: number;
+  /** Rows of each decoding forward, T = (N−1)·(W+G). */
+  rows: number;
+  /** Tokens committed from verified candidates (beyond the one token every step commits). */
+  acceptedFromPool: number;
+  /** Decoding steps that committed at least one verified candidate token. */
+  hitSteps: number;
+}
+
+/** Result of a lookahead generation. */
+export interface LookaheadResult extends GenerationResult {
+  /** Statistics. */
+  stats: LookaheadStats;
+}
+
+/**
+ * Greedy lookahead decoding. Yields new tokens as they are read back; returns tokens and
+ * statistics. `stats.forwards` counts prefill as one; `tokens = forwards + acceptedFromPool`.
+ *
+ * @example Lookahead with 4-grams, a window of 5 and 5 guesses
+ * ```ts ignore
+ * const gen = generateLookahead(model, promptIds, { maxNewTokens: 128, eosIds: [2], ngram: 4, window: 5, guesses: 5 });
+ * let r = await gen.next();
+ * while (!r.done) r = await gen.next();
+ * console.log(r.value.stats.tokensPerForward, r.value.stats.acceptedFromPool);
+ * ```
+ */
+export async function* generateLookahead(
+  model: CausalLM,
+  prompt: readonly number[],
+  options: LookaheadOptions,
+): AsyncGenerator<number[], LookaheadResult> {
+  const shape: LookaheadShape = {
+    ngram: options.ngram ?? 4,
+    window: options.window ?? 5,
+    guesses: options.guesses ?? 5,
+  };
+  const layout = lookaheadLayout(shape); // validates N, W, G
+  const T = layout.rows;
+  if (T > model.maxRows) {
+    throw new RangeError(
+      `Lookahead with N=${shape.ngram}, W=${shape.window}, G=${shape.guesses} needs ${T} rows per forward, ` +
+        `over the model's maxRows of ${model.maxRows}; lower the window or the guesses, or load the model ` +
+        `with a larger maxRows`,
+    );
+  }
+  const budget = options.maxNewTokens;
+  const eosIds = options.eosIds ?? [];
+  const seed = options.seed ?? 0;
+  const perReadback = Math.max(1, options.iterationsPerReadback ?? 8);
+  const V = model.config.vocabSize;
+  const gpu = model.gpu;
+  const t0 = performance.now();
+  const s = prefill(model, prompt, budget + 1);
+  const P = s.promptLength;
+  const limit = P + budget;
+  const st = new Tensor(gpu, [LOOKAHEAD_STATE_SIZE], "u32", "lookahead state");
+  const block = new Tensor(gpu, [T], "u32", "lookahead block");
+  const pred = new Tensor(gpu, [T], "u32", "lookahead predictions");
+  const logits = new Tensor(gpu, [T, V], "f32", "lookahead logits");
+  const relPositions = Tensor.from(gpu, layout.relPositions, [T], "lookahead positions");
+  const mask = Tensor.from(gpu, layout.mask, [T, layout.maskWords], "lookahead mask");
+  const pool = Tensor.from(gpu, encodePool(promptPool(prompt, shape), V, shape), [
+    V * (1 + shape.guesses * (shape.ngram - 1)),
+  ], "lookahead pool");
+  const eos = Tensor.from(gpu, Uint32Array.from(eosIds.length ? eosIds : [0xffffffff]), [
+    Math.max(1, eosIds.length),
+  ], "eos");
+  const owned = [st, block, pred, logits, relPositions, mask, pool, eos];
+  try {
+    // The prefill's token: read at once for an exact prefill time and an early first piece.
+    const first = trimAtStop(await readTokens(s, P, 1), eosIds, budget);
+    const prefillSeconds = (performance.now() - t0) / 1000;
+    yield first.tokens;
+    let out = first.tokens;
+    let readbacks = 0;
+    let done = first.stopped !== null;
+    if (!done) {
+      const start = new Step(gpu, "lookahead start");
+      lookaheadStart(start, { st, tokens: s.tokens, block, pool, shape, vocabSize: V, base: P, seed });
+      start.submit();
+    }
+    let state: Uint32Array = new Uint32Array(LOOKAHEAD_STATE_SIZE);
+    while (!done) {
+      // Every step commits at least one token, so more steps than the remaining budget are waste.
+      const steps = Math.min(perReadback, limit - (P + out.length));
+      const step = new Step(gpu, "lookahead");
+      for (let i = 0; i < steps; i++) {
+        model.forward(step, {
+          tokens: block,
+          tokenOffset: 0,
+          rows: T,
+          position: { state: st, slot: LOOKAHEAD_SLOTS.base },
+          cache: s.cache,
+          logits,
+          relPositions,
+          mask,
+        });
+        model.argmax(step, logits, pred, 0);
+        lookaheadAccept(step, {
+          st,
+          tokens: s.tokens,
+          block,
+          pred,
+          eos,
+          eosCount: eosIds.length,
+          pool,
+          shape,
+          vocabSize: V,
+          limit,
+        });
+        for (let l = 0; l < s.cache.k.length; l++) lookaheadMoveKv(step, st, s.cache.k[l], s.cache.v[l]);
+      }
+      step.submit();
+      const [st1, tokens] = await readTensors(gpu, [st, s.tokens]);
+      state = st1 as Uint32Array;
+      readbacks++;
+      done = state[LOOKAHEAD_SLOTS.done] !== 0;
+      // Committed: positions up to base (lst included), or up to end once stopped.
+      const committed = (done ? state[LOOKAHEAD_SLOTS.end] : state[LOOKAHEAD_SLOTS.base] + 1) - P;
+      const fresh = Array.from(tokens.subarray(P + out.length, P + committed));
+      if (fresh.length > 0) {
+        out = out.concat(fresh);
+        yield fresh;
+      }
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const forwards = 1 + state[LOOKAHEAD_SLOTS.forwards];
+    const stopReason = out.length > 0 && eosIds.includes(out[out.length - 1]) ? "eos" : "length";
+    const base = makeStats(
+      "lookahead",
+      P,
+      out.length,
+      forwards,
+      readbacks,
+      prefillSeconds,
+      seconds - prefillSeconds,
+    );
+    return {
+      tokens: out,
+      stopReason,
+      stats: {
+        ...base,
+        ngram: shape.ngram,
+        window: shape.window,
+        guesses: shape.guesses,
+        rows: T,
+        acceptedFromPool: state[LOOKAHEAD_SLOTS.accepted],
+        hitSteps: state[LOOKAHEAD_SLOTS.hitSteps],
+      },
+    };
+  } finally {
+    for (const t of owned) t.destroy();
+    closeSession(s);
+  }
+}
