@@ -4,7 +4,8 @@
  *
  * The layers, from the bottom: `core` (device, tensors, steps that submit many dispatches at
  * once), `kernels` (WGSL + CPU references), `model` (formats, tokenizer, chat templates, the Llama
- * forward), `decode` (AR decoding and the text layer).
+ * forward), `decode` (AR, Jacobi and lookahead decoding, the text layer), `train` (trajectories,
+ * consistency training).
  *
  * @example Generating text from a model directory
  * ```ts ignore
@@ -26,5 +27,7 @@
  * @module
  */
 export * from "./core/mod.ts";
+export * from "./kernels/mod.ts";
 export * from "./model/mod.ts";
 export * from "./decode/mod.ts";
+export * from "./train/mod.ts";

@@ -4,7 +4,7 @@
  *
  * Usage: `deno task bench [--only matmul[,other]] [--out results.json]`
  *
- * Sections are a list, so decode benches (AR, Jacobi) can be added next to the matmul one.
+ * Sections: matmul kernels against OpenBLAS, and decoding loops on stories260K.
  *
  * @module
  */
@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { type Gpu, requestGpu } from "../core/mod.ts";
 import { sgemmPeak } from "./_sgemm_peak.ts";
+import { runDecodeBench } from "./decode_bench.ts";
 import { runMatmulBench } from "./matmul_bench.ts";
 
 /** What every section gets. */
@@ -38,6 +39,11 @@ export const sections: BenchSection[] = [
     name: "matmul",
     description: "x·Wᵀ at T = 1, 16, 64 and 1024³, f16 weights, backward forms",
     run: (ctx) => runMatmulBench(ctx.gpu, ctx.openBlasGflops),
+  },
+  {
+    name: "decode",
+    description: "stories260K: GPU-resident AR / Jacobi / lookahead loops vs one readback per step",
+    run: (ctx) => runDecodeBench(ctx.gpu),
   },
 ];
 

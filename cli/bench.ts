@@ -6,7 +6,7 @@
  * @module
  */
 
-import { generateGreedy, generateJacobi, type GenerationResult } from "../decode/mod.ts";
+import { generateGreedy, generateJacobi, generateLookahead, type GenerationResult } from "../decode/mod.ts";
 import { formatPrompt } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { readPrompts, writeTextAtomic } from "./files.ts";
@@ -22,11 +22,13 @@ Options:
   --block N              Jacobi block size (default 16)
   --max-new-tokens M     budget per prompt (default 128)
   --format NAME          wrap prompts in a built-in format: gsm8k, vicuna (default: as they are)
-  --decoders LIST        comma-separated subset of ar,ar-readback,jacobi,jacobi-readback (default all)
+  --decoders LIST        comma-separated subset of ar,ar-readback,jacobi,jacobi-readback,lookahead
+                         (default all)
+  --ngram N --window W --guesses G   lookahead settings (default 4, 5, 5)
   --out FILE.json        write the figures there, and the chart beside it as FILE.svg`;
 
-type Decoder = "ar" | "ar-readback" | "jacobi" | "jacobi-readback";
-const ALL: Decoder[] = ["ar", "ar-readback", "jacobi", "jacobi-readback"];
+type Decoder = "ar" | "ar-readback" | "jacobi" | "jacobi-readback" | "lookahead";
+const ALL: Decoder[] = ["ar", "ar-readback", "jacobi", "jacobi-readback", "lookahead"];
 
 /** Per-decoder totals. */
 export interface DecoderFigures {
@@ -60,6 +62,9 @@ export async function benchCommand(args: string[]): Promise<void> {
     "max-new-tokens": { type: "string" },
     format: { type: "string" },
     decoders: { type: "string" },
+    ngram: { type: "string" },
+    window: { type: "string" },
+    guesses: { type: "string" },
     out: { type: "string" },
   });
   if (v.help) return console.log(HELP);
@@ -69,6 +74,11 @@ export async function benchCommand(args: string[]): Promise<void> {
   const blockSize = numberOption(v, "block", 16, { integer: true, min: 1, max: 64 });
   const maxNewTokens = numberOption(v, "max-new-tokens", 128, { integer: true, min: 1 });
   const format = v.format as string | undefined;
+  const lookahead = {
+    ngram: numberOption(v, "ngram", 4, { integer: true, min: 3 }),
+    window: numberOption(v, "window", 5, { integer: true, min: 1 }),
+    guesses: numberOption(v, "guesses", 5, { integer: true, min: 1 }),
+  };
   const decoders = ((v.decoders as string | undefined)?.split(",") ?? ALL) as Decoder[];
   for (const d of decoders) if (!ALL.includes(d)) throw new CliError(`bench decode: unknown decoder "${d}"`);
   let texts = (await readPrompts(promptsPath)).slice(0, limit);
@@ -88,6 +98,10 @@ export async function benchCommand(args: string[]): Promise<void> {
           return drain(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 8 }));
         case "jacobi-readback":
           return drain(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 1 }));
+        case "lookahead":
+          return drain(
+            generateLookahead(p.model, prompt, { ...common, ...lookahead, iterationsPerReadback: 8 }),
+          );
       }
     };
     // Warm-up: compile every pipeline outside the timed runs.

@@ -1,18 +1,163 @@
 /**
- * `cllm demo`: until the embedded demo model exists, a self-test of the kernels on this machine's
- * adapter: the adapter's name, a matmul checked against its CPU reference, and its throughput.
+ * `deno task demo`: the project's point in one command, offline. On the embedded models
+ * (`models/gsm-tiny-base`, `models/gsm-tiny-cllm`), it streams held-out arithmetic problems with AR
+ * decoding on the base model and Jacobi decoding on the CLLM, draws the Jacobi iterations of one
+ * answer, and prints a summary: tokens/s, accepted tokens per forward, speedup and accuracy.
+ * Without the embedded models it runs a kernel self-test instead.
  *
  * @module
  */
 
 import { readTensors, requestGpu, Step, Tensor } from "../core/mod.ts";
+import { generateGreedy, generateJacobi, type GenerationResult, type JacobiResult } from "../decode/mod.ts";
 import { matmulForward, matmulReference } from "../kernels/matmul.ts";
-import { parse } from "./args.ts";
+import { directoryFiles, formatPrompt, loadPretrained, type Pretrained } from "../model/mod.ts";
+import { generateProblems } from "../train/gsm_synth.ts";
+import { scoreGeneration } from "../train/gsm8k_eval.ts";
+import { numberOption, parse } from "./args.ts";
+import { renderJacobi } from "./show_jacobi.ts";
 
-const HELP = `Usage: deno task demo
+const HELP = `Usage: deno task demo [--problems K] [--block N] [--models DIR]
 
-Prints the WebGPU adapter, checks a matmul kernel against its CPU reference and measures its
-throughput (GFLOP/s) on a 512 x 512 x 512 product.`;
+Streams K held-out problems (default 4) with AR on the base model and Jacobi decoding on the CLLM,
+shows the Jacobi iterations of the first answer, then a summary table.`;
+
+const MODELS = new URL("../models/", import.meta.url).pathname;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Per-decoder totals for the summary. */
+interface Totals {
+  tokens: number;
+  forwards: number;
+  seconds: number;
+  correct: number;
+  outputs: number[][];
+}
+
+const enc = new TextEncoder();
+const write = (s: string) => Deno.stdout.writeSync(enc.encode(s));
+
+async function solve(
+  p: Pretrained,
+  question: string,
+  answer: string,
+  decoder: "ar" | "jacobi",
+  block: number,
+  totals: Totals,
+  echo: boolean,
+): Promise<GenerationResult | JacobiResult> {
+  const ids = p.tokenizer.encode(formatPrompt("gsm8k", { question }));
+  const opts = { maxNewTokens: 200, eosIds: p.eosIds };
+  const gen = decoder === "ar"
+    ? generateGreedy(p.model, ids, opts)
+    : generateJacobi(p.model, ids, { ...opts, blockSize: block });
+  const stream = p.tokenizer.createStreamDecoder();
+  const t0 = performance.now();
+  let r = await gen.next();
+  while (!r.done) {
+    if (echo) { for (const id of r.value) write(stream.push(id)); }
+    r = await gen.next();
+  }
+  totals.seconds += (performance.now() - t0) / 1000;
+  if (echo) write(`${stream.flush()}\n`);
+  totals.tokens += r.value.tokens.length;
+  totals.forwards += r.value.stats.forwards;
+  totals.outputs.push(r.value.tokens);
+  if (scoreGeneration(p.tokenizer.decode(r.value.tokens), answer).correct) totals.correct++;
+  return r.value;
+}
+
+/** Runs the demo. */
+export async function demoCommand(args: string[]): Promise<void> {
+  const v = parse("demo", args, {
+    problems: { type: "string" },
+    block: { type: "string" },
+    models: { type: "string" },
+  });
+  if (v.help) return console.log(HELP);
+  const dir = (v.models as string | undefined) ?? MODELS;
+  const count = numberOption(v, "problems", 4, { integer: true, min: 1 });
+  const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
+  if (
+    !(await exists(`${dir}/gsm-tiny-base/config.json`)) || !(await exists(`${dir}/gsm-tiny-cllm/config.json`))
+  ) {
+    console.log(`(no embedded models in ${dir}; running the kernel self-test instead)`);
+    return await selfTest();
+  }
+  const gpu = await requestGpu();
+  console.log(`adapter: ${gpu.adapter.description}${gpu.adapter.isFallbackAdapter ? " (software)" : ""}`);
+  const base = await loadPretrained(gpu, directoryFiles(`${dir}/gsm-tiny-base`), { maxLength: 512 });
+  const cllm = await loadPretrained(gpu, directoryFiles(`${dir}/gsm-tiny-cllm`), { maxLength: 512 });
+  // Held-out problems: the generator's held-out split never overlaps the training problems.
+  const problems = generateProblems({ seed: 7, count, split: "heldout" });
+  // Compile every pipeline before timing anything.
+  const warm = formatPrompt("gsm8k", { question: problems[0].question });
+  for (const p of [base, cllm]) {
+    const ids = p.tokenizer.encode(warm);
+    const g = generateGreedy(p.model, ids, { maxNewTokens: 20 });
+    for (let r = await g.next(); !r.done; r = await g.next());
+    const j = generateJacobi(p.model, ids, { maxNewTokens: 2 * block, blockSize: block });
+    for (let r = await j.next(); !r.done; r = await j.next());
+  }
+  const totals = {
+    ar: { tokens: 0, forwards: 0, seconds: 0, correct: 0, outputs: [] } as Totals,
+    jacobi: { tokens: 0, forwards: 0, seconds: 0, correct: 0, outputs: [] } as Totals,
+    cllmAr: { tokens: 0, forwards: 0, seconds: 0, correct: 0, outputs: [] } as Totals,
+  };
+  for (const [i, problem] of problems.entries()) {
+    console.log(`\n--- problem ${i + 1}: ${problem.question}`);
+    write("base model, AR decoding:\n");
+    await solve(base, problem.question, problem.answer, "ar", block, totals.ar, true);
+    write("CLLM, Jacobi decoding:\n");
+    const r = await solve(
+      cllm,
+      problem.question,
+      problem.answer,
+      "jacobi",
+      block,
+      totals.jacobi,
+      true,
+    ) as JacobiResult;
+    await solve(cllm, problem.question, problem.answer, "ar", block, totals.cllmAr, false); // for the equality check
+    if (i === 0) {
+      const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+      console.log(
+        `\nJacobi iterations of the first two blocks (verified prefix ${
+          color ? "in green" : "plain, guesses in [ ]"
+        }):`,
+      );
+      console.log(renderJacobi(r.trajectory.slice(0, 2), cllm.tokenizer, color).join("\n"));
+    }
+    console.log(`gold answer: ${problem.answer.split("####").pop()!.trim()}`);
+  }
+  const row = (name: string, t: Totals) =>
+    `${name.padEnd(22)} ${(t.tokens / t.seconds).toFixed(1).padStart(9)} ${
+      (t.tokens / t.forwards).toFixed(2).padStart(12)
+    } ` +
+    `${((t.tokens / t.seconds) / (totals.ar.tokens / totals.ar.seconds)).toFixed(2).padStart(8)}x ` +
+    `${t.correct}/${problems.length}`.padStart(9);
+  console.log(
+    `\n${"".padEnd(22)} ${"tokens/s".padStart(9)} ${"tok/forward".padStart(12)} ${"speedup".padStart(9)} ${
+      "correct".padStart(9)
+    }`,
+  );
+  console.log(row("base, AR", totals.ar));
+  console.log(row("CLLM, AR", totals.cllmAr));
+  console.log(row(`CLLM, Jacobi (n=${block})`, totals.jacobi));
+  const same = JSON.stringify(totals.jacobi.outputs) === JSON.stringify(totals.cllmAr.outputs);
+  console.log(`CLLM Jacobi output identical to its greedy AR output: ${same ? "yes" : "NO"}`);
+  base.model.destroy();
+  cllm.model.destroy();
+  gpu.destroy();
+}
 
 function pseudoRandom(n: number, seed: number): Float32Array {
   const out = new Float32Array(n);
@@ -24,22 +169,15 @@ function pseudoRandom(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** Runs the demo. */
-export async function demoCommand(args: string[]): Promise<void> {
-  const v = parse("demo", args, {});
-  if (v.help) return console.log(HELP);
+/** The fallback: adapter, a matmul checked against its CPU reference, and its throughput. */
+async function selfTest(): Promise<void> {
   const gpu = await requestGpu();
   console.log(`adapter: ${gpu.adapter.description}${gpu.adapter.isFallbackAdapter ? " (software)" : ""}`);
-  console.log(
-    `features: f16 ${gpu.features.f16}, timestamps ${gpu.features.timestamps}, subgroups ${gpu.features.subgroups}`,
-  );
-  // 1. Correctness: an odd-sized product against the CPU reference.
   const [T, N, K] = [37, 101, 67];
   const x = pseudoRandom(T * K, 1), w = pseudoRandom(N * K, 2);
-  const tx = Tensor.from(gpu, x, [T, K], "x"), tw = Tensor.from(gpu, w, [N, K], "w");
   const ty = new Tensor(gpu, [T, N], "f32", "y");
   const check = new Step(gpu, "demo check");
-  matmulForward(check, tx, tw, ty);
+  matmulForward(check, Tensor.from(gpu, x, [T, K], "x"), Tensor.from(gpu, w, [N, K], "w"), ty);
   check.submit();
   const [y] = await readTensors(gpu, [ty]);
   const ref = matmulReference(x, w, T, N, K);
@@ -50,7 +188,6 @@ export async function demoCommand(args: string[]): Promise<void> {
       maxErr < 1e-4 ? "ok" : "WRONG"
     }`,
   );
-  // 2. Throughput: 512^3, several products per submit, one readback inside the timed region.
   const n = 512, reps = 8;
   const a = Tensor.from(gpu, pseudoRandom(n * n, 3), [n, n], "a");
   const b = Tensor.from(gpu, pseudoRandom(n * n, 4), [n, n], "b");
@@ -64,8 +201,9 @@ export async function demoCommand(args: string[]): Promise<void> {
   for (let i = 0; i < reps; i++) matmulForward(step, a, b, c);
   step.submit();
   await readTensors(gpu, [c]);
-  const seconds = (performance.now() - t0) / 1000;
-  console.log(`matmul ${n}^3: ${((2 * n * n * n * reps) / seconds / 1e9).toFixed(1)} GFLOP/s`);
+  console.log(
+    `matmul ${n}^3: ${((2 * n * n * n * reps) / ((performance.now() - t0) / 1000) / 1e9).toFixed(1)} GFLOP/s`,
+  );
   gpu.destroy();
   if (maxErr >= 1e-4) {
     throw new RangeError("The matmul kernel disagrees with its CPU reference on this adapter");

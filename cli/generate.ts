@@ -4,7 +4,12 @@
  * @module
  */
 
-import { generateFromIds, type GenerationStats, type JacobiStats } from "../decode/mod.ts";
+import {
+  generateFromIds,
+  type GenerationStats,
+  type JacobiStats,
+  type LookaheadStats,
+} from "../decode/mod.ts";
 import { renderChat } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { loadModelDir } from "./load.ts";
@@ -22,15 +27,18 @@ Options:
   --top-k K                 sample among the K most likely tokens (default 0 = all)
   --top-p P                 nucleus sampling mass (default 1)
   --seed S                  sampling seed (default 0)
-  --decoder ar|jacobi       AR (default) or Jacobi decoding (greedy; same text as greedy AR)
+  --decoder ar|jacobi|lookahead
+                            AR (default), Jacobi or lookahead decoding (greedy; same text as greedy AR)
   --block N                 Jacobi block size (default 16)
+  --ngram N --window W --guesses G
+                            lookahead n-gram size, window and candidates (default 4, 5, 5)
   --forwards-per-readback N forwards (AR steps or Jacobi iterations) per GPU readback (default 16)
   --show-jacobi             draw each block's Jacobi iterations after the text
   --stats                   print statistics after the text
   --json                    print one JSON object {text, tokens, stats} instead of streaming`;
 
 /** Prints statistics as an aligned table. */
-export function formatStats(stats: GenerationStats | JacobiStats): string {
+export function formatStats(stats: GenerationStats | JacobiStats | LookaheadStats): string {
   const rows: [string, string][] = [
     ["decoder", stats.decoder],
     ["prompt tokens", `${stats.promptTokens}`],
@@ -44,6 +52,13 @@ export function formatStats(stats: GenerationStats | JacobiStats): string {
     ["tokens/s", stats.tokensPerSecond.toFixed(1)],
     ["decode tokens/s", stats.decodeTokensPerSecond.toFixed(1)],
   ];
+  if ("acceptedFromPool" in stats) {
+    rows.push(
+      ["n-gram / window / guesses", `${stats.ngram} / ${stats.window} / ${stats.guesses}`],
+      ["rows per forward", `${stats.rows}`],
+      ["tokens from the pool", `${stats.acceptedFromPool}`],
+    );
+  }
   if ("blockSize" in stats) {
     rows.push(
       ["block size", `${stats.blockSize}`],
@@ -70,6 +85,9 @@ export async function generateCommand(args: string[]): Promise<void> {
     "forwards-per-readback": { type: "string" },
     decoder: { type: "string" },
     block: { type: "string" },
+    ngram: { type: "string" },
+    window: { type: "string" },
+    guesses: { type: "string" },
     "show-jacobi": { type: "boolean" },
     stats: { type: "boolean" },
     json: { type: "boolean" },
@@ -89,9 +107,12 @@ export async function generateCommand(args: string[]): Promise<void> {
   const seed = numberOption(v, "seed", 0, { integer: true });
   const forwardsPerReadback = numberOption(v, "forwards-per-readback", 16, { integer: true, min: 1 });
   const decoder = (v.decoder as string | undefined) ?? "ar";
-  if (decoder !== "ar" && decoder !== "jacobi") {
-    throw new CliError(`generate: --decoder must be ar or jacobi, not "${decoder}"`);
+  if (decoder !== "ar" && decoder !== "jacobi" && decoder !== "lookahead") {
+    throw new CliError(`generate: --decoder must be ar, jacobi or lookahead, not "${decoder}"`);
   }
+  const ngram = numberOption(v, "ngram", 4, { integer: true, min: 3 });
+  const window = numberOption(v, "window", 5, { integer: true, min: 1 });
+  const guesses = numberOption(v, "guesses", 5, { integer: true, min: 1 });
   const blockSize = numberOption(v, "block", 16, { integer: true, min: 1, max: 64 });
   if (v["show-jacobi"] && decoder !== "jacobi") {
     throw new CliError("generate: --show-jacobi needs --decoder jacobi");
@@ -133,6 +154,9 @@ export async function generateCommand(args: string[]): Promise<void> {
       forwardsPerReadback,
       decoder,
       blockSize,
+      ngram,
+      window,
+      guesses,
     });
     const out = Deno.stdout;
     const enc = new TextEncoder();

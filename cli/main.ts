@@ -17,6 +17,7 @@ import { demoCommand } from "./demo.ts";
 import { evalCommand } from "./eval.ts";
 import { generateCommand } from "./generate.ts";
 import { infoCommand } from "./info.ts";
+import { makeModelsCommand } from "./make_models.ts";
 import { pretrainCommand, trainCommand } from "./train.ts";
 import { trajectoryCommand } from "./trajectory.ts";
 
@@ -30,6 +31,10 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; summary
   train: { run: trainCommand, summary: "consistency training on Jacobi trajectories (CLLM)" },
   pretrain: { run: pretrainCommand, summary: "AR training from random weights on a text corpus" },
   eval: { run: evalCommand, summary: "GSM8K accuracy with AR or Jacobi decoding, per-item JSONL log" },
+  "make-models": {
+    run: makeModelsCommand,
+    summary: "make the embedded demo models from nothing (about an hour)",
+  },
   demo: { run: demoCommand, summary: "the demo: adapter, kernel self-test and a matmul figure" },
 };
 

@@ -13,6 +13,7 @@ export class Progress {
   readonly #start = performance.now();
   #lastDraw = 0;
   #lastPercentLine = -1;
+  #first: { done: number; time: number } | null = null;
 
   /**
    * @param label what is progressing
@@ -43,14 +44,19 @@ export class Progress {
   update(done: number, detail = ""): void {
     const now = performance.now();
     const fraction = Math.min(1, done / this.#total);
-    const seconds = (now - this.#start) / 1000;
-    const rate = seconds > 0 ? done / seconds : 0;
-    const eta = rate > 0 ? (this.#total - done) / rate : 0;
+    // The rate counts from the first report, so work done before it (a resumed run, a first
+    // chunk reported at once) does not inflate it.
+    this.#first ??= { done, time: this.#start };
+    const seconds = (now - this.#first.time) / 1000;
+    const rate = seconds > 0.5 ? (done - this.#first.done) / seconds : 0;
+    const eta = rate > 0 ? (this.#total - done) / rate : NaN;
     const text =
       `${this.#label} ${(fraction * 100).toFixed(0).padStart(3)}% ${this.#fmt(done)}/${
         this.#fmt(this.#total)
       } ` +
-      `${this.#fmt(rate)}/s ETA ${eta.toFixed(0)}s${detail ? ` ${detail}` : ""}`;
+      `${rate > 0 ? this.#fmt(rate) : "?"}/s ETA ${Number.isFinite(eta) ? `${eta.toFixed(0)}s` : "?"}${
+        detail ? ` ${detail}` : ""
+      }`;
     const enc = new TextEncoder();
     if (this.#tty) {
       if (now - this.#lastDraw < 100 && fraction < 1) return;

@@ -207,7 +207,7 @@ function gaussian(next: () => number): number {
 }
 
 /** Writes a model directory with random weights (normal σ=0.02, norms 1) for `config`. */
-async function writeRandomModel(
+export async function writeRandomModel(
   dir: string,
   configJson: unknown,
   configFile: string,

@@ -8,22 +8,29 @@ import type { Pretrained } from "../model/mod.ts";
 import { generateGreedy, generateSampled } from "./ar.ts";
 import type { GenerationResult } from "./generation.ts";
 import { generateJacobi, type JacobiResult } from "./jacobi.ts";
+import { generateLookahead, type LookaheadResult } from "./lookahead.ts";
 import type { SamplingOptions } from "./sampling.ts";
 
 /** Options of {@linkcode generateText}. */
 export interface TextOptions extends SamplingOptions {
   /** New-token budget. */
   maxNewTokens: number;
-  /** Decoder (default "ar"). Jacobi decoding is greedy: it ignores the sampling options. */
-  decoder?: "ar" | "jacobi";
+  /** Decoder (default "ar"). Jacobi and lookahead decoding are greedy. */
+  decoder?: "ar" | "jacobi" | "lookahead";
   /** Forwards per readback for GPU-resident greedy loops (AR and Jacobi). */
   forwardsPerReadback?: number;
   /** Jacobi block size n. */
   blockSize?: number;
+  /** Lookahead n-gram size N. */
+  ngram?: number;
+  /** Lookahead window W. */
+  window?: number;
+  /** Lookahead candidates G. */
+  guesses?: number;
 }
 
 /** The final result of a text generation; Jacobi results carry their trajectory and statistics. */
-export type TextResult = (GenerationResult | JacobiResult) & { text: string };
+export type TextResult = (GenerationResult | JacobiResult | LookaheadResult) & { text: string };
 
 /** A generation in progress: text pieces as they come, then the final result. */
 export interface TextGeneration {
@@ -45,24 +52,35 @@ export interface TextGeneration {
  */
 export function generateFromIds(p: Pretrained, ids: readonly number[], options: TextOptions): TextGeneration {
   const greedy = options.temperature === undefined || options.temperature <= 0;
-  if (options.decoder === "jacobi" && !greedy) {
-    throw new RangeError("Jacobi decoding is greedy; drop --temperature or use --decoder ar");
+  if (options.decoder && options.decoder !== "ar" && !greedy) {
+    throw new RangeError(`${options.decoder} decoding is greedy; drop --temperature or use --decoder ar`);
   }
-  const tokens: AsyncGenerator<number[], GenerationResult | JacobiResult> = options.decoder === "jacobi"
-    ? generateJacobi(p.model, ids, {
-      maxNewTokens: options.maxNewTokens,
-      eosIds: p.eosIds,
-      blockSize: options.blockSize,
-      seed: options.seed,
-      iterationsPerReadback: options.forwardsPerReadback,
-    })
-    : greedy
-    ? generateGreedy(p.model, ids, {
-      maxNewTokens: options.maxNewTokens,
-      eosIds: p.eosIds,
-      forwardsPerReadback: options.forwardsPerReadback,
-    })
-    : generateSampled(p.model, ids, { ...options, eosIds: p.eosIds });
+  const tokens: AsyncGenerator<number[], GenerationResult | JacobiResult | LookaheadResult> =
+    options.decoder === "lookahead"
+      ? generateLookahead(p.model, ids, {
+        maxNewTokens: options.maxNewTokens,
+        eosIds: p.eosIds,
+        ngram: options.ngram,
+        window: options.window,
+        guesses: options.guesses,
+        seed: options.seed,
+        iterationsPerReadback: options.forwardsPerReadback,
+      })
+      : options.decoder === "jacobi"
+      ? generateJacobi(p.model, ids, {
+        maxNewTokens: options.maxNewTokens,
+        eosIds: p.eosIds,
+        blockSize: options.blockSize,
+        seed: options.seed,
+        iterationsPerReadback: options.forwardsPerReadback,
+      })
+      : greedy
+      ? generateGreedy(p.model, ids, {
+        maxNewTokens: options.maxNewTokens,
+        eosIds: p.eosIds,
+        forwardsPerReadback: options.forwardsPerReadback,
+      })
+      : generateSampled(p.model, ids, { ...options, eosIds: p.eosIds });
   let resolve!: (r: TextResult) => void;
   let reject!: (e: unknown) => void;
   const result = new Promise<TextResult>((res, rej) => {

@@ -21,14 +21,14 @@
  *    (online softmax) and once more for dq, and saves (lse_i, D_i) per (row, head) in `stats`.
  * 2. `attention_backward_dkv`: one invocation per R keys of one kv head loops over the queries
  *    i ≥ first key and the group's heads, recomputes P_ij = exp2(s_ij − lse_i), and accumulates dk
- *    and dv in its slice of workgroup memory.
+ *    and dv.
  * Tuned for llvmpipe (webgpu-notes.md §3): no barrier; each K/V (or Q/dO) vec4 an invocation loads
- * serves its R rows (the loops over the R rows are unrolled in the generated WGSL, the loops over
- * the D/4 vec4 lanes stay loops). Unlike the forward kernel, the per-row vectors (q, dO, dq or
- * k, v, dk, dv) live in the invocation's own slice of workgroup memory, not in private arrays:
- * lavapipe took 5-40 s to compile the private-array version (D = 64, R = 8: 40 s) and runs the
- * workgroup-memory version as fast or faster; the slices are private by construction, so no
- * barrier is needed.
+ * serves its R rows, whose head vectors (q, dO, dq or k, v, dk, dv) stay in registers: the WGSL is
+ * generated with the loops over the R rows and the D/4 vec4 lanes unrolled (5-8x faster than
+ * keeping them in memory). Above D = 64 the vectors move to the invocation's own slice of
+ * workgroup memory with real lane loops (no barrier needed: the slices are private by
+ * construction). Private arrays, as in the forward kernel, are avoided: lavapipe took 5-40 s to
+ * compile them here.
  *
  * @module
  */
@@ -38,7 +38,7 @@ import { type KernelSpec, type Step, Tensor } from "../core/mod.ts";
 /** Invocations per workgroup: one SIMD chunk on llvmpipe. */
 const WG = 8;
 /** Largest head size whose vectors the schedule keeps in registers (lane loops unrolled). */
-const UNROLL_MAX_D = 16;
+const UNROLL_MAX_D = 64;
 
 /** Repeats f(i) for i < n, joined. */
 function _each(n: number, f: (i: number) => string, sep = "\n"): string {
@@ -46,7 +46,8 @@ function _each(n: number, f: (i: number) => string, sep = "\n"): string {
 }
 
 /**
- * dq kernel. Variant: `D` (head size, a multiple of 4), `R` (queries per invocation), `WG`.
+ * dq kernel. Variant: `D` (head size, a multiple of 4), `R` (queries per invocation), `WG`,
+ * `UNROLL` (head vectors in registers, else in workgroup memory).
  * Invocation i handles queries qi = (i mod n)·R .. (i mod n)·R + R − 1 of kv head i / n, where
  * n = ceil(T·group / R); query qi is row qi / group, head kvh·group + qi mod group.
  *
@@ -54,7 +55,7 @@ function _each(n: number, f: (i: number) => string, sep = "\n"): string {
  * ```ts ignore
  * // T = 128, H = KVH = 8, D = 8: 16 invocations of 8 queries per kv head.
  * step.dispatch(attentionBackwardDqSpec, {
- *   variant: { D: 8, R: 8, WG: 8 },
+ *   variant: { D: 8, R: 8, WG: 8, UNROLL: true },
  *   bindings: { q, k, v, out, dOut, dq, stats },
  *   params: { rows: 128, heads: 8, group: 1, kvHeads: 8, scaleLog2e: Math.LOG2E / Math.sqrt(8),
  *     scale: 1 / Math.sqrt(8), gridX: 16, headVecs: 2 },
@@ -223,14 +224,14 @@ ${x.lanes("    ", (d) => `      dq[qOff${r} + ${d.e}] = ${x.ref("acc", r, d)} * 
 }
 
 /**
- * dk/dv kernel. Variant: `D`, `R` (keys per invocation), `WG`. Invocation i handles keys
+ * dk/dv kernel. Variant: `D`, `R` (keys per invocation), `WG`, `UNROLL`. Invocation i handles keys
  * (i mod n)·R .. (i mod n)·R + R − 1 of kv head i / n, where n = ceil(T / R). It reads the
  * (lse, D_i) pairs that {@linkcode attentionBackwardDqSpec} wrote, so it runs after it.
  *
  * @example Dispatching the spec directly (prefer {@linkcode attentionBackward})
  * ```ts ignore
  * step.dispatch(attentionBackwardDkvSpec, {
- *   variant: { D: 8, R: 8, WG: 8 },
+ *   variant: { D: 8, R: 8, WG: 8, UNROLL: true },
  *   bindings: { q, k, v, dOut, stats, dk, dv },
  *   params: { rows: 128, heads: 8, group: 1, kvHeads: 8, scaleLog2e: Math.LOG2E / Math.sqrt(8),
  *     scale: 1 / Math.sqrt(8), gridX: 16, headVecs: 2 },
@@ -371,22 +372,26 @@ export interface AttentionBackwardTuning {
 }
 
 /**
- * Picks the rows per invocation of both kernels: at most 8 (compile time on llvmpipe grows fast
- * with the unrolled rows: about 1 s at 8, 4 s at 16), at most what fits the workgroup memory (the
- * dq kernel keeps 3 and the dk/dv kernel 4 D-vectors per row and invocation), halved while that
- * leaves fewer than 4 SIMD chunks of work, then spread evenly over the invocations.
+ * Picks the kernels' schedule. Up to D = 64 the head vectors live in registers with the lane loops
+ * unrolled, 8 rows per invocation up to D = 16 and 4 above (measured on llvmpipe, T = 256, H = 8,
+ * KVH = 4: D = 64 at 4 rows takes 26 ms, at 2 rows 36-49 ms, in workgroup memory 120+ ms; D = 8 at
+ * T = 128, H = 8: 1.1 ms in registers, 8.6 ms in workgroup memory). The price is compile time on
+ * first use (lavapipe, both kernels, cold cache: ~1 s at D = 8, 2.5 s at D = 16, 3.4 s at D = 32,
+ * 10 s at D = 64; Mesa caches it on disk). Larger D falls back to workgroup memory, with as many
+ * rows as fit (3 D-vectors per query, 4 per key). Rows are then halved while that leaves fewer than
+ * 4 SIMD chunks of work, and spread evenly over the invocations.
  *
  * @param rows T
  * @param heads H
  * @param kvHeads KVH
  * @param headDim D
  * @param workgroupBytes the device's maxComputeWorkgroupStorageSize (default: WebGPU's 16384)
- * @returns queries per dq invocation and keys per dk/dv invocation
+ * @returns queries per dq invocation, keys per dk/dv invocation, registers or workgroup memory
  *
  * @example T = 128, H = KVH = 8, D = 8
  * ```ts
  * import { attentionBackwardSchedule } from "./attention_backward.ts";
- * attentionBackwardSchedule(128, 8, 8, 8); // { queries: 8, keys: 8 }
+ * attentionBackwardSchedule(128, 8, 8, 8); // { queries: 8, keys: 8, unroll: true }
  * ```
  */
 export function attentionBackwardSchedule(
@@ -399,7 +404,9 @@ export function attentionBackwardSchedule(
   const unroll = headDim <= UNROLL_MAX_D;
   const pick = (perKv: number, vectorsPerRow: number) => {
     // Workgroup bytes per row: vectorsPerRow D-vectors of 4-byte floats per invocation.
-    const fit = unroll ? 8 : Math.floor(workgroupBytes / (WG * vectorsPerRow * headDim * 4));
+    const fit = unroll
+      ? (headDim <= 16 ? 8 : 4)
+      : Math.floor(workgroupBytes / (WG * vectorsPerRow * headDim * 4));
     let rMax = Math.max(1, Math.min(8, fit));
     while (rMax > 1 && kvHeads * Math.ceil(perKv / rMax) < 4 * WG) rMax = Math.ceil(rMax / 2);
     return Math.ceil(perKv / Math.ceil(perKv / rMax));

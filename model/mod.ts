@@ -22,4 +22,5 @@ export * from "./chat_template.ts";
 export * from "./llama2c.ts";
 export * from "./kv_cache.ts";
 export * from "./llama.ts";
+export * from "./llama_train.ts";
 export * from "./pretrained.ts";

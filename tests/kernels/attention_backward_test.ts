@@ -86,42 +86,63 @@ Deno.test(
   },
 );
 
-Deno.test("attentionBackward: explicit schedules and scale give the same gradients", gpuTest, async () => {
-  // Rows per invocation that do not divide T, and one row per invocation.
-  const gpu = await testGpu();
-  const { T, H, KVH, D } = { T: 19, H: 4, KVH: 2, D: 8 };
-  const scale = 0.7;
-  const q = randomArray(T * H * D, 11, 2);
-  const k = randomArray(T * KVH * D, 12, 2);
-  const v = randomArray(T * KVH * D, 13);
-  const dOut = randomArray(T * H * D, 14);
-  const out = attentionReference(q, k, v, { base: 0, heads: H, kvHeads: KVH, headDim: D, scale });
-  const expected = attentionBackwardReference(q, k, v, dOut, { heads: H, kvHeads: KVH, headDim: D, scale });
-  const inputs = [q, k, v, out, dOut].map((x, i) => Tensor.from(gpu, x, [x.length], `in${i}`));
-  const step = new Step(gpu, "attention backward schedules");
-  const tunings = [{ queries: 1, keys: 1 }, { queries: 5, keys: 3 }, { queries: 8, keys: 7 }];
-  const outs = tunings.map((tuning) => {
-    const grads = [T * H * D, T * KVH * D, T * KVH * D].map((n) => new Tensor(gpu, [n], "f32", "grad"));
-    const [tq, tk, tv, to, tdo] = inputs;
-    attentionBackward(step, tq, tk, tv, to, tdo, grads[0], grads[1], grads[2], {
-      rows: T,
-      heads: H,
-      kvHeads: KVH,
-      headDim: D,
-      scale,
-      tuning,
+Deno.test(
+  "attentionBackward: explicit schedules (registers or workgroup memory) and scale agree",
+  gpuTest,
+  async () => {
+    // Rows per invocation that do not divide T, one row per invocation, and both places for the
+    // head vectors; an explicit stats scratch.
+    const gpu = await testGpu();
+    const shapes = [{ T: 19, H: 4, KVH: 2, D: 8 }, { T: 21, H: 2, KVH: 1, D: 64 }];
+    const tunings = [
+      { queries: 1, keys: 1, unroll: true },
+      { queries: 5, keys: 3, unroll: true },
+      { queries: 1, keys: 1, unroll: false },
+      { queries: 3, keys: 2, unroll: false },
+    ];
+    const scale = 0.7;
+    const stats = new Tensor(gpu, [21 * 4 * 2], "f32", "explicit stats");
+    const step = new Step(gpu, "attention backward schedules");
+    const cases = shapes.flatMap(({ T, H, KVH, D }, n) => {
+      const q = randomArray(T * H * D, 11 + n, 2);
+      const k = randomArray(T * KVH * D, 12 + n, 2);
+      const v = randomArray(T * KVH * D, 13 + n);
+      const dOut = randomArray(T * H * D, 14 + n);
+      const out = attentionReference(q, k, v, { base: 0, heads: H, kvHeads: KVH, headDim: D, scale });
+      const expected = attentionBackwardReference(q, k, v, dOut, {
+        heads: H,
+        kvHeads: KVH,
+        headDim: D,
+        scale,
+      });
+      const [tq, tk, tv, to, tdo] = [q, k, v, out, dOut].map((x, i) =>
+        Tensor.from(gpu, x, [x.length], `in${i}`)
+      );
+      // At D = 64 only the workgroup-memory path (the register path at D = 64 is in the test above;
+      // more unrolled variants there would cost seconds of compile time each).
+      return tunings.filter((t) => D < 64 || !t.unroll).map((tuning) => {
+        const grads = [T * H * D, T * KVH * D, T * KVH * D].map((n) => new Tensor(gpu, [n], "f32", "grad"));
+        attentionBackward(step, tq, tk, tv, to, tdo, grads[0], grads[1], grads[2], {
+          rows: T,
+          heads: H,
+          kvHeads: KVH,
+          headDim: D,
+          scale,
+          stats,
+          tuning,
+        });
+        return { name: `D=${D} R=${tuning.queries}/${tuning.keys} unroll=${tuning.unroll}`, grads, expected };
+      });
     });
-    return grads;
-  });
-  step.submit();
-  const got = await readTensors(gpu, outs.flat());
-  tunings.forEach((tuning, n) => {
-    const name = `R=${tuning.queries}/${tuning.keys}`;
-    assertClose(got[3 * n], expected.dq, GRAD_TOL, `dq ${name}`);
-    assertClose(got[3 * n + 1], expected.dk, GRAD_TOL, `dk ${name}`);
-    assertClose(got[3 * n + 2], expected.dv, GRAD_TOL, `dv ${name}`);
-  });
-});
+    step.submit();
+    const got = await readTensors(gpu, cases.flatMap((c) => c.grads));
+    cases.forEach((c, n) => {
+      assertClose(got[3 * n], c.expected.dq, GRAD_TOL, `dq ${c.name}`);
+      assertClose(got[3 * n + 1], c.expected.dk, GRAD_TOL, `dk ${c.name}`);
+      assertClose(got[3 * n + 2], c.expected.dv, GRAD_TOL, `dv ${c.name}`);
+    });
+  },
+);
 
 /**
  * Central finite differences of L = Σ w·attentionReference(q, k, v), with Richardson extrapolation
@@ -217,10 +238,27 @@ Deno.test("attentionBackward rejects bad sizes with a clear error", gpuTest, asy
         }),
       /dq "small" \[4\] holds 4 values, fewer than 2 rows × 2 heads × 4/,
     );
+    const wgBytes = gpu.limits.maxComputeWorkgroupStorageSize;
+    const rows = Math.ceil(wgBytes / (8 * 3 * 64 * 4)) + 1; // queries whose q, dO, dq overflow it
+    const huge = new Tensor(gpu, [rows * 64], "f32", "huge");
+    assert.throws(
+      () =>
+        attentionBackward(step, huge, huge, huge, huge, huge, huge, huge, huge, {
+          rows,
+          heads: 1,
+          kvHeads: 1,
+          headDim: 64,
+          tuning: { queries: rows, keys: 1, unroll: false },
+        }),
+      /queries per invocation do not fit \d+ bytes of workgroup memory at headDim 64/,
+    );
   } finally {
     step.submit();
   }
-  assert.deepEqual(attentionBackwardSchedule(128, 8, 8, 8), { queries: 8, keys: 8 });
-  // D = 64 with 32 KiB: 4 keys (4 vectors × 4 keys × 64 × 4 bytes × 8 invocations = 32 KiB).
-  assert.deepEqual(attentionBackwardSchedule(512, 8, 2, 64, 32768), { queries: 5, keys: 4 });
+  assert.deepEqual(attentionBackwardSchedule(128, 8, 8, 8), { queries: 8, keys: 8, unroll: true });
+  assert.deepEqual(attentionBackwardSchedule(512, 8, 2, 64), { queries: 4, keys: 4, unroll: true });
+  // Few rows: halved until there are 4 SIMD chunks of work (8 kv heads × 4 = 32 invocations).
+  assert.deepEqual(attentionBackwardSchedule(4, 8, 8, 8), { queries: 1, keys: 1, unroll: true });
+  // D = 128 in 32 KiB of workgroup memory: 4 vectors × 2 keys × 128 × 4 bytes × 8 invocations.
+  assert.deepEqual(attentionBackwardSchedule(512, 8, 2, 128, 32768), { queries: 2, keys: 2, unroll: false });
 });

@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import { writeTinyModel } from "../_tiny_model.ts";
+
+const MAIN = new URL("../../cli/main.ts", import.meta.url).pathname;
+const SHARED = new URL("../../../shared/models/stories260K/", import.meta.url).pathname;
+
+async function cllm(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** One clear error line naming `pattern`, a non-zero exit, and no stack trace. */
+function assertCleanError(r: { code: number; stderr: string }, pattern: RegExp): void {
+  assert.notEqual(r.code, 0);
+  const lines = r.stderr.split("\n").filter((l) => l.startsWith("error: ") && !l.includes("XDG_RUNTIME_DIR"));
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0], pattern);
+  assert.ok(!/^\s+at /m.test(r.stderr), `stack trace printed:\n${r.stderr}`);
+}
+
+Deno.test({
+  name: "CLI: bad input gives one clear error line, a non-zero exit and no partial output",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTinyModel(`${dir}/m`, { maxPositionEmbeddings: 24 });
+    // A prompt longer than the context.
+    const long = Array.from({ length: 40 }, (_, i) => `t${3 + (i % 50)}`).join(" ");
+    assertCleanError(
+      await cllm("generate", "--model", `${dir}/m`, "--prompt", long, "--max-new-tokens", "4"),
+      /context/,
+    );
+    // A truncated checkpoint.
+    const bytes = await Deno.readFile(`${dir}/m/model.safetensors`);
+    await Deno.writeFile(`${dir}/m/model.safetensors`, bytes.subarray(0, bytes.length - 100));
+    assertCleanError(await cllm("generate", "--model", `${dir}/m`, "--prompt", "t5"), /model\.safetensors/);
+    assertCleanError(await cllm("info", "--model", `${dir}/m`), /model\.safetensors/);
+    // A malformed config.json.
+    await Deno.writeTextFile(`${dir}/m/config.json`, '{"hidden_size": "big"}');
+    assertCleanError(await cllm("info", "--model", `${dir}/m`), /config\.json/);
+    // A missing tokenizer.
+    await Deno.remove(`${dir}/m/tokenizer.json`);
+    assertCleanError(await cllm("generate", "--model", `${dir}/m`, "--prompt", "t5"), /tokenizer\.json/);
+    // A truncated llama2.c checkpoint: error, and nothing written at --out.
+    const ckpt = await Deno.readFile(`${SHARED}stories260K.bin`);
+    await Deno.writeFile(`${dir}/trunc.bin`, ckpt.subarray(0, 5000));
+    assertCleanError(
+      await cllm(
+        "convert",
+        "--from",
+        "llama2c",
+        "--checkpoint",
+        `${dir}/trunc.bin`,
+        "--tokenizer",
+        `${SHARED}tok512.bin`,
+        "--out",
+        `${dir}/conv`,
+      ),
+      /trunc\.bin/,
+    );
+    await assert.rejects(() => Deno.stat(`${dir}/conv`));
+    // Usage errors exit 2.
+    const usage = await cllm("generate", "--bogus");
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /bogus/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "CLI: generate --json on stories260K (Jacobi) prints text, tokens and stats",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    let r = await cllm(
+      "convert",
+      "--from",
+      "llama2c",
+      "--checkpoint",
+      `${SHARED}stories260K.bin`,
+      "--tokenizer",
+      `${SHARED}tok512.bin`,
+      "--out",
+      `${dir}/m`,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    r = await cllm(
+      "generate",
+      "--model",
+      `${dir}/m`,
+      "--prompt",
+      "Once upon a time",
+      "--max-new-tokens",
+      "20",
+      "--decoder",
+      "jacobi",
+      "--block",
+      "4",
+      "--json",
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.tokens.length, 20);
+    assert.match(out.text, /^, there was a little girl/);
+    assert.equal(out.stats.decoder, "jacobi");
+    assert.ok(out.stats.forwards > 0 && out.stats.tokensPerForward > 0.8, JSON.stringify(out.stats));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
