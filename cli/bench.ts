@@ -22,13 +22,14 @@ Options:
   --block N              Jacobi block size (default 16)
   --max-new-tokens M     budget per prompt (default 128)
   --format NAME          wrap prompts in a built-in format: gsm8k, vicuna (default: as they are)
-  --decoders LIST        comma-separated subset of ar,ar-readback,jacobi,jacobi-readback,lookahead
+  --decoders LIST        comma-separated subset of ar,ar-readback,jacobi,jacobi-readback,jacobi-sliding,lookahead
                          (default all)
   --ngram N --window W --guesses G   lookahead settings (default 4, 5, 5)
+  --dtype f32|f16        weight storage (default f32)
   --out FILE.json        write the figures there, and the chart beside it as FILE.svg`;
 
-type Decoder = "ar" | "ar-readback" | "jacobi" | "jacobi-readback" | "lookahead";
-const ALL: Decoder[] = ["ar", "ar-readback", "jacobi", "jacobi-readback", "lookahead"];
+type Decoder = "ar" | "ar-readback" | "jacobi" | "jacobi-readback" | "jacobi-sliding" | "lookahead";
+const ALL: Decoder[] = ["ar", "ar-readback", "jacobi", "jacobi-readback", "jacobi-sliding", "lookahead"];
 
 /** Per-decoder totals. */
 export interface DecoderFigures {
@@ -66,6 +67,7 @@ export async function benchCommand(args: string[]): Promise<void> {
     window: { type: "string" },
     guesses: { type: "string" },
     out: { type: "string" },
+    dtype: { type: "string" },
   });
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "bench decode");
@@ -84,7 +86,7 @@ export async function benchCommand(args: string[]): Promise<void> {
   let texts = (await readPrompts(promptsPath)).slice(0, limit);
   if (format) texts = texts.map((q) => formatPrompt(format, { question: q }));
 
-  const p = await loadModelDir(dir);
+  const p = await loadModelDir(dir, { dtype: v.dtype as string | undefined });
   try {
     const prompts = texts.map((t) => p.tokenizer.encode(t));
     const run = (d: Decoder, prompt: number[]): Promise<GenerationResult> => {
@@ -98,6 +100,15 @@ export async function benchCommand(args: string[]): Promise<void> {
           return drain(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 8 }));
         case "jacobi-readback":
           return drain(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 1 }));
+        case "jacobi-sliding":
+          return drain(
+            generateJacobi(p.model, prompt, {
+              ...common,
+              blockSize,
+              iterationsPerReadback: 8,
+              sliding: true,
+            }),
+          );
         case "lookahead":
           return drain(
             generateLookahead(p.model, prompt, { ...common, ...lookahead, iterationsPerReadback: 8 }),

@@ -21,13 +21,14 @@ export async function chatCommand(args: string[]): Promise<void> {
     "max-new-tokens": { type: "string" },
     temperature: { type: "string" },
     seed: { type: "string" },
+    dtype: { type: "string" },
   });
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "chat");
   const maxNewTokens = numberOption(v, "max-new-tokens", 256, { integer: true, min: 1 });
   const temperature = numberOption(v, "temperature", 0, { min: 0 });
   const seed = numberOption(v, "seed", 0, { integer: true });
-  const p = await loadModelDir(dir);
+  const p = await loadModelDir(dir, { dtype: v.dtype as string | undefined });
   const enc = new TextEncoder();
   const history: ChatMessage[] = [];
   const template = p.tokenizer.chatTemplate;

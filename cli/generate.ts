@@ -30,10 +30,12 @@ Options:
   --decoder ar|jacobi|lookahead
                             AR (default), Jacobi or lookahead decoding (greedy; same text as greedy AR)
   --block N                 Jacobi block size (default 16)
+  --sliding                 Jacobi with a sliding window: refill the block after each partial acceptance
   --ngram N --window W --guesses G
                             lookahead n-gram size, window and candidates (default 4, 5, 5)
   --forwards-per-readback N forwards (AR steps or Jacobi iterations) per GPU readback (default 16)
   --show-jacobi             draw each block's Jacobi iterations after the text
+  --dtype f32|f16           weight storage on the GPU (default f32; f16 halves memory)
   --stats                   print statistics after the text
   --json                    print one JSON object {text, tokens, stats} instead of streaming`;
 
@@ -89,7 +91,9 @@ export async function generateCommand(args: string[]): Promise<void> {
     window: { type: "string" },
     guesses: { type: "string" },
     "show-jacobi": { type: "boolean" },
+    sliding: { type: "boolean" },
     stats: { type: "boolean" },
+    dtype: { type: "string" },
     json: { type: "boolean" },
   });
   if (v.help) return console.log(HELP);
@@ -118,7 +122,7 @@ export async function generateCommand(args: string[]): Promise<void> {
     throw new CliError("generate: --show-jacobi needs --decoder jacobi");
   }
 
-  const p = await loadModelDir(modelDir);
+  const p = await loadModelDir(modelDir, { dtype: v.dtype as string | undefined });
   try {
     let ids: number[];
     if (v.chat) {
@@ -154,6 +158,7 @@ export async function generateCommand(args: string[]): Promise<void> {
       forwardsPerReadback,
       decoder,
       blockSize,
+      sliding: Boolean(v.sliding),
       ngram,
       window,
       guesses,

@@ -12,8 +12,11 @@ import { Progress } from "./progress.ts";
 /** Loads `dir` onto a new device, showing progress when the checkpoint is over 64 MiB. */
 export async function loadModelDir(
   dir: string,
-  options: { maxLength?: number } = {},
+  options: { maxLength?: number; dtype?: string } = {},
 ): Promise<Pretrained & { gpu: Gpu }> {
+  if (options.dtype !== undefined && options.dtype !== "f32" && options.dtype !== "f16") {
+    throw new CliError(`--dtype must be f32 or f16, not "${options.dtype}"`);
+  }
   try {
     const stat = await Deno.stat(dir);
     if (!stat.isDirectory) throw new CliError(`--model "${dir}" is not a directory`);
@@ -25,6 +28,7 @@ export async function loadModelDir(
   let progress: Progress | null = null;
   const pretrained = await loadPretrained(gpu, directoryFiles(dir), {
     maxLength: options.maxLength,
+    dtype: options.dtype as "f32" | "f16" | undefined,
     onProgress: (done, total) => {
       if (total < 64 << 20) return;
       progress ??= new Progress("loading", total, "B");

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { requestGpu } from "../core/mod.ts";
+import { requestGpu, SeededRandom } from "../core/mod.ts";
 import {
   directoryFiles,
   expectedTensorShapes,
@@ -215,14 +215,8 @@ export async function writeRandomModel(
   seed: number,
 ) {
   const cfg = parseLlamaConfig(configJson, configFile);
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = new SeededRandom(seed);
+  const next = () => random.next();
   const tensors = [...expectedTensorShapes(cfg)].map(([name, shape]) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);

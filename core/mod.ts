@@ -17,3 +17,4 @@ export * from "./tensor.ts";
 export * from "./kernel.ts";
 export * from "./step.ts";
 export * from "./tape.ts";
+export * from "./random.ts";

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { readTensors, Step } from "../core/mod.ts";
+import { readTensors, seededRandom, Step } from "../core/mod.ts";
 import {
   type CausalLM,
   closeSession,
@@ -178,16 +178,4 @@ export async function* generateSampled(
   } finally {
     closeSession(s);
   }
-}
-
-/** mulberry32: a small seeded PRNG, so sampled generations reproduce. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -47,6 +47,12 @@ export interface JacobiOptions extends GenerateOptions {
   seed?: number;
   /** Iterations recorded per readback (default 8; 1 = read back every iteration). */
   iterationsPerReadback?: number;
+  /**
+   * Sliding window (default false): after a partial acceptance the block is refilled to n tokens
+   * with fresh guesses instead of shrinking to the unverified suffix, so no row of a forward is
+   * idle. Same output; the recorded trajectory then holds window states, not CLLM block states.
+   */
+  sliding?: boolean;
 }
 
 /** Statistics of a Jacobi generation. */

@@ -21,6 +21,8 @@ export interface TextOptions extends SamplingOptions {
   forwardsPerReadback?: number;
   /** Jacobi block size n. */
   blockSize?: number;
+  /** Jacobi with a sliding window (see JacobiOptions.sliding). */
+  sliding?: boolean;
   /** Lookahead n-gram size N. */
   ngram?: number;
   /** Lookahead window W. */

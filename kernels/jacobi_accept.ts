@@ -149,7 +149,22 @@ fn main() {
   } else {
     // Not converged: the suffix nxt[a..m) = pred[a-1..m-1); its first token is now known correct.
     for (var j = 0u; j < m - a; j++) { block[j] = pred[a - 1u + j]; }
-    st[ACTIVE] = m - a;
+    if (SLIDE) {
+      // Sliding window: refill the block to n tokens with fresh guesses, so every row of the next
+      // forward is useful (the block never shrinks; trajectories use the shrinking form).
+      var r = st[RNG];
+      for (var j = m - a; j < n; j++) {
+        block[j] = tokens[pcg(P.seed ^ pcg(r)) % base];
+        r = r + 1u;
+      }
+      st[RNG] = r;
+      st[ACTIVE] = n;
+      st[BLOCK_START] = base;
+      st[BLOCK_ITERS] = 0u;
+      st[BLOCKS] = st[BLOCKS] + 1u;
+    } else {
+      st[ACTIVE] = m - a;
+    }
   }
 }`,
 };
@@ -232,6 +247,8 @@ export interface JacobiAcceptArgs {
   limit: number;
   /** PRNG seed for guesses. */
   seed: number;
+  /** Refill the block to n tokens after each partial acceptance (sliding window). */
+  sliding?: boolean;
 }
 
 /**
@@ -246,7 +263,7 @@ export interface JacobiAcceptArgs {
  */
 export function jacobiAccept(step: Step, a: JacobiAcceptArgs): void {
   step.dispatch(jacobiAcceptSpec, {
-    variant: { N: a.n, EOS_COUNT: a.eosCount },
+    variant: { N: a.n, EOS_COUNT: a.eosCount, SLIDE: a.sliding ?? false },
     bindings: { st: a.st, tokens: a.tokens, block: a.block, pred: a.pred, eos: a.eos, traj: a.traj },
     params: { limit: a.limit, seed: a.seed, logCapacity: a.logCapacity },
     workgroups: [1],
@@ -283,6 +300,7 @@ export function jacobiAcceptReference(a: {
   n: number;
   limit: number;
   seed: number;
+  sliding?: boolean;
 }): void {
   const { st, tokens, block, pred, n } = a;
   const S = JACOBI_SLOTS;
@@ -340,6 +358,19 @@ export function jacobiAcceptReference(a: {
   } else {
     const next = Array.from(pred.subarray(acc - 1, m - 1));
     next.forEach((t, j) => (block[j] = t));
-    st[S.active] = m - acc;
+    if (a.sliding) {
+      let r = st[S.rng];
+      for (let j = m - acc; j < n; j++) {
+        block[j] = tokens[pcgHash((a.seed ^ pcgHash(r)) >>> 0) % base];
+        r = (r + 1) >>> 0;
+      }
+      st[S.rng] = r;
+      st[S.active] = n;
+      st[S.blockStart] = base;
+      st[S.blockIters] = 0;
+      st[S.blocks]++;
+    } else {
+      st[S.active] = m - acc;
+    }
   }
 }

@@ -66,6 +66,12 @@ export interface LoadOptions {
   maxRows?: number;
   /** Called after each tensor is uploaded. */
   onProgress?: LoadProgress;
+  /**
+   * Storage of the weight matrices on the GPU (default "f32"). "f16" halves the memory and the
+   * bytes a decoding step reads (matmuls still accumulate in f32); norms stay f32, and the
+   * embedding table stays f32 on adapters without `shader-f16`. Training needs f32.
+   */
+  dtype?: "f32" | "f16";
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -254,7 +260,9 @@ export class Llama {
             "the checkpoint does not match config.json",
           );
         }
-        weights.set(name, Tensor.from(gpu, tensor.data, shape, name));
+        const half = options.dtype === "f16" && shape.length === 2 &&
+          (name !== "model.embed_tokens.weight" || gpu.features.f16);
+        weights.set(name, Tensor.from(gpu, tensor.data, shape, name, half ? "f16" : "f32"));
         done += tensor.data.length * 4;
         options.onProgress?.(done, total, name);
       }

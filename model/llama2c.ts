@@ -20,6 +20,7 @@
 
 import { type LlamaConfig, llamaConfigToJson } from "./config.ts";
 import { FormatError } from "./format_error.ts";
+import { type HfTokenizerFiles, llamaTokenizerFiles } from "./llama_tokenizer_json.ts";
 import { type TensorToWrite, writeSafetensors } from "./safetensors.ts";
 
 // ===================================================================================================
@@ -242,22 +243,6 @@ export function parseLlama2cCheckpoint(bytes: Uint8Array, name: string): Llama2c
 // Tokenizer
 // ===================================================================================================
 
-/**
- * The two Hugging Face tokenizer files produced from a llama2.c `tokenizer.bin`.
- *
- * @example Writing them out
- * ```ts ignore
- * const { tokenizerJson, tokenizerConfigJson } = llama2cTokenizerToHf(bytes, "tok512.bin");
- * await Deno.writeTextFile("out/tokenizer.json", JSON.stringify(tokenizerJson));
- * ```
- */
-export interface HfTokenizerFiles {
-  /** Contents of `tokenizer.json`. */
-  tokenizerJson: Record<string, unknown>;
-  /** Contents of `tokenizer_config.json`. */
-  tokenizerConfigJson: Record<string, unknown>;
-}
-
 /** Names Hugging Face gives ids 0..2 (llama2.c stores "<unk>", "\n<s>\n", "\n</s>\n"). */
 const _SPECIALS = ["<unk>", "<s>", "</s>"];
 /** Ids 3..258 are the byte-fallback tokens <0x00>..<0xFF>. */
@@ -438,74 +423,8 @@ export function llama2cTokenizerToHf(
   }
   merges.sort((x, y) => y.score - x.score || x.id - y.id || x.split - y.split);
 
-  const specialToken = (id: number) => ({
-    id,
-    content: _SPECIALS[id],
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  });
   // Same pipeline as Llama-2's tokenizer.json (legacy: false), with this vocabulary.
-  const tokenizerJson: Record<string, unknown> = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: [0, 1, 2].map(specialToken),
-    normalizer: {
-      type: "Sequence",
-      normalizers: [
-        { type: "Prepend", prepend: "\u2581" },
-        { type: "Replace", pattern: { String: " " }, content: "\u2581" },
-      ],
-    },
-    pre_tokenizer: null,
-    post_processor: {
-      type: "TemplateProcessing",
-      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
-      pair: [
-        { SpecialToken: { id: "<s>", type_id: 0 } },
-        { Sequence: { id: "A", type_id: 0 } },
-        { SpecialToken: { id: "<s>", type_id: 1 } },
-        { Sequence: { id: "B", type_id: 1 } },
-      ],
-      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
-    },
-    decoder: {
-      type: "Sequence",
-      decoders: [
-        { type: "Replace", pattern: { String: "\u2581" }, content: " " },
-        { type: "ByteFallback" },
-        { type: "Fuse" },
-        { type: "Strip", content: " ", start: 1, stop: 0 },
-      ],
-    },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: "<unk>",
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: true,
-      byte_fallback: true,
-      vocab,
-      merges: merges.map((m) => `${m.a} ${m.b}`),
-    },
-  };
-  const tokenizerConfigJson: Record<string, unknown> = {
-    add_bos_token: true,
-    add_eos_token: false,
-    bos_token: "<s>",
-    eos_token: "</s>",
-    unk_token: "<unk>",
-    pad_token: null,
-    clean_up_tokenization_spaces: false,
-    legacy: false,
-    tokenizer_class: "LlamaTokenizer",
-  };
-  if (modelMaxLength !== undefined) tokenizerConfigJson.model_max_length = modelMaxLength;
-  return { tokenizerJson, tokenizerConfigJson };
+  return llamaTokenizerFiles({ vocab, merges: merges.map((m) => `${m.a} ${m.b}`), modelMaxLength });
 }
 
 // ===================================================================================================

@@ -103,6 +103,13 @@ export class TrainableLlama {
    * @param maxSeq longest training sequence
    */
   constructor(model: Llama, maxSeq: number) {
+    for (const [name, w] of model.weights) {
+      if (w.dtype !== "f32") {
+        throw new TypeError(
+          `Training needs f32 weights, but "${name}" is ${w.dtype}; load the model with dtype "f32"`,
+        );
+      }
+    }
     this.model = model;
     this.maxSeq = maxSeq;
     const gpu = model.gpu;

@@ -19,6 +19,7 @@ export * from "./safetensors.ts";
 export * from "./config.ts";
 export * from "./tokenizer.ts";
 export * from "./chat_template.ts";
+export * from "./llama_tokenizer_json.ts";
 export * from "./llama2c.ts";
 export * from "./kv_cache.ts";
 export * from "./llama.ts";

@@ -1,3 +1,5 @@
+import { seededRandom } from "../core/random.ts";
+
 /**
  * The one numeric comparison helper of the test suite (style.md §14).
  *
@@ -55,17 +57,8 @@ export function assertClose(
   }
 }
 
-/** A seeded PRNG (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded PRNG so failures reproduce (the project's mulberry32). */
+export const rng = seededRandom;
 
 /** Uniform random values in [-scale, scale). */
 export function randomArray(n: number, seed: number, scale = 1): Float32Array {

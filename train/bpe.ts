@@ -23,7 +23,7 @@
  * @module
  */
 
-import type { HfTokenizerFiles } from "../model/llama2c.ts";
+import { type HfTokenizerFiles, llamaTokenizerFiles } from "../model/llama_tokenizer_json.ts";
 
 // ===================================================================================================
 // Layout
@@ -372,79 +372,18 @@ function _hfFiles(
 ): HfTokenizerFiles {
   const vocabJson: Record<string, number> = {};
   vocab.forEach((t, i) => (vocabJson[t] = i));
-  const specialToken = (id: number) => ({
-    id,
-    content: _SPECIALS[id],
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  });
-  const tokenizerJson: Record<string, unknown> = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: [0, 1, 2].map(specialToken),
-    normalizer: {
-      type: "Sequence",
-      normalizers: [
-        { type: "Prepend", prepend: _SPACE },
-        { type: "Replace", pattern: { String: " " }, content: _SPACE },
-      ],
-    },
-    pre_tokenizer: {
+  return llamaTokenizerFiles({
+    vocab: vocabJson,
+    merges,
+    preTokenizer: {
       type: "Split",
       pattern: { Regex: PRE_TOKENIZER_PATTERN },
       behavior: "Isolated",
       invert: false,
     },
-    post_processor: {
-      type: "TemplateProcessing",
-      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
-      pair: [
-        { SpecialToken: { id: "<s>", type_id: 0 } },
-        { Sequence: { id: "A", type_id: 0 } },
-        { SpecialToken: { id: "<s>", type_id: 1 } },
-        { Sequence: { id: "B", type_id: 1 } },
-      ],
-      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
-    },
-    decoder: {
-      type: "Sequence",
-      decoders: [
-        { type: "Replace", pattern: { String: _SPACE }, content: " " },
-        { type: "ByteFallback" },
-        { type: "Fuse" },
-        { type: "Strip", content: " ", start: 1, stop: 0 },
-      ],
-    },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: "<unk>",
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: true,
-      byte_fallback: true,
-      ignore_merges: false,
-      vocab: vocabJson,
-      merges: [...merges],
-    },
-  };
-  const tokenizerConfigJson: Record<string, unknown> = {
-    add_bos_token: true,
-    add_eos_token: false,
-    bos_token: "<s>",
-    eos_token: "</s>",
-    unk_token: "<unk>",
-    pad_token: null,
-    clean_up_tokenization_spaces: false,
-    legacy: false,
-    tokenizer_class: "PreTrainedTokenizerFast",
-  };
-  if (modelMaxLength !== undefined) tokenizerConfigJson.model_max_length = modelMaxLength;
-  return { tokenizerJson, tokenizerConfigJson };
+    modelMaxLength,
+    tokenizerClass: "PreTrainedTokenizerFast",
+  });
 }
 
 // ===================================================================================================

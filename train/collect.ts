@@ -36,7 +36,7 @@
  * @module
  */
 
-import { seededRandom } from "../decode/ar.ts";
+import { seededRandom } from "../core/random.ts";
 import { generateJacobi, type JacobiResult } from "../decode/jacobi.ts";
 import { formatPrompt } from "../model/chat_template.ts";
 import type { Pretrained } from "../model/pretrained.ts";

@@ -29,6 +29,7 @@
  * @module
  */
 
+import { seededRandom } from "../core/random.ts";
 import { formatPrompt } from "../model/chat_template.ts";
 import type { TextTokenizer } from "../model/tokenizer.ts";
 
@@ -86,18 +87,6 @@ export const MAX_VALUE = 999;
 // ===================================================================================================
 // Random numbers and the problem builder
 // ===================================================================================================
-
-/** mulberry32: a small, fast 32-bit PRNG; returns floats in [0, 1). */
-function _mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Thrown inside a template when a draw breaks a rule (too large, not exact); the draw is retried. */
 class _Reject extends Error {}
@@ -911,7 +900,7 @@ export function generateProblems(options: GenerateProblemsOptions): Problem[] {
     }
   }
   if (names.length === 0 && count > 0) throw new RangeError("Cannot generate problems from no templates");
-  const rand = _mulberry32(seed);
+  const rand = seededRandom(seed);
   const seen = new Set<string>();
   const out: Problem[] = [];
   // Generous: heldout keeps 1 draw in 8, and rejections are rare.

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { readTensors, Step, Tensor } from "../core/mod.ts";
+import { readTensors, SeededRandom, Step, Tensor } from "../core/mod.ts";
 import { adamwUpdate } from "../kernels/adamw.ts";
 import { fillForward } from "../kernels/fill.ts";
 import { clipScale, sumSquares } from "../kernels/grad_norm.ts";
@@ -113,24 +113,9 @@ export interface TrainResult {
   checkpoint: string | null;
 }
 
-/** mulberry32, with its state exposed so checkpoints can save it. */
-class Rng {
-  state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-}
-
 /** The data order of an epoch: a permutation seeded by (seed, epoch). */
 function permutation(n: number, seed: number, epoch: number): number[] {
-  const rng = new Rng((seed * 1000003 + epoch * 7919) >>> 0);
+  const rng = new SeededRandom((seed * 1000003 + epoch * 7919) >>> 0);
   const p = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(rng.next() * (i + 1));
@@ -224,7 +209,7 @@ export async function train(
       // The model passed in must be the checkpoint's weights (the CLI loads it from there).
     }
   }
-  const rng = new Rng(state.rng);
+  const rng = new SeededRandom(state.rng);
   let order = permutation(items.length, seed, state.epoch);
   const nextItem = (): TrainItem => {
     if (state.index >= order.length) {

@@ -710,7 +710,7 @@ export function hasRepetition(ids: readonly number[], eosIds: readonly number[],
  * @example
  * ```ts
  * import { augmentStates } from "./trajectory_file.ts";
- * import { seededRandom } from "../decode/ar.ts";
+ * import { seededRandom } from "../core/random.ts";
  * const out = augmentStates([[9, 9, 9, 9], [5, 9, 9, 9], [5, 6, 9, 8], [5, 6, 7, 8]], seededRandom(1));
  * console.log(out[0][0]); // 9: state 0's first wrong position is kept wrong
  * ```

@@ -26,10 +26,11 @@ async function compare(
   maxNewTokens: number,
   eosIds: number[],
   what: string,
+  sliding = false,
 ): Promise<{ ar: GenerationResult; jacobi: JacobiResult }> {
   const ar = (await drain(generateGreedy(model, prompt, { maxNewTokens, eosIds }))).result;
   const { result: jacobi, streamed } = await drain(
-    generateJacobi(model, prompt, { maxNewTokens, eosIds, blockSize, seed: prompt.length }),
+    generateJacobi(model, prompt, { maxNewTokens, eosIds, blockSize, seed: prompt.length, sliding }),
   );
   assert.deepEqual(jacobi.tokens, ar.tokens, `${what}: Jacobi (n=${blockSize}) differs from greedy AR`);
   assert.deepEqual(streamed, jacobi.tokens, `${what}: streamed pieces differ from the result`);
@@ -89,6 +90,9 @@ Deno.test(
       for (const [i, P] of [1, 5, 17, 40].entries()) {
         const prompt = Array.from({ length: P }, (_, j) => 3 + ((j * 7 + i) % 44));
         for (const n of blockSizes) await compare(model, prompt, n, 13 + i * 11, [], `prompt ${P}`);
+        for (const n of [3, 16]) {
+          await compare(model, prompt, n, 13 + i * 11, [], `prompt ${P} sliding`, true);
+        }
         // EOS inside a block: stop at a token AR produces mid-way.
         const ar = (await drain(generateGreedy(model, prompt, { maxNewTokens: 30, eosIds: [] }))).result;
         const eos = ar.tokens[9];
@@ -125,6 +129,9 @@ Deno.test("Jacobi equals greedy AR on stories260K for block sizes 1..32", gpuTes
       for (const n of [1, 2, 3, 8, 16, 32]) {
         const { jacobi } = await compare(p.model, prompt, n, 45, p.eosIds, `stories prompt ${prompt.length}`);
         assert.ok(jacobi.stats.tokensPerForward >= 0.9 && jacobi.stats.tokensPerForward <= 2);
+        if (n === 8) {
+          await compare(p.model, prompt, n, 45, p.eosIds, `stories prompt ${prompt.length} sliding`, true);
+        }
       }
     }
     p.model.destroy();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { readTensors, Step, Tensor } from "../../core/mod.ts";
-import { seededRandom } from "../../decode/ar.ts";
+import { seededRandom } from "../../core/random.ts";
 import {
   candidateRow,
   decodePool,

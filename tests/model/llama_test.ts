@@ -68,6 +68,38 @@ Deno.test(
   },
 );
 
+Deno.test("f16 weight storage matches the reference on f16-rounded weights", gpuTest, async () => {
+  const gpu = await testGpu();
+  const dir = await Deno.makeTempDir();
+  try {
+    // The file holds F16 values, so the reference sees exactly what the GPU stores.
+    const { config, weights } = await writeTinyModel(dir, {
+      numHeads: 4,
+      numKvHeads: 2,
+      dtype: "F16",
+      seed: 11,
+    });
+    const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 64, maxRows: 16, dtype: "f16" });
+    assert.equal(model.weights.get("model.layers.0.self_attn.q_proj.weight")!.dtype, "f16");
+    assert.equal(model.weights.get("model.norm.weight")!.dtype, "f32");
+    const cache = model.createCache(64);
+    const seq = [1, 9, 4, 22, 17, 3];
+    const tokens = Tensor.from(gpu, Uint32Array.from(seq), [seq.length], "tokens");
+    const logits = new Tensor(gpu, [seq.length, config.vocabSize], "f32", "logits");
+    const step = new Step(gpu, "f16 model");
+    model.forward(step, { tokens, tokenOffset: 0, rows: seq.length, position: cache.at(0), cache, logits });
+    step.submit();
+    const [out] = await readTensors(gpu, [logits]);
+    const ref = refForward(config, weights, refCache(config), seq);
+    ref.forEach((row, t) =>
+      assertClose(out.subarray(t * config.vocabSize, (t + 1) * config.vocabSize), row, LOGITS_TOL, `row ${t}`)
+    );
+    model.destroy();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a checkpoint that disagrees with config.json is refused by name", gpuTest, async () => {
   const gpu = await testGpu();
   const dir = await Deno.makeTempDir();

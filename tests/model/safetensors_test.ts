@@ -1,3 +1,4 @@
+import { seededRandom } from "../../core/random.ts";
 import assert from "node:assert/strict";
 import {
   blobSource,
@@ -23,17 +24,7 @@ import {
 // Helpers
 // ---------------------------------------------------------------------------------------------------
 
-/** mulberry32: a tiny seeded PRNG so the randomised tests are reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const mulberry32 = seededRandom;
 
 /** f32 value of a bit pattern. */
 function fromBits(bits: number): number {

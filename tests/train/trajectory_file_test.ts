@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { seededRandom } from "../../decode/ar.ts";
+import { seededRandom } from "../../core/random.ts";
 import { FormatError } from "../../model/format_error.ts";
 import {
   augmentStates,
