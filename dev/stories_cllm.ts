@@ -1,6 +1,7 @@
 /**
  * The full CLLM loop on stories260K (issue: consistency training acceptance), reproducible:
- *   deno run -A dev/stories_cllm.ts WORKDIR [--prompts 300] [--epochs 3] [--lr 1e-3]
+ *   deno run -A dev/stories_cllm.ts WORKDIR [--prompts 300] [--epochs 3] [--lr 1e-3] [--ar-weight 10]
+ *   [--out cllm] [--skip convert,prompts,trajectory,train]
  * 1. convert ../shared/models/stories260K to WORKDIR/base;
  * 2. sample 320 story openings from the model itself (seeded, temperature 1, 10 tokens);
  *    300 for training, 20 held out;
@@ -25,6 +26,8 @@ const { positionals, values } = parseArgs({
     prompts: { type: "string", default: "300" },
     epochs: { type: "string", default: "3" },
     lr: { type: "string", default: "1e-3" },
+    "ar-weight": { type: "string", default: "10" },
+    out: { type: "string", default: "cllm" },
     block: { type: "string", default: "16" },
     "max-new-tokens": { type: "string", default: "128" },
     skip: { type: "string", default: "" },
@@ -98,11 +101,13 @@ if (!skip.has("train")) {
     "--trajectories",
     `${work}/trajectories.jsonl`,
     "--out",
-    `${work}/cllm`,
+    `${work}/${values.out}`,
     "--epochs",
     values.epochs as string,
     "--lr",
     values.lr as string,
+    "--ar-weight",
+    values["ar-weight"] as string,
     "--batch",
     "4",
     "--checkpoint-every",
@@ -111,8 +116,8 @@ if (!skip.has("train")) {
     "20",
   ]);
 }
-const latest = JSON.parse(await Deno.readTextFile(`${work}/cllm/latest.json`)).checkpoint;
-const cllmDir = `${work}/cllm/${latest}`;
+const latest = JSON.parse(await Deno.readTextFile(`${work}/${values.out}/latest.json`)).checkpoint;
+const cllmDir = `${work}/${values.out}/${latest}`;
 
 // 5. Speed and quality, measured in one run.
 for (const [name, dir] of [["base", `${work}/base`], ["cllm", cllmDir]]) {
@@ -130,7 +135,7 @@ for (const [name, dir] of [["base", `${work}/base`], ["cllm", cllmDir]]) {
     "--decoders",
     "ar,jacobi",
     "--out",
-    `${work}/bench_${name}.json`,
+    `${work}/bench_${name === "cllm" ? values.out : name}.json`,
   ]);
 }
 
@@ -186,10 +191,10 @@ for (const [name, p] of [["base", base], ["cllm", cllm]] as const) {
 }
 const summary = {
   base: JSON.parse(await Deno.readTextFile(`${work}/bench_base.json`)),
-  cllm: JSON.parse(await Deno.readTextFile(`${work}/bench_cllm.json`)),
+  cllm: JSON.parse(await Deno.readTextFile(`${work}/bench_${values.out}.json`)),
   basePerplexityOnGreedyText: quality,
 };
-await Deno.writeTextFile(`${work}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
+await Deno.writeTextFile(`${work}/summary_${values.out}.json`, JSON.stringify(summary, null, 2) + "\n");
 console.log(
   `base-model perplexity on greedy text: base ${quality.base.toFixed(3)}, cllm ${quality.cllm.toFixed(3)}`,
 );
