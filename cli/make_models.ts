@@ -37,8 +37,11 @@ import { writeRandomModel } from "./train.ts";
 const HELP = `Usage: deno task make-models [--name gsm-tiny] [--work .make-models] [--out models] [options]
 
 Options:
-  --pretrain-steps N     AR steps (default 3000)     --problems N      training problems (default 20000)
-  --cllm-epochs E        CLLM epochs (default 2)      --trajectories N  prompts to collect (default 1200)
+  --problems N           training problems (default 20000)
+  --pretrain-steps N     AR steps of 8 documents (default 2500)
+  --trajectories N       training questions whose Jacobi trajectories are collected (default 500)
+  --cllm-epochs E        consistency-training epochs (default 4)
+  --cllm-lr X            consistency-training peak learning rate (default 2e-3)
   --block N              Jacobi block size (default 16)
   --seed S               everything is seeded from it (default 1)`;
 
@@ -150,6 +153,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     "pretrain-steps": { type: "string" },
     problems: { type: "string" },
     "cllm-epochs": { type: "string" },
+    "cllm-lr": { type: "string" },
     trajectories: { type: "string" },
     block: { type: "string" },
     seed: { type: "string" },
@@ -159,10 +163,11 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const work = (v.work as string | undefined) ?? ".make-models";
   const outRoot = (v.out as string | undefined) ?? "models";
   const seed = numberOption(v, "seed", 1, { integer: true });
-  const pretrainSteps = numberOption(v, "pretrain-steps", 3000, { integer: true, min: 1 });
+  const pretrainSteps = numberOption(v, "pretrain-steps", 2500, { integer: true, min: 1 });
   const problemCount = numberOption(v, "problems", 20000, { integer: true, min: 10 });
-  const cllmEpochs = numberOption(v, "cllm-epochs", 2, { min: 0 });
-  const trajectoryPrompts = numberOption(v, "trajectories", 1200, { integer: true, min: 1 });
+  const cllmEpochs = numberOption(v, "cllm-epochs", 4, { min: 0 });
+  const cllmLr = numberOption(v, "cllm-lr", 2e-3, { min: 0 });
+  const trajectoryPrompts = numberOption(v, "trajectories", 500, { integer: true, min: 1 });
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
   const started = performance.now();
   const timings: Record<string, number> = {};
@@ -281,7 +286,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       "--epochs",
       `${cllmEpochs}`,
       "--lr",
-      "5e-4",
+      `${cllmLr}`,
       "--batch",
       "4",
       "--seed",
@@ -337,7 +342,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     `Made by \`deno task make-models\` (seed ${seed}) in ${
       minutes.toFixed(0)
     } minutes on this project's build machine ` +
-    `(WebGPU on llvmpipe, 2 CPU cores). Stage seconds: ${
+    `(WebGPU on llvmpipe, 2 CPU cores). Seconds per stage in the run that finished it (stages already done are skipped and show ~0): ${
       JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, x]) => [k, Math.round(x)])))
     }.\n\n` +
     `Data: ${problemCount} generated GSM8K-style problems (train/gsm_synth.ts), held-out split disjoint. Tokenizer: BPE, ` +
@@ -345,7 +350,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       JSON.stringify(DEMO_CONFIG)
     }.\n\n` +
     `Pretraining: ${pretrainSteps} AdamW steps x 8 documents, lr 2e-3 cosine. CLLM: Jacobi trajectories (n = ${block}) of ` +
-    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + 10x AR loss, lr 5e-4.\n\n` +
+    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + 10x AR loss, lr ${cllmLr}.\n\n` +
     `Measured on 100 held-out problems, greedy, max 200 new tokens, same run:\n\n${summary}\n`;
   await publish(
     baseDir,
