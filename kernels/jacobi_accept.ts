@@ -41,6 +41,16 @@ export const JACOBI_SLOTS = {
   blocks: 9,
 } as const;
 
+/**
+ * WGSL of `pcg(v)`: the PCG hash (Jarzynski & Olano 2020), a stateless 32-bit generator keyed by
+ * seed and counter, shared by the kernels that draw guesses. {@linkcode pcgHash} is its CPU twin.
+ */
+export const PCG_WGSL = `fn pcg(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}`;
+
 /** Number of u32 slots in the state tensor. */
 export const JACOBI_STATE_SIZE = 16;
 
@@ -79,12 +89,7 @@ const END = ${JACOBI_SLOTS.end}u;
 const BLOCK_ITERS = ${JACOBI_SLOTS.blockIters}u;
 const BLOCKS = ${JACOBI_SLOTS.blocks}u;
 
-// PCG hash (Jarzynski & Olano 2020): a stateless 32-bit generator keyed by seed and counter.
-fn pcg(v: u32) -> u32 {
-  let state = v * 747796405u + 2891336453u;
-  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-  return (word >> 22u) ^ word;
-}
+${PCG_WGSL}
 
 fn isEos(t: u32) -> bool {
   for (var i = 0u; i < EOS_COUNT; i++) { if (eos[i] == t) { return true; } }
@@ -131,13 +136,20 @@ fn main() {
   st[BASE] = base;
   if (base >= P.limit) { st[DONE] = 1u; st[END] = P.limit; return; }
 
-  // 4. Next input.
+  // 4. Next input: the tokens already known, then seeded guesses drawn from the context
+  //    tokens[0..base) for a new block (converged: the bonus token pred[m-1] starts it) or, with
+  //    SLIDE, to refill the window to n tokens; otherwise the unverified suffix alone.
+  var known = 1u;
   if (a == m) {
-    // Converged: bonus token, then n-1 guesses drawn from the context tokens[0..base).
-    let bonus = pred[m - 1u];
-    block[0] = bonus;
+    block[0] = pred[m - 1u];
+  } else {
+    // nxt[a..m) = pred[a-1..m-1); its first token is now known correct.
+    for (var j = 0u; j < m - a; j++) { block[j] = pred[a - 1u + j]; }
+    known = m - a;
+  }
+  if (a == m || SLIDE) {
     var r = st[RNG];
-    for (var j = 1u; j < n; j++) {
+    for (var j = known; j < n; j++) {
       block[j] = tokens[pcg(P.seed ^ pcg(r)) % base];
       r = r + 1u;
     }
@@ -147,24 +159,7 @@ fn main() {
     st[BLOCK_ITERS] = 0u;
     st[BLOCKS] = st[BLOCKS] + 1u;
   } else {
-    // Not converged: the suffix nxt[a..m) = pred[a-1..m-1); its first token is now known correct.
-    for (var j = 0u; j < m - a; j++) { block[j] = pred[a - 1u + j]; }
-    if (SLIDE) {
-      // Sliding window: refill the block to n tokens with fresh guesses, so every row of the next
-      // forward is useful (the block never shrinks; trajectories use the shrinking form).
-      var r = st[RNG];
-      for (var j = m - a; j < n; j++) {
-        block[j] = tokens[pcg(P.seed ^ pcg(r)) % base];
-        r = r + 1u;
-      }
-      st[RNG] = r;
-      st[ACTIVE] = n;
-      st[BLOCK_START] = base;
-      st[BLOCK_ITERS] = 0u;
-      st[BLOCKS] = st[BLOCKS] + 1u;
-    } else {
-      st[ACTIVE] = m - a;
-    }
+    st[ACTIVE] = m - a;
   }
 }`,
 };
@@ -182,11 +177,7 @@ export const jacobiStartSpec: KernelSpec = {
   ],
   params: [{ name: "base", type: "u32" }, { name: "seed", type: "u32" }],
   wgsl: () => `
-fn pcg(v: u32) -> u32 {
-  let state = v * 747796405u + 2891336453u;
-  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-  return (word >> 22u) ^ word;
-}
+${PCG_WGSL}
 @compute @workgroup_size(1)
 fn main() {
   for (var i = 0u; i < ${JACOBI_STATE_SIZE}u; i++) { st[i] = 0u; }
@@ -343,10 +334,17 @@ export function jacobiAcceptReference(a: {
     st[S.end] = a.limit;
     return;
   }
+  let known = 1;
   if (acc === m) {
     block[0] = pred[m - 1];
+  } else {
+    const next = Array.from(pred.subarray(acc - 1, m - 1));
+    next.forEach((t, j) => (block[j] = t));
+    known = m - acc;
+  }
+  if (acc === m || a.sliding) {
     let r = st[S.rng];
-    for (let j = 1; j < n; j++) {
+    for (let j = known; j < n; j++) {
       block[j] = tokens[pcgHash((a.seed ^ pcgHash(r)) >>> 0) % base];
       r = (r + 1) >>> 0;
     }
@@ -356,21 +354,6 @@ export function jacobiAcceptReference(a: {
     st[S.blockIters] = 0;
     st[S.blocks]++;
   } else {
-    const next = Array.from(pred.subarray(acc - 1, m - 1));
-    next.forEach((t, j) => (block[j] = t));
-    if (a.sliding) {
-      let r = st[S.rng];
-      for (let j = m - acc; j < n; j++) {
-        block[j] = tokens[pcgHash((a.seed ^ pcgHash(r)) >>> 0) % base];
-        r = (r + 1) >>> 0;
-      }
-      st[S.rng] = r;
-      st[S.active] = n;
-      st[S.blockStart] = base;
-      st[S.blockIters] = 0;
-      st[S.blocks]++;
-    } else {
-      st[S.active] = m - acc;
-    }
+    st[S.active] = m - acc;
   }
 }

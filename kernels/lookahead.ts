@@ -28,7 +28,7 @@
 
 import type { KernelSpec, Step, Tensor, Variant } from "../core/mod.ts";
 import { grid1d } from "./add.ts";
-import { pcgHash } from "./jacobi_accept.ts";
+import { PCG_WGSL, pcgHash } from "./jacobi_accept.ts";
 
 /** Slots of the lookahead state tensor `st` (u32). */
 export const LOOKAHEAD_SLOTS = {
@@ -287,11 +287,7 @@ const HIT_STEPS = ${S.hitSteps}u;
 const RNG = ${S.rng}u;
 
 // PCG hash (Jarzynski & Olano 2020), as in jacobi_accept.ts.
-fn pcg(v: u32) -> u32 {
-  let state = v * 747796405u + 2891336453u;
-  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-  return (word >> 22u) ^ word;
-}
+${PCG_WGSL}
 
 fn windowRow(l: u32, i: u32) -> u32 { return l * WINDOW + i; }
 fn candRow(g: u32, k: u32) -> u32 { return (NGRAM - 1u) * WINDOW + g * (NGRAM - 1u) + k; }
