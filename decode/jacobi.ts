@@ -154,6 +154,7 @@ export async function* generateJacobi(
           n,
           limit,
           seed,
+          sliding: options.sliding,
         });
       }
       step.submit();
@@ -178,7 +179,7 @@ export async function* generateJacobi(
     const forwards = 1 + state[JACOBI_SLOTS.forwards];
     const stopReason = out.length > 0 && eosIds.includes(out[out.length - 1]) ? "eos" : "length";
     const base = makeStats(
-      "jacobi",
+      options.sliding ? "jacobi-sliding" : "jacobi",
       P,
       out.length,
       forwards,

@@ -33,6 +33,7 @@ async function compare(
     generateJacobi(model, prompt, { maxNewTokens, eosIds, blockSize, seed: prompt.length, sliding }),
   );
   assert.deepEqual(jacobi.tokens, ar.tokens, `${what}: Jacobi (n=${blockSize}) differs from greedy AR`);
+  assert.equal(jacobi.stats.decoder, sliding ? "jacobi-sliding" : "jacobi");
   assert.deepEqual(streamed, jacobi.tokens, `${what}: streamed pieces differ from the result`);
   assert.ok(jacobi.tokens.length <= maxNewTokens);
   return { ar, jacobi };
