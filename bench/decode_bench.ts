@@ -8,17 +8,17 @@
  */
 
 import type { Gpu } from "../core/mod.ts";
-import { generateGreedy, generateJacobi, generateLookahead, type GenerationResult } from "../decode/mod.ts";
+import {
+  generateGreedy,
+  generateJacobi,
+  generateLookahead,
+  type GenerationResult,
+  runToEnd,
+} from "../decode/mod.ts";
 import { convertLlama2c, directoryFiles, loadPretrained } from "../model/mod.ts";
 
 const SHARED = new URL("../../shared/models/stories260K/", import.meta.url).pathname;
 const PROMPTS = ["Once upon a time", "The little dog", "One day, a girl named Sue", "Tom had a red ball"];
-
-async function drain(gen: AsyncGenerator<number[], GenerationResult>): Promise<GenerationResult> {
-  let r = await gen.next();
-  while (!r.done) r = await gen.next();
-  return r.value;
-}
 
 /** Runs the decode section; returns per-loop tokens/s and tokens per forward. */
 export async function runDecodeBench(gpu: Gpu): Promise<unknown> {
@@ -57,7 +57,7 @@ export async function runDecodeBench(gpu: Gpu): Promise<unknown> {
         (x) => generateLookahead(p.model, x, { ...common, iterationsPerReadback: 8 }),
       ],
     ];
-    for (const [, loop] of loops) await drain(loop(prompts[0].slice(0, 3))); // compile pipelines
+    for (const [, loop] of loops) await runToEnd(loop(prompts[0].slice(0, 3))); // compile pipelines
     const figures: Record<
       string,
       { tokensPerSecond: number; tokensPerForward: number; forwardsPerReadback: number }
@@ -69,7 +69,7 @@ export async function runDecodeBench(gpu: Gpu): Promise<unknown> {
       const outs: number[][] = [];
       for (const prompt of prompts) {
         const t0 = performance.now();
-        const r = await drain(loop(prompt));
+        const r = (await runToEnd(loop(prompt))).result;
         seconds += (performance.now() - t0) / 1000;
         tokens += r.tokens.length;
         forwards += r.stats.forwards;

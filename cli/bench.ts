@@ -6,7 +6,13 @@
  * @module
  */
 
-import { generateGreedy, generateJacobi, generateLookahead, type GenerationResult } from "../decode/mod.ts";
+import {
+  generateGreedy,
+  generateJacobi,
+  generateLookahead,
+  type GenerationResult,
+  runToEnd,
+} from "../decode/mod.ts";
 import { formatPrompt } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { readPrompts, writeTextAtomic } from "./files.ts";
@@ -42,12 +48,6 @@ export interface DecoderFigures {
   tokensPerForward: number;
   forwardsPerReadback: number;
   speedupOverFastestAr: number;
-}
-
-async function drain<T>(gen: AsyncGenerator<number[], T>): Promise<T> {
-  let r = await gen.next();
-  while (!r.done) r = await gen.next();
-  return r.value;
 }
 
 /** Runs `bench`. */
@@ -93,26 +93,32 @@ export async function benchCommand(args: string[]): Promise<void> {
       const common = { maxNewTokens, eosIds: p.eosIds };
       switch (d) {
         case "ar":
-          return drain(generateGreedy(p.model, prompt, { ...common, forwardsPerReadback: 16 }));
+          return runToEnd(generateGreedy(p.model, prompt, { ...common, forwardsPerReadback: 16 })).then((r) =>
+            r.result
+          );
         case "ar-readback":
-          return drain(generateGreedy(p.model, prompt, { ...common, forwardsPerReadback: 1 }));
+          return runToEnd(generateGreedy(p.model, prompt, { ...common, forwardsPerReadback: 1 })).then((r) =>
+            r.result
+          );
         case "jacobi":
-          return drain(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 8 }));
+          return runToEnd(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 8 }))
+            .then((r) => r.result);
         case "jacobi-readback":
-          return drain(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 1 }));
+          return runToEnd(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 1 }))
+            .then((r) => r.result);
         case "jacobi-sliding":
-          return drain(
+          return runToEnd(
             generateJacobi(p.model, prompt, {
               ...common,
               blockSize,
               iterationsPerReadback: 8,
               sliding: true,
             }),
-          );
+          ).then((r) => r.result);
         case "lookahead":
-          return drain(
+          return runToEnd(
             generateLookahead(p.model, prompt, { ...common, ...lookahead, iterationsPerReadback: 8 }),
-          );
+          ).then((r) => r.result);
       }
     };
     // Warm-up: compile every pipeline outside the timed runs.

@@ -9,7 +9,13 @@
  */
 
 import { readTensors, requestGpu, Step, Tensor } from "../core/mod.ts";
-import { generateGreedy, generateJacobi, type GenerationResult, type JacobiResult } from "../decode/mod.ts";
+import {
+  generateGreedy,
+  generateJacobi,
+  type GenerationResult,
+  type JacobiResult,
+  runToEnd,
+} from "../decode/mod.ts";
 import { matmulForward, matmulReference } from "../kernels/matmul.ts";
 import { directoryFiles, formatPrompt, loadPretrained, type Pretrained } from "../model/mod.ts";
 import { generateProblems } from "../train/gsm_synth.ts";
@@ -102,10 +108,8 @@ export async function demoCommand(args: string[]): Promise<void> {
   const warm = formatPrompt("gsm8k", { question: problems[0].question });
   for (const p of [base, cllm]) {
     const ids = p.tokenizer.encode(warm);
-    const g = generateGreedy(p.model, ids, { maxNewTokens: 20 });
-    for (let r = await g.next(); !r.done; r = await g.next());
-    const j = generateJacobi(p.model, ids, { maxNewTokens: 2 * block, blockSize: block });
-    for (let r = await j.next(); !r.done; r = await j.next());
+    await runToEnd(generateGreedy(p.model, ids, { maxNewTokens: 20 }));
+    await runToEnd(generateJacobi(p.model, ids, { maxNewTokens: 2 * block, blockSize: block }));
   }
   const totals = {
     ar: { tokens: 0, forwards: 0, seconds: 0, correct: 0, outputs: [] } as Totals,

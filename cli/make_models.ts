@@ -14,7 +14,7 @@
  */
 
 import { requestGpu } from "../core/mod.ts";
-import { generateGreedy, generateJacobi, type GenerationResult } from "../decode/mod.ts";
+import { generateGreedy, generateJacobi, runToEnd } from "../decode/mod.ts";
 import {
   directoryFiles,
   fileSource,
@@ -77,12 +77,6 @@ async function latest(out: string): Promise<string> {
   return `${out}/${checkpoint}`;
 }
 
-async function drain(gen: AsyncGenerator<number[], GenerationResult>): Promise<GenerationResult> {
-  let r = await gen.next();
-  while (!r.done) r = await gen.next();
-  return r.value;
-}
-
 /** Held-out figures of one model with one decoder. */
 interface EvalFigures {
   accuracy: number;
@@ -104,8 +98,8 @@ async function evaluate(
     const opts = { maxNewTokens: 200, eosIds: p.eosIds };
     const t0 = performance.now();
     const r = decoder === "ar"
-      ? await drain(generateGreedy(p.model, ids, opts))
-      : await drain(generateJacobi(p.model, ids, { ...opts, blockSize }));
+      ? (await runToEnd(generateGreedy(p.model, ids, opts))).result
+      : (await runToEnd(generateJacobi(p.model, ids, { ...opts, blockSize }))).result;
     seconds += (performance.now() - t0) / 1000;
     tokens += r.tokens.length;
     forwards += r.stats.forwards;

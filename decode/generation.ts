@@ -186,3 +186,25 @@ export function makeStats(
     decodeTokensPerSecond: decodeSeconds > 0 ? tokens / decodeSeconds : 0,
   };
 }
+
+/**
+ * Runs a decoder to its end when the caller does not stream: returns its result and the tokens it
+ * yielded along the way (which equal `result.tokens` for every decoder here).
+ *
+ * @example Waiting for a whole generation
+ * ```ts ignore
+ * const { result } = await runToEnd(generateJacobi(model, ids, { maxNewTokens: 64 }));
+ * console.log(result.stats.tokensPerForward);
+ * ```
+ */
+export async function runToEnd<T>(
+  gen: AsyncGenerator<number[], T>,
+): Promise<{ result: T; streamed: number[] }> {
+  const streamed: number[] = [];
+  let r = await gen.next();
+  while (!r.done) {
+    streamed.push(...r.value);
+    r = await gen.next();
+  }
+  return { result: r.value, streamed };
+}

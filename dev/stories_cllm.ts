@@ -15,7 +15,7 @@
 
 import { parseArgs } from "node:util";
 import { readTensors, requestGpu, Step, Tensor } from "../core/mod.ts";
-import { generateGreedy, generateSampled } from "../decode/mod.ts";
+import { generateGreedy, generateSampled, runToEnd } from "../decode/mod.ts";
 import { convertLlama2c, directoryFiles, type Llama, loadPretrained } from "../model/mod.ts";
 import { main } from "../cli/main.ts";
 
@@ -65,8 +65,7 @@ if (!skip.has("prompts")) {
       seed: 1000 + i,
       eosIds: p.eosIds,
     });
-    let r = await gen.next();
-    while (!r.done) r = await gen.next();
+    const r = { value: (await runToEnd(gen)).result };
     const text = p.tokenizer.decode(r.value.tokens).replace(/\n/g, " ").trim();
     if (text.length > 8 && !openings.includes(text)) openings.push(text);
   }
@@ -183,8 +182,7 @@ for (const [name, p] of [["base", base], ["cllm", cllm]] as const) {
   for (const text of heldout) {
     const prompt = p.tokenizer.encode(text);
     const gen = generateGreedy(p.model, prompt, { maxNewTokens: Number(M), eosIds: p.eosIds });
-    let r = await gen.next();
-    while (!r.done) r = await gen.next();
+    const r = { value: (await runToEnd(gen)).result };
     sum += await nll(base.model, [...prompt, ...r.value.tokens], prompt.length - 1);
   }
   quality[name] = Math.exp(sum / heldout.length);

@@ -1,23 +1,14 @@
+import { loadStories } from "../_stories.ts";
 import assert from "node:assert/strict";
 import { generateGreedy } from "../../decode/ar.ts";
-import type { CausalLM, GenerationResult } from "../../decode/generation.ts";
+import { type CausalLM, type GenerationResult, runToEnd } from "../../decode/generation.ts";
 import { generateJacobi, type JacobiResult } from "../../decode/jacobi.ts";
-import { convertLlama2c, directoryFiles, Llama, loadPretrained } from "../../model/mod.ts";
+import { directoryFiles, Llama } from "../../model/mod.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
 import { OracleModel } from "./_oracle_model.ts";
 
-const SHARED = new URL("../../../shared/models/stories260K/", import.meta.url).pathname;
-
-async function drain<T>(gen: AsyncGenerator<number[], T>): Promise<{ result: T; streamed: number[] }> {
-  const streamed: number[] = [];
-  let r = await gen.next();
-  while (!r.done) {
-    streamed.push(...r.value);
-    r = await gen.next();
-  }
-  return { result: r.value, streamed };
-}
+const drain = runToEnd;
 
 async function compare(
   model: CausalLM,
@@ -114,12 +105,7 @@ Deno.test("Jacobi equals greedy AR on stories260K for block sizes 1..32", gpuTes
   const gpu = await testGpu();
   const dir = await Deno.makeTempDir();
   try {
-    await convertLlama2c({
-      checkpoint: `${SHARED}stories260K.bin`,
-      tokenizer: `${SHARED}tok512.bin`,
-      out: `${dir}/m`,
-    });
-    const p = await loadPretrained(gpu, directoryFiles(`${dir}/m`), { maxLength: 512 });
+    const p = await loadStories(gpu, dir);
     const prompts = [
       [p.tokenizer.bosId!],
       p.tokenizer.encode("Once upon a time, there was a little dog"),

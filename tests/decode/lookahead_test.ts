@@ -1,7 +1,8 @@
+import { loadStories } from "../_stories.ts";
 import assert from "node:assert/strict";
 import { type Gpu, type KernelSpec, type Step, Tensor } from "../../core/mod.ts";
 import { generateGreedy } from "../../decode/ar.ts";
-import type { CausalLM, GenerationResult } from "../../decode/generation.ts";
+import { type CausalLM, type GenerationResult, runToEnd } from "../../decode/generation.ts";
 import { generateLookahead, type LookaheadOptions, type LookaheadResult } from "../../decode/lookahead.ts";
 import {
   LOOKAHEAD_SLOTS as S,
@@ -11,29 +12,12 @@ import {
   lookaheadStartReference,
   promptPool,
 } from "../../kernels/lookahead.ts";
-import {
-  convertLlama2c,
-  directoryFiles,
-  type ForwardArgs,
-  type KvCache,
-  Llama,
-  loadPretrained,
-} from "../../model/mod.ts";
+import { directoryFiles, type ForwardArgs, type KvCache, Llama } from "../../model/mod.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
 import { OracleModel } from "./_oracle_model.ts";
 
-const SHARED = new URL("../../../shared/models/stories260K/", import.meta.url).pathname;
-
-async function drain<T>(gen: AsyncGenerator<number[], T>): Promise<{ result: T; streamed: number[] }> {
-  const streamed: number[] = [];
-  let r = await gen.next();
-  while (!r.done) {
-    streamed.push(...r.value);
-    r = await gen.next();
-  }
-  return { result: r.value, streamed };
-}
+const drain = runToEnd;
 
 /** Runs greedy AR and lookahead, and checks that they agree token for token. */
 async function compare(
@@ -277,12 +261,7 @@ Deno.test("lookahead equals greedy AR on stories260K", gpuTest, async () => {
   const gpu = await testGpu();
   const dir = await Deno.makeTempDir();
   try {
-    await convertLlama2c({
-      checkpoint: `${SHARED}stories260K.bin`,
-      tokenizer: `${SHARED}tok512.bin`,
-      out: `${dir}/m`,
-    });
-    const p = await loadPretrained(gpu, directoryFiles(`${dir}/m`), { maxLength: 512 });
+    const p = await loadStories(gpu, dir);
     const prompts = [
       [p.tokenizer.bosId!],
       p.tokenizer.encode("Once upon a time, there was a little dog"),
