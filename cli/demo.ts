@@ -21,6 +21,7 @@ import { directoryFiles, formatPrompt, loadPretrained, type Pretrained } from ".
 import { generateProblems } from "../train/gsm_synth.ts";
 import { scoreGeneration } from "../train/gsm8k_eval.ts";
 import { numberOption, parse } from "./args.ts";
+import { DEMO_MAX_VALUE } from "./demo_models.ts";
 import { renderJacobi } from "./show_jacobi.ts";
 
 const HELP = `Usage: deno task demo [--problems K] [--block N] [--models DIR]
@@ -103,7 +104,7 @@ export async function demoCommand(args: string[]): Promise<void> {
   const base = await loadPretrained(gpu, directoryFiles(`${dir}/gsm-tiny-base`), { maxLength: 512 });
   const cllm = await loadPretrained(gpu, directoryFiles(`${dir}/gsm-tiny-cllm`), { maxLength: 512 });
   // Held-out problems: the generator's held-out split never overlaps the training problems.
-  const problems = generateProblems({ seed: 7, count, split: "heldout" });
+  const problems = generateProblems({ seed: 7, count, split: "heldout", maxValue: DEMO_MAX_VALUE });
   // Compile every pipeline before timing anything.
   const warm = formatPrompt("gsm8k", { question: problems[0].question });
   for (const p of [base, cllm]) {

@@ -28,8 +28,10 @@ import {
 import { trainBpe, writeTokenizer } from "../train/bpe.ts";
 import { encodeDocuments, generateProblems, problemsToJsonl } from "../train/gsm_synth.ts";
 import { scoreGeneration } from "../train/gsm8k_eval.ts";
+import { packDocuments } from "../train/pack_documents.ts";
 import { train, type TrainItem } from "../train/trainer.ts";
 import { numberOption, parse } from "./args.ts";
+import { DEMO_MAX_VALUE } from "./demo_models.ts";
 import { main } from "./main.ts";
 import { Progress } from "./progress.ts";
 import { writeRandomModel } from "./train.ts";
@@ -37,13 +39,19 @@ import { writeRandomModel } from "./train.ts";
 const HELP = `Usage: deno task make-models [--name gsm-tiny] [--work .make-models] [--out models] [options]
 
 Options:
-  --problems N           training problems (default 20000)
-  --pretrain-steps N     AR steps of 8 documents (default 2500)
+  --problems N           training problems (default 60000)
+  --max-value N          largest number in a problem (default 100: arithmetic a 1M-parameter model learns)
+  --pretrain-steps N     AR steps of 2 sequences of whole problems packed to 512 tokens (default 5000)
   --trajectories N       training questions whose Jacobi trajectories are collected (default 500)
   --cllm-epochs E        consistency-training epochs (default 4)
   --cllm-lr X            consistency-training peak learning rate (default 2e-3)
   --block N              Jacobi block size (default 16)
   --seed S               everything is seeded from it (default 1)`;
+
+/** Pretraining sequences: whole problems packed up to this many tokens (≤ max_position_embeddings). */
+const PRETRAIN_LENGTH = 512;
+/** Sequences per pretraining step. */
+const PRETRAIN_BATCH = 2;
 
 /** The demo model's architecture: sized so pretraining takes about an hour on llvmpipe. */
 export const DEMO_CONFIG = {
@@ -88,7 +96,7 @@ interface EvalFigures {
 async function evaluate(
   p: Pretrained,
   items: { question: string; answer: string }[],
-  decoder: "ar" | "jacobi",
+  decoder: "ar" | "jacobi" | "jacobi-sliding",
   blockSize: number,
 ): Promise<EvalFigures> {
   let correct = 0, tokens = 0, forwards = 0, seconds = 0;
@@ -99,7 +107,9 @@ async function evaluate(
     const t0 = performance.now();
     const r = decoder === "ar"
       ? (await runToEnd(generateGreedy(p.model, ids, opts))).result
-      : (await runToEnd(generateJacobi(p.model, ids, { ...opts, blockSize }))).result;
+      : (await runToEnd(
+        generateJacobi(p.model, ids, { ...opts, blockSize, sliding: decoder === "jacobi-sliding" }),
+      )).result;
     seconds += (performance.now() - t0) / 1000;
     tokens += r.tokens.length;
     forwards += r.stats.forwards;
@@ -146,6 +156,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     out: { type: "string" },
     "pretrain-steps": { type: "string" },
     problems: { type: "string" },
+    "max-value": { type: "string" },
     "cllm-epochs": { type: "string" },
     "cllm-lr": { type: "string" },
     trajectories: { type: "string" },
@@ -157,8 +168,9 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const work = (v.work as string | undefined) ?? ".make-models";
   const outRoot = (v.out as string | undefined) ?? "models";
   const seed = numberOption(v, "seed", 1, { integer: true });
-  const pretrainSteps = numberOption(v, "pretrain-steps", 2500, { integer: true, min: 1 });
-  const problemCount = numberOption(v, "problems", 20000, { integer: true, min: 10 });
+  const pretrainSteps = numberOption(v, "pretrain-steps", 5000, { integer: true, min: 1 });
+  const problemCount = numberOption(v, "problems", 60000, { integer: true, min: 10 });
+  const maxValue = numberOption(v, "max-value", DEMO_MAX_VALUE, { integer: true, min: 10 });
   const cllmEpochs = numberOption(v, "cllm-epochs", 4, { min: 0 });
   const cllmLr = numberOption(v, "cllm-lr", 2e-3, { min: 0 });
   const trajectoryPrompts = numberOption(v, "trajectories", 500, { integer: true, min: 1 });
@@ -176,8 +188,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   // 1-2. Data and tokenizer.
   await stage("data and tokenizer", async () => {
     if (await exists(`${work}/tokenizer/tokenizer.json`)) return;
-    const trainSet = generateProblems({ seed, count: problemCount, split: "train" });
-    const heldout = generateProblems({ seed: seed + 1, count: 200, split: "heldout" });
+    const trainSet = generateProblems({ seed, count: problemCount, split: "train", maxValue });
+    const heldout = generateProblems({ seed: seed + 1, count: 200, split: "heldout", maxValue });
     await Deno.writeTextFile(`${work}/train.jsonl`, problemsToJsonl(trainSet));
     await Deno.writeTextFile(`${work}/heldout.jsonl`, problemsToJsonl(heldout));
     const texts = trainSet.map((p) => formatPrompt("gsm8k", { question: p.question }) + p.answer);
@@ -208,15 +220,16 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     const resume = await exists(`${work}/base/latest.json`);
     const from = resume ? await latest(`${work}/base`) : `${work}/init`;
     const gpu = await requestGpu();
-    const p = await loadPretrained(gpu, directoryFiles(from), { maxRows: 64 });
-    const items: TrainItem[] = encodeDocuments(tokenizer, trainSet).map((tokens) => ({ kind: "ar", tokens }));
+    const p = await loadPretrained(gpu, directoryFiles(from), { maxRows: PRETRAIN_LENGTH });
+    const items: TrainItem[] = packDocuments(encodeDocuments(tokenizer, trainSet), PRETRAIN_LENGTH)
+      .map((tokens) => ({ kind: "ar", tokens }));
     let bar: Progress | null = null;
     const result = await train(p, items, {
       out: `${work}/base`,
       modelDir: from,
       steps: pretrainSteps,
       lr: 2e-3,
-      batch: 8,
+      batch: PRETRAIN_BATCH,
       warmupRatio: 0.02,
       weightDecay: 0.01,
       labelSmoothing: 0,
@@ -262,6 +275,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       "gsm8k",
       "--seed",
       `${seed}`,
+      "--labels",
     ]);
     if (code !== 0) throw new Error("trajectory collection failed");
   });
@@ -283,6 +297,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       `${cllmLr}`,
       "--batch",
       "4",
+      "--labels",
+      "gold",
       "--seed",
       `${seed}`,
       "--checkpoint-every",
@@ -306,6 +322,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       await evaluate(p, items.slice(0, 2), "jacobi", block); // compile pipelines outside the timing
       figures[`${label} ar`] = await evaluate(p, items, "ar", block);
       figures[`${label} jacobi`] = await evaluate(p, items, "jacobi", block);
+      figures[`${label} jacobi-sliding`] = await evaluate(p, items, "jacobi-sliding", block);
       p.model.destroy();
     }
     gpu.destroy();
@@ -323,14 +340,12 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   ]
     .join("\n");
   const fastestArBase = figures["base ar"].tokensPerSecond;
+  const speedup = (k: string) => (figures[k].tokensPerSecond / fastestArBase).toFixed(2);
   const summary =
-    `${table}\n\nCLLM Jacobi vs base AR: ${
-      (figures["cllm jacobi"].tokensPerSecond / fastestArBase).toFixed(2)
-    }x tokens/s; ` +
-    `CLLM Jacobi output identical to its greedy AR output: ${
-      same("cllm ar", "cllm jacobi") ? "yes" : "NO"
-    }; ` +
-    `base: ${same("base ar", "base jacobi") ? "yes" : "NO"}.`;
+    `${table}\n\nCLLM Jacobi vs base AR tokens/s: ${speedup("cllm jacobi")}x; with the sliding ` +
+    `window ${speedup("cllm jacobi-sliding")}x. CLLM Jacobi output identical to its greedy AR output: ${
+      same("cllm ar", "cllm jacobi") && same("cllm ar", "cllm jacobi-sliding") ? "yes" : "NO"
+    }; base: ${same("base ar", "base jacobi") && same("base ar", "base jacobi-sliding") ? "yes" : "NO"}.`;
   const minutes = (performance.now() - started) / 60000;
   const recipe =
     `Made by \`deno task make-models\` (seed ${seed}) in ${
@@ -339,12 +354,12 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     `(WebGPU on llvmpipe, 2 CPU cores). Seconds per stage in the run that finished it (stages already done are skipped and show ~0): ${
       JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, x]) => [k, Math.round(x)])))
     }.\n\n` +
-    `Data: ${problemCount} generated GSM8K-style problems (train/gsm_synth.ts), held-out split disjoint. Tokenizer: BPE, ` +
+    `Data: ${problemCount} generated GSM8K-style problems with numbers up to ${maxValue} (train/gsm_synth.ts), held-out split disjoint. Tokenizer: BPE, ` +
     `${tokenizer.vocabSize} tokens, digits split (train/bpe.ts). Architecture: ${
       JSON.stringify(DEMO_CONFIG)
     }.\n\n` +
-    `Pretraining: ${pretrainSteps} AdamW steps x 8 documents, lr 2e-3 cosine. CLLM: Jacobi trajectories (n = ${block}) of ` +
-    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + 10x AR loss, lr ${cllmLr}.\n\n` +
+    `Pretraining: ${pretrainSteps} AdamW steps x ${PRETRAIN_BATCH} sequences of whole problems packed to ${PRETRAIN_LENGTH} tokens, lr 2e-3 cosine. CLLM: Jacobi trajectories (n = ${block}) of ` +
+    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + 10x AR loss on the gold answers (--labels gold), lr ${cllmLr}.\n\n` +
     `Measured on 100 held-out problems, greedy, max 200 new tokens, same run:\n\n${summary}\n`;
   await publish(
     baseDir,

@@ -416,7 +416,11 @@ export async function collectTrajectories(
     const result = await _drain(
       generateJacobi(model, promptIds, { maxNewTokens, eosIds, blockSize: n, seed: s }),
     );
-    const labels = options.labels ? tokenizer.encode(text + prompt.label) : undefined;
+    // EOS ends the labels as it ends a teacher output, so gold AR targets keep teaching the stop
+    // (the reference appends it for chat data but not for GSM8K).
+    const labels = options.labels
+      ? [...tokenizer.encode(text + prompt.label), ...eosIds.slice(0, 1)]
+      : undefined;
     const { records, filtered, droppedPartial } = blockRecords(prompt, promptIds, result, {
       blockSize: n,
       eosIds,

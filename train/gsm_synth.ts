@@ -79,9 +79,14 @@ export interface GenerateProblemsOptions {
   split?: Split;
   /** Restrict to these templates (default all of {@linkcode TEMPLATE_NAMES}). */
   templates?: readonly string[];
+  /**
+   * Largest number in any question or answer (default {@linkcode MAX_VALUE}); smaller values make
+   * the arithmetic learnable by a smaller model (draws are clamped to it, results above it rejected).
+   */
+  maxValue?: number;
 }
 
-/** Largest number that appears in any question or answer. */
+/** Largest number that appears in any question or answer, unless `maxValue` says otherwise. */
 export const MAX_VALUE = 999;
 
 // ===================================================================================================
@@ -161,15 +166,19 @@ function _cap(s: string): string {
 /** Draws numbers, people and nouns for one problem, and records calculator steps. */
 class _Builder {
   readonly #rand: () => number;
+  /** Largest number allowed anywhere in the problem. */
+  readonly max: number;
   /** Value of the last `calc`. */
   last = NaN;
 
-  constructor(rand: () => number) {
+  constructor(rand: () => number, max: number) {
     this.#rand = rand;
+    this.max = max;
   }
 
-  /** Uniform integer in [lo, hi]. */
+  /** Uniform integer in [lo, min(hi, max)]. */
   int(lo: number, hi: number): number {
+    hi = Math.min(hi, this.max);
     if (hi < lo) throw new _Reject();
     return lo + Math.floor(this.#rand() * (hi - lo + 1));
   }
@@ -207,10 +216,10 @@ class _Builder {
   /**
    * A calculator step over numbers and operators, e.g. `calc(3, "*", 4)` →
    * `"3 * 4 = <<3*4=12>>12"`. `*` and `/` bind tighter than `+` and `-`; each division must be
-   * exact and every partial result an integer in [0, MAX_VALUE], or the draw is rejected.
+   * exact and every partial result an integer in [0, max], or the draw is rejected.
    */
   calc(...parts: (number | string)[]): _Calc {
-    const v = _evaluate(parts);
+    const v = _evaluate(parts, this.max);
     if (v === null) throw new _Reject();
     this.last = v;
     const spaced = parts.join(" ");
@@ -221,10 +230,10 @@ class _Builder {
 
 /**
  * Evaluates numbers and operators with the usual precedence; null when a division is inexact or a
- * partial result leaves [0, MAX_VALUE].
+ * partial result leaves [0, max].
  */
-function _evaluate(parts: readonly (number | string)[]): number | null {
-  const ok = (x: number) => Number.isInteger(x) && x >= 0 && x <= MAX_VALUE;
+function _evaluate(parts: readonly (number | string)[], max: number): number | null {
+  const ok = (x: number) => Number.isInteger(x) && x >= 0 && x <= max;
   // Pass 1: products and quotients, left to right.
   const terms: number[] = [];
   const addOps: string[] = [];
@@ -244,8 +253,8 @@ function _evaluate(parts: readonly (number | string)[]): number | null {
       acc = x;
       continue;
     }
-    // Percentages go through p * q before / 100, so products may exceed MAX_VALUE briefly.
-    if (!Number.isInteger(acc) || acc < 0 || acc > 100 * MAX_VALUE) return null;
+    // Percentages go through p * q before / 100, so products may exceed max briefly.
+    if (!Number.isInteger(acc) || acc < 0 || acc > 100 * max) return null;
   }
   terms.push(acc);
   // Pass 2: sums and differences, left to right.
@@ -297,7 +306,7 @@ const _TEMPLATES: Readonly<Record<string, _Template>> = {
     const x = g.pick(_GOODS);
     const a = g.int(2, 9), pr = g.int(2, 50);
     const c = g.calc(a, "*", pr);
-    const m = g.int(c.v + 1, Math.min(MAX_VALUE, c.v + 300));
+    const m = g.int(c.v + 1, Math.min(g.max, c.v + 300));
     const r = g.calc(m, "-", c.v);
     return {
       q: `${p.name} has ${m} dollars. ${_cap(p.he)} buys ${a} ${x.many} for ${pr} dollars each. ` +
@@ -581,7 +590,7 @@ const _TEMPLATES: Readonly<Record<string, _Template>> = {
     const x = g.pick(_GOODS);
     const a = g.int(2, 40), b = g.int(2, 90);
     const s = g.calc(a, "+", b);
-    const m = g.int(s.v + 1, Math.min(MAX_VALUE, s.v + 200));
+    const m = g.int(s.v + 1, Math.min(g.max, s.v + 200));
     const r = g.calc(m, "-", s.v);
     return {
       q: `${p.name} has ${m} dollars. ${_cap(p.he)} spends ${a} dollars on lunch ` +
@@ -654,7 +663,7 @@ const _TEMPLATES: Readonly<Record<string, _Template>> = {
     const need = rate * minutes;
     const a = g.int(2, 300);
     const c = need + a;
-    if (c > MAX_VALUE) throw new _Reject();
+    if (c > g.max) throw new _Reject();
     const n = g.calc(c, "-", a), m = g.calc(n.v, "/", rate);
     return {
       q: `A tank holds ${c} liters of water. It has ${a} liters now. A hose adds ${rate} liters each minute. ` +
@@ -894,6 +903,10 @@ export function generateProblems(options: GenerateProblemsOptions): Problem[] {
     throw new RangeError(`Unknown split "${split}"; use "train" or "heldout"`);
   }
   const names = options.templates ?? TEMPLATE_NAMES;
+  const maxValue = options.maxValue ?? MAX_VALUE;
+  if (!Number.isInteger(maxValue) || maxValue < 10) {
+    throw new RangeError(`maxValue ${maxValue} is too small: use an integer of at least 10`);
+  }
   for (const n of names) {
     if (!Object.hasOwn(_TEMPLATES, n)) {
       throw new RangeError(`Unknown template "${n}"; choose from ${TEMPLATE_NAMES.join(", ")}`);
@@ -905,15 +918,25 @@ export function generateProblems(options: GenerateProblemsOptions): Problem[] {
   const out: Problem[] = [];
   // Generous: heldout keeps 1 draw in 8, and rejections are rare.
   const maxDraws = 100 * count + 10_000;
+  // A template is redrawn until it yields a problem (up to a limit), so that templates whose draws
+  // are often rejected (large products under a small maxValue) keep their share of the data.
+  // A template that fails that often in a row has run out of new questions and is dropped.
+  const triesPerTemplate = 1000;
+  const live = [...names];
+  let name = "", tries = 0;
   for (let draws = 0; out.length < count; draws++) {
-    if (draws >= maxDraws) {
+    if (tries === triesPerTemplate) {
+      live.splice(live.indexOf(name), 1);
+      tries = 0;
+    }
+    if (draws >= maxDraws || live.length === 0) {
       throw new RangeError(
         `Cannot generate ${count} distinct "${split}" problems from ${names.length} template(s): ` +
           `only ${out.length} after ${draws} draws; ask for fewer or use more templates`,
       );
     }
-    const name = names[Math.floor(rand() * names.length)];
-    const g = new _Builder(rand);
+    if (tries++ === 0) name = live[Math.floor(rand() * live.length)];
+    const g = new _Builder(rand, maxValue);
     let drawn: { q: string; steps: string[] };
     try {
       drawn = _TEMPLATES[name](g);
@@ -923,6 +946,7 @@ export function generateProblems(options: GenerateProblemsOptions): Problem[] {
     }
     if (splitOf(drawn.q) !== split || seen.has(drawn.q)) continue;
     seen.add(drawn.q);
+    tries = 0;
     out.push({ question: drawn.q, answer: `${drawn.steps.join("\n")}\n#### ${g.last}`, template: name });
   }
   return out;

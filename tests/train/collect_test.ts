@@ -132,7 +132,10 @@ Deno.test(
           assert.deepEqual(teacher, [...s.context, ...s.fixedPoint], "teacher = context ⊕ fixed point");
           if (k === 0) assert.deepEqual(s.context, ids);
           else assert.deepEqual(s.context, records[k - 1].teacher_output_ids[0], "blocks chain");
-          assert.deepEqual(s.labels, p.tokenizer.encode(PROMPTS[i].text + PROMPTS[i].label));
+          assert.deepEqual(s.labels, [
+            ...p.tokenizer.encode(PROMPTS[i].text + PROMPTS[i].label),
+            ...p.eosIds.slice(0, 1),
+          ], "labels = prompt ⊕ gold answer ⊕ EOS");
           assert.deepEqual(s.complete, [...ids, ...ar], "complete = prompt ⊕ the full response");
           // Our blocks start from the known next token (KV-cache Jacobi), unlike the reference's.
           assert.equal(s.states[0][0], s.fixedPoint[0]);

@@ -49,7 +49,7 @@ function evaluate(expr: string): number {
 }
 
 /** Checks one problem's answer: format, arithmetic, final number, ranges. */
-function checkProblem(p: Problem): void {
+function checkProblem(p: Problem, max = MAX_VALUE): void {
   const lines = p.answer.split("\n");
   const steps = lines.slice(0, -1);
   const final = lines[lines.length - 1];
@@ -65,12 +65,12 @@ function checkProblem(p: Problem): void {
     const v = evaluate(compact);
     assert.equal(v, Number(value), `${compact} = ${v}, not ${value}`);
     assert.equal(shown, value, `value after the annotation differs: ${line}`);
-    assert.ok(Number.isInteger(v) && v >= 0 && v <= MAX_VALUE, `value ${v} out of range: ${line}`);
+    assert.ok(Number.isInteger(v) && v >= 0 && v <= max, `value ${v} out of range: ${line}`);
     assert.equal(line.split("<<").length, 2, `one annotation per line: ${line}`);
     last = v;
   }
   assert.equal(answerOf(p.answer), last, `#### differs from the last computed value in ${p.answer}`);
-  for (const n of p.question.match(/\d+/g) ?? []) assert.ok(Number(n) <= MAX_VALUE, `${n} in ${p.question}`);
+  for (const n of p.question.match(/\d+/g) ?? []) assert.ok(Number(n) <= max, `${n} in ${p.question}`);
   assert.ok(p.question.endsWith("?"), p.question);
 }
 
@@ -89,7 +89,7 @@ Deno.test("generateProblems: every annotation is true, #### is the last value, 2
     ...generateProblems({ seed: 1, count: 3000, split: "train" }),
     ...generateProblems({ seed: 1, count: 500, split: "heldout" }),
   ];
-  problems.forEach(checkProblem);
+  problems.forEach((p) => checkProblem(p));
   // Every template is used, with several distinct problems.
   const used = new Map<string, number>();
   for (const p of problems) used.set(p.template!, (used.get(p.template!) ?? 0) + 1);
@@ -97,6 +97,18 @@ Deno.test("generateProblems: every annotation is true, #### is the last value, 2
     assert.ok((used.get(name) ?? 0) >= 20, `template ${name} used ${used.get(name)}`);
   }
   assert.ok(TEMPLATE_NAMES.length >= 30, `${TEMPLATE_NAMES.length} templates`);
+});
+
+Deno.test("generateProblems with maxValue 100: every number at most 100, templates evenly used", () => {
+  const problems = generateProblems({ seed: 3, count: 4000, maxValue: 100 });
+  for (const p of problems) checkProblem(p, 100);
+  const used = new Map<string, number>();
+  for (const p of problems) used.set(p.template!, (used.get(p.template!) ?? 0) + 1);
+  // Templates whose draws are often rejected keep their share: none falls far below the mean.
+  const mean = problems.length / used.size;
+  assert.ok(used.size >= 35, `${used.size} templates used`);
+  for (const [name, k] of used) assert.ok(k > mean / 3, `template ${name} used ${k} times (mean ${mean})`);
+  assert.throws(() => generateProblems({ seed: 1, count: 1, maxValue: 5 }), /at least 10/);
 });
 
 Deno.test("checkProblem (the test's own checker) rejects broken answers", () => {
@@ -116,7 +128,7 @@ Deno.test("checkProblem (the test's own checker) rejects broken answers", () => 
 
 Deno.test("generateProblems: each template alone gives valid problems", () => {
   for (const name of TEMPLATE_NAMES) {
-    generateProblems({ seed: 5, count: 50, templates: [name] }).forEach(checkProblem);
+    generateProblems({ seed: 5, count: 50, templates: [name] }).forEach((p) => checkProblem(p));
   }
 });
 
