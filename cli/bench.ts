@@ -13,6 +13,7 @@ import {
   type GenerationResult,
   runToEnd,
 } from "../decode/mod.ts";
+import type { JacobiGuesses } from "../kernels/mod.ts";
 import { formatPrompt } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { readPrompts, writeTextAtomic } from "./files.ts";
@@ -31,6 +32,7 @@ Options:
   --decoders LIST        comma-separated subset of ar,ar-readback,jacobi,jacobi-readback,jacobi-sliding,lookahead
                          (default all)
   --ngram N --window W --guesses G   lookahead settings (default 4, 5, 5)
+  --jacobi-guesses random|context   new Jacobi guesses: random context tokens (default) or copied spans
   --dtype f32|f16        weight storage (default f32)
   --out FILE.json        write the figures there, and the chart beside it as FILE.svg`;
 
@@ -66,6 +68,7 @@ export async function benchCommand(args: string[]): Promise<void> {
     ngram: { type: "string" },
     window: { type: "string" },
     guesses: { type: "string" },
+    "jacobi-guesses": { type: "string" },
     out: { type: "string" },
     dtype: { type: "string" },
   });
@@ -81,6 +84,10 @@ export async function benchCommand(args: string[]): Promise<void> {
     window: numberOption(v, "window", 5, { integer: true, min: 1 }),
     guesses: numberOption(v, "guesses", 5, { integer: true, min: 1 }),
   };
+  const jacobiGuesses = (v["jacobi-guesses"] as string | undefined) ?? "random";
+  if (jacobiGuesses !== "random" && jacobiGuesses !== "context") {
+    throw new CliError(`bench decode: --jacobi-guesses must be random or context, not "${jacobiGuesses}"`);
+  }
   const decoders = ((v.decoders as string | undefined)?.split(",") ?? ALL) as Decoder[];
   for (const d of decoders) if (!ALL.includes(d)) throw new CliError(`bench decode: unknown decoder "${d}"`);
   let texts = (await readPrompts(promptsPath)).slice(0, limit);
@@ -91,6 +98,7 @@ export async function benchCommand(args: string[]): Promise<void> {
     const prompts = texts.map((t) => p.tokenizer.encode(t));
     const run = (d: Decoder, prompt: number[]): Promise<GenerationResult> => {
       const common = { maxNewTokens, eosIds: p.eosIds };
+      const jacobi = { ...common, blockSize, guesses: jacobiGuesses as JacobiGuesses };
       switch (d) {
         case "ar":
           return runToEnd(generateGreedy(p.model, prompt, { ...common, forwardsPerReadback: 16 })).then((r) =>
@@ -101,16 +109,15 @@ export async function benchCommand(args: string[]): Promise<void> {
             r.result
           );
         case "jacobi":
-          return runToEnd(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 8 }))
+          return runToEnd(generateJacobi(p.model, prompt, { ...jacobi, iterationsPerReadback: 8 }))
             .then((r) => r.result);
         case "jacobi-readback":
-          return runToEnd(generateJacobi(p.model, prompt, { ...common, blockSize, iterationsPerReadback: 1 }))
+          return runToEnd(generateJacobi(p.model, prompt, { ...jacobi, iterationsPerReadback: 1 }))
             .then((r) => r.result);
         case "jacobi-sliding":
           return runToEnd(
             generateJacobi(p.model, prompt, {
-              ...common,
-              blockSize,
+              ...jacobi,
               iterationsPerReadback: 8,
               sliding: true,
             }),
@@ -177,7 +184,8 @@ export async function benchCommand(args: string[]): Promise<void> {
           f.tokensPerForward.toFixed(3).padStart(11)
         } ` +
           `${f.forwardsPerReadback.toFixed(1).padStart(12)} ${
-            (f.speedupOverFastestAr.toFixed(2) + "x").padStart(8)
+            (Number.isFinite(f.speedupOverFastestAr) ? f.speedupOverFastestAr.toFixed(2) + "x" : "-")
+              .padStart(8)
           }`,
       );
     }

@@ -23,6 +23,7 @@ import {
   JACOBI_SLOTS,
   JACOBI_STATE_SIZE,
   jacobiAccept,
+  type JacobiGuesses,
   jacobiLogStride,
   jacobiStart,
 } from "../kernels/jacobi_accept.ts";
@@ -53,6 +54,12 @@ export interface JacobiOptions extends GenerateOptions {
    * idle. Same output; the recorded trajectory then holds window states, not CLLM block states.
    */
   sliding?: boolean;
+  /**
+   * Where new guesses come from (default `"random"`, the reference's): `"context"` copies the
+   * tokens that followed the latest earlier occurrence of the preceding ones (prompt lookup), which
+   * raises tokens per forward where answers repeat the question. Same output either way.
+   */
+  guesses?: JacobiGuesses;
 }
 
 /** Statistics of a Jacobi generation. */
@@ -125,7 +132,7 @@ export async function* generateJacobi(
     let done = first.stopped !== null;
     if (!done) {
       const start = new Step(gpu, "jacobi start");
-      jacobiStart(start, { st, tokens: s.tokens, block, n, base: P, seed });
+      jacobiStart(start, { st, tokens: s.tokens, block, n, base: P, seed, guesses: options.guesses });
       start.submit();
     }
     while (!done) {
@@ -155,6 +162,7 @@ export async function* generateJacobi(
           limit,
           seed,
           sliding: options.sliding,
+          guesses: options.guesses,
         });
       }
       step.submit();

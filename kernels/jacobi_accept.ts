@@ -51,6 +51,25 @@ export const PCG_WGSL = `fn pcg(v: u32) -> u32 {
   return (word >> 22u) ^ word;
 }`;
 
+/**
+ * WGSL of \`copySource(prev2, prev, base)\` over the \`tokens\` binding, for \`"context"\` guesses: the
+ * index after the most recent earlier occurrence of (prev2, prev) in tokens[0..base), else of prev
+ * alone, or 0 when prev never occurs. The loop has a constant bound: llvmpipe runs loops bounded by
+ * a buffer value far slower.
+ */
+const COPY_SOURCE_WGSL = `fn copySource(prev2: u32, prev: u32, base: u32) -> u32 {
+  var unigram = 0u;
+  for (var i = 0u; i < 4096u; i++) {
+    if (i + 2u > base) { break; }
+    let k = base - 1u - i;
+    if (tokens[k - 1u] == prev) {
+      if (k >= 2u && tokens[k - 2u] == prev2) { return k; }
+      if (unigram == 0u) { unigram = k; }
+    }
+  }
+  return unigram;
+}`;
+
 /** Number of u32 slots in the state tensor. */
 export const JACOBI_STATE_SIZE = 16;
 
@@ -96,6 +115,8 @@ fn isEos(t: u32) -> bool {
   return false;
 }
 
+${COPY_SOURCE_WGSL}
+
 @compute @workgroup_size(1)
 fn main() {
   if (st[DONE] != 0u) { return; }
@@ -138,7 +159,7 @@ fn main() {
 
   // 4. Next input: the tokens already known, then seeded guesses drawn from the context
   //    tokens[0..base) for a new block (converged: the bonus token pred[m-1] starts it) or, with
-  //    SLIDE, to refill the window to n tokens; otherwise the unverified suffix alone.
+  //    SLIDE, to refill the window to n tokens (after pred[m-1]); otherwise the unverified suffix alone.
   var known = 1u;
   if (a == m) {
     block[0] = pred[m - 1u];
@@ -146,10 +167,29 @@ fn main() {
     // nxt[a..m) = pred[a-1..m-1); its first token is now known correct.
     for (var j = 0u; j < m - a; j++) { block[j] = pred[a - 1u + j]; }
     known = m - a;
+    // With SLIDE the window grows back: the last row's prediction, for the position just past the
+    // block, is a better first guess than a random draw (a < m, so known < n here).
+    if (SLIDE) {
+      block[known] = pred[m - 1u];
+      known = known + 1u;
+    }
   }
   if (a == m || SLIDE) {
     var r = st[RNG];
+    var src = 0u;
     for (var j = known; j < n; j++) {
+      if (COPY) {
+        // Continue the copied span while it lasts, else look the last two tokens up again.
+        if (src == 0u || src >= base) {
+          let prev2 = select(tokens[base - 1u], block[j - 2u], j >= 2u);
+          src = copySource(prev2, block[j - 1u], base);
+        }
+        if (src != 0u) {
+          block[j] = tokens[src];
+          src = src + 1u;
+          continue;
+        }
+      }
       block[j] = tokens[pcg(P.seed ^ pcg(r)) % base];
       r = r + 1u;
     }
@@ -178,6 +218,7 @@ export const jacobiStartSpec: KernelSpec = {
   params: [{ name: "base", type: "u32" }, { name: "seed", type: "u32" }],
   wgsl: () => `
 ${PCG_WGSL}
+${COPY_SOURCE_WGSL}
 @compute @workgroup_size(1)
 fn main() {
   for (var i = 0u; i < ${JACOBI_STATE_SIZE}u; i++) { st[i] = 0u; }
@@ -186,7 +227,19 @@ fn main() {
   st[${JACOBI_SLOTS.active}u] = N;
   block[0] = tokens[P.base];
   var r = 0u;
+  var src = 0u;
   for (var j = 1u; j < N; j++) {
+    if (COPY) {
+      if (src == 0u || src >= P.base) {
+        let prev2 = select(tokens[P.base - 1u], block[j - 2u], j >= 2u);
+        src = copySource(prev2, block[j - 1u], P.base);
+      }
+      if (src != 0u) {
+        block[j] = tokens[src];
+        src = src + 1u;
+        continue;
+      }
+    }
     block[j] = tokens[pcg(P.seed ^ pcg(r)) % P.base];
     r = r + 1u;
   }
@@ -204,10 +257,18 @@ fn main() {
  */
 export function jacobiStart(
   step: Step,
-  a: { st: Tensor; tokens: Tensor; block: Tensor; n: number; base: number; seed: number },
+  a: {
+    st: Tensor;
+    tokens: Tensor;
+    block: Tensor;
+    n: number;
+    base: number;
+    seed: number;
+    guesses?: JacobiGuesses;
+  },
 ): void {
   step.dispatch(jacobiStartSpec, {
-    variant: { N: a.n },
+    variant: { N: a.n, COPY: a.guesses === "context" },
     bindings: { st: a.st, tokens: a.tokens, block: a.block },
     params: { base: a.base, seed: a.seed },
     workgroups: [1],
@@ -240,7 +301,17 @@ export interface JacobiAcceptArgs {
   seed: number;
   /** Refill the block to n tokens after each partial acceptance (sliding window). */
   sliding?: boolean;
+  /** Where new guesses come from: random context tokens (the reference; default) or copied spans. */
+  guesses?: JacobiGuesses;
 }
+
+/**
+ * How a Jacobi block's new guesses are drawn: `"random"`, tokens drawn uniformly from the context
+ * (the reference's initialisation), or `"context"`, the tokens that followed the latest earlier
+ * occurrence of the preceding two tokens (else one) in the context, as prompt-lookup decoding does;
+ * random where the token never occurred. The output is the same either way (every guess is verified).
+ */
+export type JacobiGuesses = "random" | "context";
 
 /**
  * Records one acceptance step.
@@ -254,7 +325,7 @@ export interface JacobiAcceptArgs {
  */
 export function jacobiAccept(step: Step, a: JacobiAcceptArgs): void {
   step.dispatch(jacobiAcceptSpec, {
-    variant: { N: a.n, EOS_COUNT: a.eosCount, SLIDE: a.sliding ?? false },
+    variant: { N: a.n, EOS_COUNT: a.eosCount, SLIDE: a.sliding ?? false, COPY: a.guesses === "context" },
     bindings: { st: a.st, tokens: a.tokens, block: a.block, pred: a.pred, eos: a.eos, traj: a.traj },
     params: { limit: a.limit, seed: a.seed, logCapacity: a.logCapacity },
     workgroups: [1],
