@@ -38,6 +38,7 @@
 
 import { seededRandom } from "../core/random.ts";
 import { generateJacobi, type JacobiResult } from "../decode/jacobi.ts";
+import { runToEnd } from "../decode/generation.ts";
 import { formatPrompt } from "../model/chat_template.ts";
 import type { Pretrained } from "../model/pretrained.ts";
 import type { TextTokenizer } from "../model/tokenizer.ts";
@@ -239,12 +240,6 @@ export function promptTokens(
   return { text: full, ids: tokenizer.encode(full) };
 }
 
-async function _drain<T>(gen: AsyncGenerator<number[], T>): Promise<T> {
-  let r = await gen.next();
-  while (!r.done) r = await gen.next();
-  return r.value;
-}
-
 function _equal(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
@@ -413,7 +408,7 @@ export async function collectTrajectories(
       continue;
     }
     const s = promptSeed(seed, prompt.id);
-    const result = await _drain(
+    const { result } = await runToEnd(
       generateJacobi(model, promptIds, { maxNewTokens, eosIds, blockSize: n, seed: s }),
     );
     // EOS ends the labels as it ends a teacher output, so gold AR targets keep teaching the stop
