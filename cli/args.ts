@@ -65,3 +65,18 @@ export function numberOption(
   }
   return v;
 }
+
+/** A string option restricted to `choices`. */
+export function choiceOption<T extends string>(
+  values: Record<string, unknown>,
+  name: string,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  if (!choices.includes(raw as T)) {
+    throw new CliError(`--${name} must be one of ${choices.join(", ")}, not "${raw}"`);
+  }
+  return raw as T;
+}

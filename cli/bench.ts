@@ -13,9 +13,8 @@ import {
   type GenerationResult,
   runToEnd,
 } from "../decode/mod.ts";
-import type { JacobiGuesses } from "../kernels/mod.ts";
 import { formatPrompt } from "../model/mod.ts";
-import { CliError, numberOption, parse, required } from "./args.ts";
+import { choiceOption, CliError, numberOption, parse, required } from "./args.ts";
 import { readPrompts, writeTextAtomic } from "./files.ts";
 import { loadModelDir } from "./load.ts";
 import { Progress } from "./progress.ts";
@@ -84,10 +83,7 @@ export async function benchCommand(args: string[]): Promise<void> {
     window: numberOption(v, "window", 5, { integer: true, min: 1 }),
     guesses: numberOption(v, "guesses", 5, { integer: true, min: 1 }),
   };
-  const jacobiGuesses = (v["jacobi-guesses"] as string | undefined) ?? "random";
-  if (jacobiGuesses !== "random" && jacobiGuesses !== "context") {
-    throw new CliError(`bench decode: --jacobi-guesses must be random or context, not "${jacobiGuesses}"`);
-  }
+  const jacobiGuesses = choiceOption(v, "jacobi-guesses", ["random", "context"] as const, "random");
   const decoders = ((v.decoders as string | undefined)?.split(",") ?? ALL) as Decoder[];
   for (const d of decoders) if (!ALL.includes(d)) throw new CliError(`bench decode: unknown decoder "${d}"`);
   let texts = (await readPrompts(promptsPath)).slice(0, limit);
@@ -98,7 +94,7 @@ export async function benchCommand(args: string[]): Promise<void> {
     const prompts = texts.map((t) => p.tokenizer.encode(t));
     const run = (d: Decoder, prompt: number[]): Promise<GenerationResult> => {
       const common = { maxNewTokens, eosIds: p.eosIds };
-      const jacobi = { ...common, blockSize, guesses: jacobiGuesses as JacobiGuesses };
+      const jacobi = { ...common, blockSize, guesses: jacobiGuesses };
       switch (d) {
         case "ar":
           return runToEnd(generateGreedy(p.model, prompt, { ...common, forwardsPerReadback: 16 })).then((r) =>

@@ -11,7 +11,7 @@ import {
   type LookaheadStats,
 } from "../decode/mod.ts";
 import { renderChat } from "../model/mod.ts";
-import { CliError, numberOption, parse, required } from "./args.ts";
+import { choiceOption, CliError, numberOption, parse, required } from "./args.ts";
 import { loadModelDir } from "./load.ts";
 import { renderJacobi } from "./show_jacobi.ts";
 
@@ -31,6 +31,8 @@ Options:
                             AR (default), Jacobi or lookahead decoding (greedy; same text as greedy AR)
   --block N                 Jacobi block size (default 16)
   --sliding                 Jacobi with a sliding window: refill the block after each partial acceptance
+  --jacobi-guesses random|context
+                            new Jacobi guesses: random context tokens (default) or copied spans
   --ngram N --window W --guesses G
                             lookahead n-gram size, window and candidates (default 4, 5, 5)
   --forwards-per-readback N forwards (AR steps or Jacobi iterations) per GPU readback (default 16)
@@ -92,6 +94,7 @@ export async function generateCommand(args: string[]): Promise<void> {
     guesses: { type: "string" },
     "show-jacobi": { type: "boolean" },
     sliding: { type: "boolean" },
+    "jacobi-guesses": { type: "string" },
     stats: { type: "boolean" },
     dtype: { type: "string" },
     json: { type: "boolean" },
@@ -159,6 +162,7 @@ export async function generateCommand(args: string[]): Promise<void> {
       decoder,
       blockSize,
       sliding: Boolean(v.sliding),
+      jacobiGuesses: choiceOption(v, "jacobi-guesses", ["random", "context"] as const, "random"),
       ngram,
       window,
       guesses,

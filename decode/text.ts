@@ -7,6 +7,7 @@
 import type { Pretrained } from "../model/mod.ts";
 import { generateGreedy, generateSampled } from "./ar.ts";
 import type { GenerationResult } from "./generation.ts";
+import type { JacobiGuesses } from "../kernels/jacobi_accept.ts";
 import { generateJacobi, type JacobiResult } from "./jacobi.ts";
 import { generateLookahead, type LookaheadResult } from "./lookahead.ts";
 import type { SamplingOptions } from "./sampling.ts";
@@ -23,6 +24,8 @@ export interface TextOptions extends SamplingOptions {
   blockSize?: number;
   /** Jacobi with a sliding window (see JacobiOptions.sliding). */
   sliding?: boolean;
+  /** Where new Jacobi guesses come from (see JacobiOptions.guesses). */
+  jacobiGuesses?: JacobiGuesses;
   /** Lookahead n-gram size N. */
   ngram?: number;
   /** Lookahead window W. */
@@ -75,6 +78,8 @@ export function generateFromIds(p: Pretrained, ids: readonly number[], options: 
         blockSize: options.blockSize,
         seed: options.seed,
         iterationsPerReadback: options.forwardsPerReadback,
+        sliding: options.sliding,
+        guesses: options.jacobiGuesses,
       })
       : greedy
       ? generateGreedy(p.model, ids, {

@@ -115,6 +115,41 @@ Deno.test({
     assert.match(out.text, /^, there was a little girl/);
     assert.equal(out.stats.decoder, "jacobi");
     assert.ok(out.stats.forwards > 0 && out.stats.tokensPerForward > 0.8, JSON.stringify(out.stats));
+    // --sliding and --jacobi-guesses reach the decoder: same text, the sliding decoder's name.
+    r = await cllm(
+      "generate",
+      "--model",
+      `${dir}/m`,
+      "--prompt",
+      "Once upon a time",
+      "--max-new-tokens",
+      "20",
+      "--decoder",
+      "jacobi",
+      "--block",
+      "4",
+      "--sliding",
+      "--jacobi-guesses",
+      "context",
+      "--json",
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const sliding = JSON.parse(r.stdout);
+    assert.equal(sliding.text, out.text);
+    assert.equal(sliding.stats.decoder, "jacobi-sliding");
+    r = await cllm(
+      "generate",
+      "--model",
+      `${dir}/m`,
+      "--prompt",
+      "x",
+      "--decoder",
+      "jacobi",
+      "--jacobi-guesses",
+      "copy",
+    );
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--jacobi-guesses must be one of random, context, not "copy"/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
