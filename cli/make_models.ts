@@ -42,8 +42,9 @@ Options:
   --problems N           training problems (default 60000)
   --max-value N          largest number in a problem (default 100: arithmetic a 1M-parameter model learns)
   --pretrain-steps N     AR steps of 2 sequences of whole problems packed to 512 tokens (default 5000)
-  --trajectories N       training questions whose Jacobi trajectories are collected (default 500)
-  --cllm-epochs E        consistency-training epochs (default 4)
+  --doc-steps N          then AR steps of 8 single problems (default 1500)
+  --trajectories N       training questions whose Jacobi trajectories are collected (default 800)
+  --cllm-epochs E        consistency-training epochs (default 2)
   --cllm-lr X            consistency-training peak learning rate (default 2e-3)
   --block N              Jacobi block size (default 16)
   --seed S               everything is seeded from it (default 1)`;
@@ -155,6 +156,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     work: { type: "string" },
     out: { type: "string" },
     "pretrain-steps": { type: "string" },
+    "doc-steps": { type: "string" },
     problems: { type: "string" },
     "max-value": { type: "string" },
     "cllm-epochs": { type: "string" },
@@ -169,11 +171,12 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const outRoot = (v.out as string | undefined) ?? "models";
   const seed = numberOption(v, "seed", 1, { integer: true });
   const pretrainSteps = numberOption(v, "pretrain-steps", 5000, { integer: true, min: 1 });
+  const docSteps = numberOption(v, "doc-steps", 1500, { integer: true, min: 1 });
   const problemCount = numberOption(v, "problems", 60000, { integer: true, min: 10 });
   const maxValue = numberOption(v, "max-value", DEMO_MAX_VALUE, { integer: true, min: 10 });
-  const cllmEpochs = numberOption(v, "cllm-epochs", 4, { min: 0 });
+  const cllmEpochs = numberOption(v, "cllm-epochs", 2, { min: 0 });
   const cllmLr = numberOption(v, "cllm-lr", 2e-3, { min: 0 });
-  const trajectoryPrompts = numberOption(v, "trajectories", 500, { integer: true, min: 1 });
+  const trajectoryPrompts = numberOption(v, "trajectories", 800, { integer: true, min: 1 });
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
   const started = performance.now();
   const timings: Record<string, number> = {};
@@ -251,7 +254,45 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     gpu.destroy();
     if (result.stopReason !== "done") throw new Error(`pretraining stopped: ${result.stopReason}`);
   });
-  const baseDir = await latest(`${work}/base`);
+
+  // 3b. Per-problem pretraining: packed sequences let a problem attend to the ones before it, which
+  // the model must then learn to ignore; measured here, 5000 packed steps alone gave 4 % held-out
+  // accuracy and 300 more per-problem steps 11 %. One problem per sequence finishes the job.
+  await stage("pretrain per problem", async () => {
+    const done = await exists(`${work}/base-docs/latest.json`) &&
+      JSON.parse(await Deno.readTextFile(`${work}/base-docs/latest.json`)).step >= docSteps;
+    if (done) return;
+    const resume = await exists(`${work}/base-docs/latest.json`);
+    const from = resume ? await latest(`${work}/base-docs`) : await latest(`${work}/base`);
+    const gpu = await requestGpu();
+    const p = await loadPretrained(gpu, directoryFiles(from), { maxRows: 64 });
+    const items: TrainItem[] = encodeDocuments(tokenizer, trainSet).map((tokens) => ({ kind: "ar", tokens }));
+    let bar: Progress | null = null;
+    const result = await train(p, items, {
+      out: `${work}/base-docs`,
+      modelDir: from,
+      steps: docSteps,
+      lr: 1e-3,
+      batch: 8,
+      warmupRatio: 0.02,
+      weightDecay: 0.01,
+      labelSmoothing: 0,
+      seed: seed + 1,
+      logEvery: 25,
+      checkpointEvery: 250,
+      eosIds: p.eosIds,
+      resume,
+      onLog: (e, total) => {
+        bar ??= new Progress("pretrain per problem", total, "steps");
+        bar.update(e.step, `loss ${e.arLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s`);
+      },
+    });
+    (bar as Progress | null)?.done();
+    p.model.destroy();
+    gpu.destroy();
+    if (result.stopReason !== "done") throw new Error(`pretraining stopped: ${result.stopReason}`);
+  });
+  const baseDir = await latest(`${work}/base-docs`);
 
   // 4. Trajectories (through the CLI command: resumable).
   await stage("trajectories", async () => {
@@ -299,6 +340,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       "4",
       "--labels",
       "gold",
+      "--mix",
+      `${work}/train.jsonl`,
       "--seed",
       `${seed}`,
       "--checkpoint-every",
@@ -358,8 +401,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     `${tokenizer.vocabSize} tokens, digits split (train/bpe.ts). Architecture: ${
       JSON.stringify(DEMO_CONFIG)
     }.\n\n` +
-    `Pretraining: ${pretrainSteps} AdamW steps x ${PRETRAIN_BATCH} sequences of whole problems packed to ${PRETRAIN_LENGTH} tokens, lr 2e-3 cosine. CLLM: Jacobi trajectories (n = ${block}) of ` +
-    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + 10x AR loss on the gold answers (--labels gold), lr ${cllmLr}.\n\n` +
+    `Pretraining: ${pretrainSteps} AdamW steps x ${PRETRAIN_BATCH} sequences of whole problems packed to ${PRETRAIN_LENGTH} tokens, lr 2e-3 cosine, then ${docSteps} steps x 8 single problems, lr 1e-3. CLLM: Jacobi trajectories (n = ${block}) of ` +
+    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + 10x AR loss on the gold answers (--labels gold) with as many fresh training problems mixed in as AR samples (--mix), lr ${cllmLr}.\n\n` +
     `Measured on 100 held-out problems, greedy, max 200 new tokens, same run:\n\n${summary}\n`;
   await publish(
     baseDir,

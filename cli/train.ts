@@ -16,6 +16,7 @@ import {
   parseLlamaConfig,
   writeSafetensors,
 } from "../model/mod.ts";
+import { encodeDocuments } from "../train/gsm_synth.ts";
 import { readTrajectories } from "../train/trajectory_file.ts";
 import { type LogEntry, train, type TrainItem, type TrainResult } from "../train/trainer.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
@@ -31,6 +32,10 @@ Options:
   --label-smoothing E      AR label smoothing (default 0.1)
   --loss global|local      consistency loss (default global)
   --labels teacher|gold    AR targets: the teacher output or the trajectories' labels_ids (default teacher)
+  --mix FILE.jsonl         GSM8K-style problems ("question", "answer") mixed in as AR samples weighted
+                           like the AR loss: fresh text keeps the model's quality where the trajectories'
+                           few questions, seen once per block, would be overfitted
+  --mix-count N            how many of them (default: as many as trajectory samples)
   --max-grad-norm X        gradient clipping (default 1)
   --checkpoint-every N     steps between checkpoints (default 100)
   --log-every K            steps between loss readbacks (default 10)
@@ -122,6 +127,8 @@ export async function trainCommand(args: string[]): Promise<void> {
     "ar-weight": { type: "string" },
     "label-smoothing": { type: "string" },
     loss: { type: "string" },
+    mix: { type: "string" },
+    "mix-count": { type: "string" },
     labels: { type: "string" },
     "max-grad-norm": { type: "string" },
     "checkpoint-every": { type: "string" },
@@ -163,6 +170,29 @@ export async function trainCommand(args: string[]): Promise<void> {
     fixedPoint: s.fixedPoint,
     labels: s.labels,
   }));
+  const arWeight = numberOption(v, "ar-weight", 10, { min: 0 });
+  if (v.mix) {
+    const mixPath = v.mix as string;
+    const problems = (await Deno.readTextFile(mixPath)).split("\n").filter((l) => l.trim()).map((l, i) => {
+      try {
+        const p = JSON.parse(l);
+        if (typeof p.question !== "string" || typeof p.answer !== "string") {
+          throw new Error("no question/answer");
+        }
+        return p as { question: string; answer: string };
+      } catch (e) {
+        throw new FormatError(
+          mixPath,
+          `line ${i + 1}: ${(e as Error).message}`,
+          'give JSONL with "question" and "answer"',
+        );
+      }
+    });
+    const count = numberOption(v, "mix-count", samples.length, { integer: true, min: 0 });
+    for (const tokens of encodeDocuments(pretrained.tokenizer, problems.slice(0, count))) {
+      items.push({ kind: "ar", tokens, weight: arWeight });
+    }
+  }
   const epochs = numberOption(v, "epochs", 1, { min: 0 });
   const steps = numberOption(v, "steps", Math.max(1, Math.ceil((epochs * items.length) / batch)), {
     integer: true,
@@ -177,7 +207,7 @@ export async function trainCommand(args: string[]): Promise<void> {
       steps,
       lr: numberOption(v, "lr", 2e-5, { min: 0 }),
       batch,
-      arWeight: numberOption(v, "ar-weight", 10, { min: 0 }),
+      arWeight,
       labelSmoothing: numberOption(v, "label-smoothing", 0.1, { min: 0, max: 1 }),
       consistency: loss,
       arTargets: labels,

@@ -32,7 +32,7 @@ import { cosineSchedule } from "./schedule.ts";
 /** One training item: a CLLM trajectory sample, or a plain token sequence for AR training. */
 export type TrainItem =
   | { kind: "cllm"; context: number[]; states: number[][]; fixedPoint: number[]; labels?: number[] }
-  | { kind: "ar"; tokens: number[] };
+  | { kind: "ar"; tokens: number[]; weight?: number };
 
 /** Options of {@linkcode train}. */
 export interface TrainOptions {
@@ -244,7 +244,7 @@ export async function train(
             offset: 0,
             length: item.tokens.length,
             labeledRows: labeled,
-            weight: 1,
+            weight: item.weight ?? 1,
             smoothing,
           });
           windowRows += item.tokens.length;

@@ -1,0 +1,11 @@
+import { requestGpu } from "../core/mod.ts";
+import { directoryFiles, loadPretrained } from "../model/mod.ts";
+import { encodeDocuments } from "../train/gsm_synth.ts";
+import { train, type TrainItem } from "../train/trainer.ts";
+const [from, out, steps, lr, start] = Deno.args;
+const gpu = await requestGpu();
+const p = await loadPretrained(gpu, directoryFiles(from), { maxRows: 64 });
+const probs = (await Deno.readTextFile(".make-models/train.jsonl")).trim().split("\n").slice(Number(start)).map((l) => JSON.parse(l));
+const items: TrainItem[] = encodeDocuments(p.tokenizer, probs).map((tokens) => ({ kind: "ar", tokens }));
+const r = await train(p, items, { out, modelDir: from, steps: Number(steps), lr: Number(lr), batch: 8, warmupRatio: 0.02, weightDecay: 0.01, labelSmoothing: 0, logEvery: 50, checkpointEvery: 100000, eosIds: p.eosIds, seed: 5 });
+console.log(r.history.map((h) => `${h.step}:${h.arLoss.toFixed(3)}`).join(" "), r.checkpoint);
