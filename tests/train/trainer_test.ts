@@ -76,3 +76,34 @@ Deno.test(
     }
   },
 );
+
+Deno.test("training: an AR sample's weight scales its loss", gpuTest, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTinyModel(`${dir}/base`, { vocabSize: 48, numHeads: 4, numKvHeads: 2, seed: 5 });
+    const tokens = Array.from({ length: 12 }, (_, j) => 3 + ((5 + 3 * j) % 40));
+    const loss = async (weight: number | undefined) => {
+      const gpu = await requestGpu();
+      const p = await loadPretrained(gpu, directoryFiles(`${dir}/base`));
+      // lr 0: the weights never change, so the logged loss is the weighted loss of the same model.
+      const result = await train(p, [{ kind: "ar", tokens, weight }], {
+        out: `${dir}/out-${weight}`,
+        modelDir: `${dir}/base`,
+        steps: 1,
+        lr: 0,
+        batch: 1,
+        labelSmoothing: 0,
+        eosIds: [2],
+        logEvery: 1,
+      });
+      p.model.destroy();
+      gpu.destroy();
+      return result.history[0].arLoss;
+    };
+    const plain = await loss(undefined), tripled = await loss(3);
+    assert.ok(plain > 1, `loss ${plain}`);
+    assert.ok(Math.abs(tripled / plain - 3) < 1e-4, `${plain} x3 -> ${tripled}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
