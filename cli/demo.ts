@@ -27,7 +27,8 @@ import { renderJacobi } from "./show_jacobi.ts";
 const HELP = `Usage: deno task demo [--problems K] [--block N] [--models DIR]
 
 Streams K held-out problems (default 4) with AR on the base model and Jacobi decoding on the CLLM,
-shows the Jacobi iterations of the first answer, then a summary table.`;
+shows the Jacobi iterations of the first answer, then a summary table (with the CLLM's own AR and
+its sliding-window Jacobi decoding, run without printing).`;
 
 const MODELS = new URL("../models/", import.meta.url).pathname;
 
@@ -56,7 +57,7 @@ async function solve(
   p: Pretrained,
   question: string,
   answer: string,
-  decoder: "ar" | "jacobi",
+  decoder: "ar" | "jacobi" | "jacobi-sliding",
   block: number,
   totals: Totals,
   echo: boolean,
@@ -65,7 +66,7 @@ async function solve(
   const opts = { maxNewTokens: 200, eosIds: p.eosIds };
   const gen = decoder === "ar"
     ? generateGreedy(p.model, ids, opts)
-    : generateJacobi(p.model, ids, { ...opts, blockSize: block });
+    : generateJacobi(p.model, ids, { ...opts, blockSize: block, sliding: decoder === "jacobi-sliding" });
   const stream = p.tokenizer.createStreamDecoder();
   const t0 = performance.now();
   let r = await gen.next();
@@ -110,12 +111,15 @@ export async function demoCommand(args: string[]): Promise<void> {
   for (const p of [base, cllm]) {
     const ids = p.tokenizer.encode(warm);
     await runToEnd(generateGreedy(p.model, ids, { maxNewTokens: 20 }));
-    await runToEnd(generateJacobi(p.model, ids, { maxNewTokens: 2 * block, blockSize: block }));
+    for (const sliding of [false, true]) {
+      await runToEnd(generateJacobi(p.model, ids, { maxNewTokens: 2 * block, blockSize: block, sliding }));
+    }
   }
   const totals = {
     ar: { tokens: 0, forwards: 0, seconds: 0, correct: 0, outputs: [] } as Totals,
     jacobi: { tokens: 0, forwards: 0, seconds: 0, correct: 0, outputs: [] } as Totals,
     cllmAr: { tokens: 0, forwards: 0, seconds: 0, correct: 0, outputs: [] } as Totals,
+    sliding: { tokens: 0, forwards: 0, seconds: 0, correct: 0, outputs: [] } as Totals,
   };
   for (const [i, problem] of problems.entries()) {
     console.log(`\n--- problem ${i + 1}: ${problem.question}`);
@@ -131,7 +135,9 @@ export async function demoCommand(args: string[]): Promise<void> {
       totals.jacobi,
       true,
     ) as JacobiResult;
-    await solve(cllm, problem.question, problem.answer, "ar", block, totals.cllmAr, false); // for the equality check
+    // Not shown: the CLLM's own greedy AR (for the equality check) and the sliding-window variant.
+    await solve(cllm, problem.question, problem.answer, "ar", block, totals.cllmAr, false);
+    await solve(cllm, problem.question, problem.answer, "jacobi-sliding", block, totals.sliding, false);
     if (i === 0) {
       const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
       console.log(
@@ -157,7 +163,9 @@ export async function demoCommand(args: string[]): Promise<void> {
   console.log(row("base, AR", totals.ar));
   console.log(row("CLLM, AR", totals.cllmAr));
   console.log(row(`CLLM, Jacobi (n=${block})`, totals.jacobi));
-  const same = JSON.stringify(totals.jacobi.outputs) === JSON.stringify(totals.cllmAr.outputs);
+  console.log(row(`CLLM, Jacobi sliding`, totals.sliding));
+  const same = JSON.stringify(totals.jacobi.outputs) === JSON.stringify(totals.cllmAr.outputs) &&
+    JSON.stringify(totals.sliding.outputs) === JSON.stringify(totals.cllmAr.outputs);
   console.log(`CLLM Jacobi output identical to its greedy AR output: ${same ? "yes" : "NO"}`);
   base.model.destroy();
   cllm.model.destroy();
