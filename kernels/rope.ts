@@ -189,12 +189,7 @@ export function ropeForward(step: Step, x: Tensor, out: Tensor, state: Tensor, o
   const scale = options.scale ?? 1;
   const rows = options.rows ?? x.shape[0];
   const rowSize = heads * headDim;
-  if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
-    throw new RangeError(`ropeForward: headDim must be a positive even integer, not ${headDim}`);
-  }
-  if (!(theta > 0) || !(scale > 0)) {
-    throw new RangeError(`ropeForward: theta (${theta}) and scale (${scale}) must be positive`);
-  }
+  checkRopeArgs("ropeForward", headDim, theta, scale, state, baseSlot);
   if (x.dtype !== "f32" || out.dtype !== "f32") {
     throw new TypeError(`ropeForward: x "${x.label}" and out "${out.label}" must be f32`);
   }
@@ -207,9 +202,6 @@ export function ropeForward(step: Step, x: Tensor, out: Tensor, state: Tensor, o
       }] ` +
         `do not hold ${rows} rows of ${heads} heads × ${headDim}`,
     );
-  }
-  if (state.dtype !== "u32" || !Number.isInteger(baseSlot) || baseSlot < 0 || baseSlot >= state.size) {
-    throw new RangeError(`ropeForward: baseSlot ${baseSlot} is not a slot of u32 state "${state.label}"`);
   }
   const rel = options.relPositions;
   if (rel && (rel.dtype !== "u32" || rel.size < rows)) {
@@ -288,4 +280,27 @@ export function ropeReference(x: Float32Array, options: RopeReferenceOptions): F
     }
   }
   return out;
+}
+
+/**
+ * The argument checks the RoPE forward and backward share: an even head size, positive theta and
+ * scale, and a u32 state slot for the base position. Throws naming `fn`.
+ */
+export function checkRopeArgs(
+  fn: string,
+  headDim: number,
+  theta: number,
+  scale: number,
+  state: Tensor,
+  baseSlot: number,
+): void {
+  if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
+    throw new RangeError(`${fn}: headDim must be a positive even integer, not ${headDim}`);
+  }
+  if (!(theta > 0) || !(scale > 0)) {
+    throw new RangeError(`${fn}: theta (${theta}) and scale (${scale}) must be positive`);
+  }
+  if (state.dtype !== "u32" || !Number.isInteger(baseSlot) || baseSlot < 0 || baseSlot >= state.size) {
+    throw new RangeError(`${fn}: baseSlot ${baseSlot} is not a slot of u32 state "${state.label}"`);
+  }
 }

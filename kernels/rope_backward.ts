@@ -21,7 +21,7 @@
 
 import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
 import { grid1d } from "./add.ts";
-import { ropeTable } from "./rope.ts";
+import { checkRopeArgs, ropeTable } from "./rope.ts";
 
 const WG = 64;
 
@@ -128,12 +128,7 @@ export function ropeBackward(
   const scale = options.scale ?? 1;
   const rows = options.rows ?? dOut.shape[0];
   const rowSize = heads * headDim;
-  if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
-    throw new RangeError(`ropeBackward: headDim must be a positive even integer, not ${headDim}`);
-  }
-  if (!(theta > 0) || !(scale > 0)) {
-    throw new RangeError(`ropeBackward: theta (${theta}) and scale (${scale}) must be positive`);
-  }
+  checkRopeArgs("ropeBackward", headDim, theta, scale, state, baseSlot);
   if (dOut.dtype !== "f32" || dx.dtype !== "f32") {
     throw new TypeError(`ropeBackward: dOut "${dOut.label}" and dx "${dx.label}" must be f32`);
   }
@@ -142,9 +137,6 @@ export function ropeBackward(
       `ropeBackward: dOut "${dOut.label}" [${dOut.shape.join(", ")}] and dx "${dx.label}" ` +
         `[${dx.shape.join(", ")}] do not hold ${rows} rows of ${heads} heads × ${headDim}`,
     );
-  }
-  if (state.dtype !== "u32" || !Number.isInteger(baseSlot) || baseSlot < 0 || baseSlot >= state.size) {
-    throw new RangeError(`ropeBackward: baseSlot ${baseSlot} is not a slot of u32 state "${state.label}"`);
   }
   if (dx.buffer === dOut.buffer) {
     throw new RangeError(`ropeBackward: dx "${dx.label}" must be a different tensor from dOut`);
