@@ -46,6 +46,7 @@ Options:
   --trajectories N       training questions whose Jacobi trajectories are collected (default 800)
   --cllm-epochs E        consistency-training epochs (default 2)
   --cllm-lr X            consistency-training peak learning rate (default 2e-3)
+  --cllm-ar-weight W     weight of its AR loss against the consistency loss (default 10, the reference's)
   --block N              Jacobi block size (default 16)
   --seed S               everything is seeded from it (default 1)`;
 
@@ -161,6 +162,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     "max-value": { type: "string" },
     "cllm-epochs": { type: "string" },
     "cllm-lr": { type: "string" },
+    "cllm-ar-weight": { type: "string" },
     trajectories: { type: "string" },
     block: { type: "string" },
     seed: { type: "string" },
@@ -176,6 +178,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const maxValue = numberOption(v, "max-value", DEMO_MAX_VALUE, { integer: true, min: 10 });
   const cllmEpochs = numberOption(v, "cllm-epochs", 2, { min: 0 });
   const cllmLr = numberOption(v, "cllm-lr", 2e-3, { min: 0 });
+  const cllmArWeight = numberOption(v, "cllm-ar-weight", 10, { min: 0 });
   const trajectoryPrompts = numberOption(v, "trajectories", 800, { integer: true, min: 1 });
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
   const started = performance.now();
@@ -345,6 +348,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       "gold",
       "--mix",
       `${work}/train.jsonl`,
+      "--ar-weight",
+      `${cllmArWeight}`,
       "--seed",
       `${seed}`,
       "--checkpoint-every",
@@ -405,7 +410,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       JSON.stringify(DEMO_CONFIG)
     }.\n\n` +
     `Pretraining: ${pretrainSteps} AdamW steps x ${PRETRAIN_BATCH} sequences of whole problems packed to ${PRETRAIN_LENGTH} tokens, lr 2e-3 cosine, then ${docSteps} steps x 8 single problems, lr 1e-3. CLLM: Jacobi trajectories (n = ${block}) of ` +
-    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + 10x AR loss on the gold answers (--labels gold) with as many fresh training problems mixed in as AR samples (--mix), lr ${cllmLr}.\n\n` +
+    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + ${cllmArWeight}x AR loss on the gold answers (--labels gold) with as many fresh training problems mixed in as AR samples (--mix), lr ${cllmLr}.\n\n` +
     `Measured on 100 held-out problems, greedy, max 200 new tokens, same run:\n\n${summary}\n`;
   await publish(
     baseDir,
