@@ -181,15 +181,23 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const cllmArWeight = numberOption(v, "cllm-ar-weight", 10, { min: 0 });
   const trajectoryPrompts = numberOption(v, "trajectories", 800, { integer: true, min: 1 });
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
-  const started = performance.now();
-  const timings: Record<string, number> = {};
+  await Deno.mkdir(work, { recursive: true });
+  // Seconds each stage took when it last ran, kept across interrupted and resumed runs so that the
+  // model card can say how long the whole recipe takes (a skipped stage keeps its earlier time).
+  const timingsFile = `${work}/timings.json`;
+  const timings: Record<string, number> = (await exists(timingsFile))
+    ? JSON.parse(await Deno.readTextFile(timingsFile))
+    : {};
   const stage = async (label: string, fn: () => Promise<void>) => {
     const t0 = performance.now();
     console.log(`\n== ${label}`);
     await fn();
-    timings[label] = (performance.now() - t0) / 1000;
+    const seconds = (performance.now() - t0) / 1000;
+    if (seconds > 2 || !(label in timings)) {
+      timings[label] = Math.round(seconds);
+      await Deno.writeTextFile(timingsFile, JSON.stringify(timings, null, 2) + "\n");
+    }
   };
-  await Deno.mkdir(work, { recursive: true });
 
   // 1-2. Data and tokenizer.
   await stage("data and tokenizer", async () => {
@@ -397,13 +405,11 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     `window ${speedup("cllm jacobi-sliding")}x. CLLM Jacobi output identical to its greedy AR output: ${
       same("cllm ar", "cllm jacobi") && same("cllm ar", "cllm jacobi-sliding") ? "yes" : "NO"
     }; base: ${same("base ar", "base jacobi") && same("base ar", "base jacobi-sliding") ? "yes" : "NO"}.`;
-  const minutes = (performance.now() - started) / 60000;
+  const minutes = Object.values(timings).reduce((a, b) => a + b, 0) / 60;
   const recipe =
-    `Made by \`deno task make-models\` (seed ${seed}) in ${
-      minutes.toFixed(0)
-    } minutes on this project's build machine ` +
-    `(WebGPU on llvmpipe, 2 CPU cores). Seconds per stage in the run that finished it (stages already done are skipped and show ~0): ${
-      JSON.stringify(Object.fromEntries(Object.entries(timings).map(([k, x]) => [k, Math.round(x)])))
+    `Made by \`deno task make-models\` (seed ${seed}) in about ${minutes.toFixed(0)} minutes on this ` +
+    `project's build machine (WebGPU on llvmpipe, 2 CPU cores, shared with other work). Seconds per stage: ${
+      JSON.stringify(timings)
     }.\n\n` +
     `Data: ${problemCount} generated GSM8K-style problems with numbers up to ${maxValue} (train/gsm_synth.ts), held-out split disjoint. Tokenizer: BPE, ` +
     `${tokenizer.vocabSize} tokens, digits split (train/bpe.ts). Architecture: ${
