@@ -46,7 +46,7 @@ Options:
   --trajectories N       training questions whose Jacobi trajectories are collected (default 800)
   --cllm-epochs E        consistency-training epochs (default 2)
   --cllm-lr X            consistency-training peak learning rate (default 2e-3)
-  --cllm-ar-weight W     weight of its AR loss against the consistency loss (default 10, the reference's)
+  --cllm-ar-weight W     weight of its AR loss against the consistency loss (default 2; the reference: 10)
   --block N              Jacobi block size (default 16)
   --seed S               everything is seeded from it (default 1)`;
 
@@ -178,7 +178,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const maxValue = numberOption(v, "max-value", DEMO_MAX_VALUE, { integer: true, min: 10 });
   const cllmEpochs = numberOption(v, "cllm-epochs", 2, { min: 0 });
   const cllmLr = numberOption(v, "cllm-lr", 2e-3, { min: 0 });
-  const cllmArWeight = numberOption(v, "cllm-ar-weight", 10, { min: 0 });
+  const cllmArWeight = numberOption(v, "cllm-ar-weight", 2, { min: 0 });
   const trajectoryPrompts = numberOption(v, "trajectories", 800, { integer: true, min: 1 });
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
   await Deno.mkdir(work, { recursive: true });
