@@ -7,7 +7,7 @@
  */
 
 import { type EvalItemResult, evaluateGsm8k, readGsm8k } from "../train/gsm8k_eval.ts";
-import { CliError, numberOption, parse, required } from "./args.ts";
+import { choiceOption, CliError, numberOption, parse, required } from "./args.ts";
 import { writeTextAtomic } from "./files.ts";
 import { loadModelDir } from "./load.ts";
 import { Progress } from "./progress.ts";
@@ -20,7 +20,8 @@ number after the last "####" of the item's answer.
 
 Options:
   --data FILE            JSONL with "question" and "answer" fields (GSM8K test.jsonl layout)
-  --decoder ar|jacobi    greedy AR or Jacobi decoding (default ar)
+  --decoder ar|jacobi|jacobi-sliding
+                         greedy AR or Jacobi decoding, fixed or sliding window (default ar)
   --block N              Jacobi block size (default 16)
   --limit K              evaluate the first K items (default all)
   --max-new-tokens M     budget per item (default 256)
@@ -51,10 +52,7 @@ export async function evalCommand(args: string[]): Promise<void> {
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "eval gsm8k");
   const dataPath = required(v, "data", "eval gsm8k");
-  const decoder = (v.decoder as string | undefined) ?? "ar";
-  if (decoder !== "ar" && decoder !== "jacobi") {
-    throw new CliError(`eval gsm8k: --decoder must be "ar" or "jacobi", not "${decoder}"`);
-  }
+  const decoder = choiceOption(v, "decoder", ["ar", "jacobi", "jacobi-sliding"] as const, "ar");
   const blockSize = numberOption(v, "block", 16, { integer: true, min: 1, max: 64 });
   const limit = numberOption(v, "limit", Infinity, { min: 1 });
   if (limit !== Infinity && !Number.isInteger(limit)) {
@@ -94,7 +92,7 @@ export async function evalCommand(args: string[]): Promise<void> {
         : "",
     ].filter((s) => s);
     if (notes.length) console.log(`  (${notes.join("; ")})`);
-    const block = decoder === "jacobi" ? ` block ${blockSize}` : "";
+    const block = decoder === "ar" ? "" : ` block ${blockSize}`;
     const tps = summary.tokensPerSecond.toFixed(1);
     const tpf = summary.tokensPerForward.toFixed(3);
     console.log(

@@ -14,7 +14,6 @@
  */
 
 import { requestGpu } from "../core/mod.ts";
-import { generateGreedy, generateJacobi, runToEnd } from "../decode/mod.ts";
 import {
   directoryFiles,
   fileSource,
@@ -22,12 +21,11 @@ import {
   loadPretrained,
   loadTokenizer,
   openSafetensors,
-  type Pretrained,
   writeSafetensors,
 } from "../model/mod.ts";
 import { trainBpe, writeTokenizer } from "../train/bpe.ts";
 import { encodeDocuments, generateProblems, problemsToJsonl } from "../train/gsm_synth.ts";
-import { scoreGeneration } from "../train/gsm8k_eval.ts";
+import { type EvalItemResult, type EvalSummary, evaluateGsm8k } from "../train/gsm8k_eval.ts";
 import { packDocuments } from "../train/pack_documents.ts";
 import { train, type TrainItem } from "../train/trainer.ts";
 import { numberOption, parse } from "./args.ts";
@@ -85,45 +83,6 @@ async function exists(path: string): Promise<boolean> {
 async function latest(out: string): Promise<string> {
   const { checkpoint } = JSON.parse(await Deno.readTextFile(`${out}/latest.json`));
   return `${out}/${checkpoint}`;
-}
-
-/** Held-out figures of one model with one decoder. */
-interface EvalFigures {
-  accuracy: number;
-  tokensPerSecond: number;
-  tokensPerForward: number;
-  outputs: number[][];
-}
-
-async function evaluate(
-  p: Pretrained,
-  items: { question: string; answer: string }[],
-  decoder: "ar" | "jacobi" | "jacobi-sliding",
-  blockSize: number,
-): Promise<EvalFigures> {
-  let correct = 0, tokens = 0, forwards = 0, seconds = 0;
-  const outputs: number[][] = [];
-  for (const item of items) {
-    const ids = p.tokenizer.encode(formatPrompt("gsm8k", { question: item.question }));
-    const opts = { maxNewTokens: 200, eosIds: p.eosIds };
-    const t0 = performance.now();
-    const r = decoder === "ar"
-      ? (await runToEnd(generateGreedy(p.model, ids, opts))).result
-      : (await runToEnd(
-        generateJacobi(p.model, ids, { ...opts, blockSize, sliding: decoder === "jacobi-sliding" }),
-      )).result;
-    seconds += (performance.now() - t0) / 1000;
-    tokens += r.tokens.length;
-    forwards += r.stats.forwards;
-    outputs.push(r.tokens);
-    if (scoreGeneration(p.tokenizer.decode(r.tokens), item.answer).correct) correct++;
-  }
-  return {
-    accuracy: correct / items.length,
-    tokensPerSecond: tokens / seconds,
-    tokensPerForward: tokens / forwards,
-    outputs,
-  };
 }
 
 /** Copies a checkpoint to a model directory with f16 weights (half the size; f32 on load). */
@@ -372,34 +331,37 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const cllmDir = await latest(`${work}/cllm`);
 
   // 6. Evaluate on 100 held-out problems and publish with model cards.
-  const figures: Record<string, EvalFigures> = {};
+  const figures: Record<string, { results: EvalItemResult[]; summary: EvalSummary }> = {};
   await stage("evaluation", async () => {
     const gpu = await requestGpu();
     const items = heldout.slice(0, 100);
     for (const [label, dir] of [["base", baseDir], ["cllm", cllmDir]] as const) {
       const p = await loadPretrained(gpu, directoryFiles(dir), { maxLength: 512 });
-      await evaluate(p, items.slice(0, 2), "jacobi", block); // compile pipelines outside the timing
-      figures[`${label} ar`] = await evaluate(p, items, "ar", block);
-      figures[`${label} jacobi`] = await evaluate(p, items, "jacobi", block);
-      figures[`${label} jacobi-sliding`] = await evaluate(p, items, "jacobi-sliding", block);
+      for (const decoder of ["ar", "jacobi", "jacobi-sliding"] as const) {
+        figures[`${label} ${decoder}`] = await evaluateGsm8k(p, items, {
+          decoder,
+          blockSize: block,
+          maxNewTokens: 200,
+        });
+      }
       p.model.destroy();
     }
     gpu.destroy();
   });
   const same = (a: string, b: string) =>
-    JSON.stringify(figures[a].outputs) === JSON.stringify(figures[b].outputs);
+    figures[a].results.every((r, i) => r.output === figures[b].results[i].output);
   const row = (k: string) =>
-    `| ${k} | ${(100 * figures[k].accuracy).toFixed(1)} % | ${figures[k].tokensPerSecond.toFixed(1)} | ${
-      figures[k].tokensPerForward.toFixed(2)
-    } |`;
+    `| ${k} | ${(100 * figures[k].summary.accuracy).toFixed(1)} % | ${
+      figures[k].summary.tokensPerSecond.toFixed(1)
+    } | ${figures[k].summary.tokensPerForward.toFixed(2)} |`;
   const table = [
     "| model + decoder | accuracy | tokens/s | tokens/forward |",
     "| --- | --- | --- | --- |",
     ...Object.keys(figures).map(row),
   ]
     .join("\n");
-  const fastestArBase = figures["base ar"].tokensPerSecond;
-  const speedup = (k: string) => (figures[k].tokensPerSecond / fastestArBase).toFixed(2);
+  const fastestArBase = figures["base ar"].summary.tokensPerSecond;
+  const speedup = (k: string) => (figures[k].summary.tokensPerSecond / fastestArBase).toFixed(2);
   const summary =
     `${table}\n\nCLLM Jacobi vs base AR tokens/s: ${speedup("cllm jacobi")}x; with the sliding ` +
     `window ${speedup("cllm jacobi-sliding")}x. CLLM Jacobi output identical to its greedy AR output: ${
@@ -431,8 +393,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       `decodes several tokens per forward with Jacobi decoding, with the same greedy output.\n\n${recipe}`,
   );
   console.log(
-    `\n${summary}\nwrote ${outRoot}/${name}-base and ${outRoot}/${name}-cllm in ${
-      minutes.toFixed(1)
-    } minutes`,
+    `\n${summary}\nwrote ${outRoot}/${name}-base and ${outRoot}/${name}-cllm (the whole recipe: about ${
+      minutes.toFixed(0)
+    } minutes)`,
   );
 }

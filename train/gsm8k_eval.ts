@@ -13,7 +13,7 @@
  */
 
 import { generateGreedy } from "../decode/ar.ts";
-import type { GenerationResult } from "../decode/generation.ts";
+import { type GenerationResult, runToEnd } from "../decode/generation.ts";
 import { generateJacobi } from "../decode/jacobi.ts";
 import { formatPrompt } from "../model/chat_template.ts";
 import { FormatError } from "../model/format_error.ts";
@@ -178,8 +178,11 @@ export function scoreGeneration(
  * ```
  */
 export interface EvalOptions {
-  /** Greedy AR or greedy Jacobi decoding (the same answers, in principle; different speed). */
-  decoder: "ar" | "jacobi";
+  /**
+   * Greedy AR or greedy Jacobi decoding, with a fixed or a sliding window (the same answers, in
+   * principle; different speed).
+   */
+  decoder: EvalDecoder;
   /**
    * Jacobi block size (default 16). Also reserved at the end of the context for both decoders, so
    * AR and Jacobi get the same budget on a model with a short context.
@@ -192,6 +195,9 @@ export interface EvalOptions {
   /** Called after each item (progress, incremental logs). */
   onItem?: (result: EvalItemResult, done: number) => void | Promise<void>;
 }
+
+/** The decoders an evaluation can run. */
+export type EvalDecoder = "ar" | "jacobi" | "jacobi-sliding";
 
 /**
  * One item's outcome; a line of the JSONL log.
@@ -240,7 +246,7 @@ export interface EvalItemResult {
  */
 export interface EvalSummary {
   /** The decoder. */
-  decoder: "ar" | "jacobi";
+  decoder: EvalDecoder;
   /** Jacobi block size (also the context reserve). */
   blockSize: number;
   /** Items evaluated. */
@@ -267,12 +273,6 @@ export interface EvalSummary {
   tokensPerSecond: number;
 }
 
-async function _drain(gen: AsyncGenerator<number[], GenerationResult>): Promise<GenerationResult> {
-  let r = await gen.next();
-  while (!r.done) r = await gen.next();
-  return r.value;
-}
-
 /**
  * Totals of item results.
  *
@@ -288,7 +288,7 @@ async function _drain(gen: AsyncGenerator<number[], GenerationResult>): Promise<
  */
 export function summarizeEval(
   results: readonly EvalItemResult[],
-  decoder: "ar" | "jacobi",
+  decoder: EvalDecoder,
   blockSize: number,
 ): EvalSummary {
   let correct = 0, missingGold = 0, missingPrediction = 0, tokens = 0, forwards = 0, seconds = 0, tpf = 0;
@@ -343,10 +343,17 @@ export async function evaluateGsm8k(
   if (!Number.isInteger(n) || n < 1 || n > p.model.maxRows) {
     throw new RangeError(`The Jacobi block size must be 1..${p.model.maxRows}, not ${n}`);
   }
-  const run = (prompt: number[], budget: number): Promise<GenerationResult> =>
-    options.decoder === "jacobi"
-      ? _drain(generateJacobi(p.model, prompt, { maxNewTokens: budget, eosIds: p.eosIds, blockSize: n }))
-      : _drain(generateGreedy(p.model, prompt, { maxNewTokens: budget, eosIds: p.eosIds }));
+  const run = async (prompt: number[], budget: number): Promise<GenerationResult> => {
+    const opts = { maxNewTokens: budget, eosIds: p.eosIds };
+    const gen = options.decoder === "ar"
+      ? generateGreedy(p.model, prompt, opts)
+      : generateJacobi(p.model, prompt, {
+        ...opts,
+        blockSize: n,
+        sliding: options.decoder === "jacobi-sliding",
+      });
+    return (await runToEnd(gen)).result;
+  };
   // Room for the prompt, the budget, the Jacobi block and one token of slack (decode/generation.ts).
   const budgetFor = (P: number) => Math.min(options.maxNewTokens, p.model.maxLength - P - n - 1);
 

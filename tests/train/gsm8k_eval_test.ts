@@ -119,6 +119,13 @@ Deno.test({
         const ar = await evaluateGsm8k(p, items, { decoder: "ar", maxNewTokens: 12, blockSize: 4 });
         const jac = await evaluateGsm8k(p, items, { decoder: "jacobi", maxNewTokens: 12, blockSize: 4 });
         assert.deepEqual(jac.results.map((r) => r.output), ar.results.map((r) => r.output));
+        const sliding = await evaluateGsm8k(p, items, {
+          decoder: "jacobi-sliding",
+          maxNewTokens: 12,
+          blockSize: 4,
+        });
+        assert.deepEqual(sliding.results.map((r) => r.output), ar.results.map((r) => r.output));
+        assert.equal(sliding.summary.decoder, "jacobi-sliding");
         assert.equal(ar.summary.items, 4);
         assert.deepEqual(ar.results.map((r) => r.gold), [
           ...problems.map((q) => Number(q.answer.split("#### ")[1])),
@@ -182,6 +189,6 @@ Deno.test("eval: usage errors", async () => {
   await assert.rejects(() => evalCommand(["gsm8k", "--data", "x"]), /--model is required/);
   await assert.rejects(
     () => evalCommand(["gsm8k", "--model", "m", "--data", "x", "--decoder", "beam"]),
-    /--decoder must be "ar" or "jacobi"/,
+    /--decoder must be one of ar, jacobi, jacobi-sliding/,
   );
 });
