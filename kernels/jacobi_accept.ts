@@ -52,12 +52,15 @@ export const PCG_WGSL = `fn pcg(v: u32) -> u32 {
 }`;
 
 /**
- * WGSL of \`copySource(prev2, prev, base)\` over the \`tokens\` binding, for \`"context"\` guesses: the
- * index after the most recent earlier occurrence of (prev2, prev) in tokens[0..base), else of prev
- * alone, or 0 when prev never occurs. The loop has a constant bound: llvmpipe runs loops bounded by
- * a buffer value far slower.
+ * WGSL of `fillGuesses(known, base, r)`, shared by both Jacobi kernels: fills `block[known..N)`
+ * with guesses and returns the PRNG counter after its draws. A random guess is the context token
+ * `tokens[pcg(seed ^ pcg(r)) % base]` (the reference's); with `COPY`, a guess continues the span
+ * copied from the context, or starts one after the latest earlier occurrence of the two preceding
+ * tokens (else of one), and is random only where the preceding token never occurred. The scan has a
+ * constant bound: llvmpipe runs loops bounded by a buffer value far slower.
+ * {@linkcode fillGuessesReference} is its CPU twin.
  */
-const COPY_SOURCE_WGSL = `fn copySource(prev2: u32, prev: u32, base: u32) -> u32 {
+const GUESSES_WGSL = `fn copySource(prev2: u32, prev: u32, base: u32) -> u32 {
   var unigram = 0u;
   for (var i = 0u; i < 4096u; i++) {
     if (i + 2u > base) { break; }
@@ -68,6 +71,28 @@ const COPY_SOURCE_WGSL = `fn copySource(prev2: u32, prev: u32, base: u32) -> u32
     }
   }
   return unigram;
+}
+
+fn fillGuesses(known: u32, base: u32, r0: u32) -> u32 {
+  var r = r0;
+  var src = 0u;
+  for (var j = known; j < N; j++) {
+    if (COPY) {
+      if (src == 0u || src >= base) {
+        var prev2 = tokens[base - 1u];
+        if (j >= 2u) { prev2 = block[j - 2u]; }
+        src = copySource(prev2, block[j - 1u], base);
+      }
+      if (src != 0u) {
+        block[j] = tokens[src];
+        src = src + 1u;
+        continue;
+      }
+    }
+    block[j] = tokens[pcg(P.seed ^ pcg(r)) % base];
+    r = r + 1u;
+  }
+  return r;
 }`;
 
 /** Number of u32 slots in the state tensor. */
@@ -115,7 +140,7 @@ fn isEos(t: u32) -> bool {
   return false;
 }
 
-${COPY_SOURCE_WGSL}
+${GUESSES_WGSL}
 
 @compute @workgroup_size(1)
 fn main() {
@@ -175,25 +200,7 @@ fn main() {
     }
   }
   if (a == m || SLIDE) {
-    var r = st[RNG];
-    var src = 0u;
-    for (var j = known; j < n; j++) {
-      if (COPY) {
-        // Continue the copied span while it lasts, else look the last two tokens up again.
-        if (src == 0u || src >= base) {
-          let prev2 = select(tokens[base - 1u], block[j - 2u], j >= 2u);
-          src = copySource(prev2, block[j - 1u], base);
-        }
-        if (src != 0u) {
-          block[j] = tokens[src];
-          src = src + 1u;
-          continue;
-        }
-      }
-      block[j] = tokens[pcg(P.seed ^ pcg(r)) % base];
-      r = r + 1u;
-    }
-    st[RNG] = r;
+    st[RNG] = fillGuesses(known, base, st[RNG]);
     st[ACTIVE] = n;
     st[BLOCK_START] = base;
     st[BLOCK_ITERS] = 0u;
@@ -218,7 +225,7 @@ export const jacobiStartSpec: KernelSpec = {
   params: [{ name: "base", type: "u32" }, { name: "seed", type: "u32" }],
   wgsl: () => `
 ${PCG_WGSL}
-${COPY_SOURCE_WGSL}
+${GUESSES_WGSL}
 @compute @workgroup_size(1)
 fn main() {
   for (var i = 0u; i < ${JACOBI_STATE_SIZE}u; i++) { st[i] = 0u; }
@@ -226,24 +233,7 @@ fn main() {
   st[${JACOBI_SLOTS.blockStart}u] = P.base;
   st[${JACOBI_SLOTS.active}u] = N;
   block[0] = tokens[P.base];
-  var r = 0u;
-  var src = 0u;
-  for (var j = 1u; j < N; j++) {
-    if (COPY) {
-      if (src == 0u || src >= P.base) {
-        let prev2 = select(tokens[P.base - 1u], block[j - 2u], j >= 2u);
-        src = copySource(prev2, block[j - 1u], P.base);
-      }
-      if (src != 0u) {
-        block[j] = tokens[src];
-        src = src + 1u;
-        continue;
-      }
-    }
-    block[j] = tokens[pcg(P.seed ^ pcg(r)) % P.base];
-    r = r + 1u;
-  }
-  st[${JACOBI_SLOTS.rng}u] = r;
+  st[${JACOBI_SLOTS.rng}u] = fillGuesses(1u, P.base, 0u);
 }`,
 };
 
@@ -340,6 +330,50 @@ export function pcgHash(v: number): number {
 }
 
 /**
+ * CPU twin of the kernels' `fillGuesses`: fills `block[known..n)` with guesses from the context
+ * `tokens[0..base)` and returns the PRNG counter after its draws.
+ *
+ * @example Copied guesses continue the span after the latest "5 6"
+ * ```ts
+ * import { fillGuessesReference } from "./jacobi_accept.ts";
+ * const block = new Uint32Array([6, 0, 0]);
+ * fillGuessesReference(new Uint32Array([1, 5, 6, 7, 8, 5]), block, { known: 1, base: 6, n: 3, r: 0, seed: 0, guesses: "context" });
+ * // block = [6, 7, 8]
+ * ```
+ */
+export function fillGuessesReference(
+  tokens: Uint32Array,
+  block: Uint32Array,
+  a: { known: number; base: number; n: number; r: number; seed: number; guesses?: JacobiGuesses },
+): number {
+  let { r } = a;
+  const base = a.base;
+  let src = 0;
+  for (let j = a.known; j < a.n; j++) {
+    if (a.guesses === "context") {
+      if (src === 0 || src >= base) {
+        const prev2 = j >= 2 ? block[j - 2] : tokens[base - 1];
+        let unigram = 0;
+        src = 0;
+        for (let k = base - 1; k >= 1 && src === 0; k--) {
+          if (tokens[k - 1] !== block[j - 1]) continue;
+          if (k >= 2 && tokens[k - 2] === prev2) src = k;
+          else if (unigram === 0) unigram = k;
+        }
+        if (src === 0) src = unigram;
+      }
+      if (src !== 0) {
+        block[j] = tokens[src++];
+        continue;
+      }
+    }
+    block[j] = tokens[pcgHash((a.seed ^ pcgHash(r)) >>> 0) % base];
+    r = (r + 1) >>> 0;
+  }
+  return r;
+}
+
+/**
  * CPU reference of one acceptance step, on plain arrays (mutated in place like the kernel).
  *
  * @example
@@ -363,6 +397,7 @@ export function jacobiAcceptReference(a: {
   limit: number;
   seed: number;
   sliding?: boolean;
+  guesses?: JacobiGuesses;
 }): void {
   const { st, tokens, block, pred, n } = a;
   const S = JACOBI_SLOTS;
@@ -412,14 +447,17 @@ export function jacobiAcceptReference(a: {
     const next = Array.from(pred.subarray(acc - 1, m - 1));
     next.forEach((t, j) => (block[j] = t));
     known = m - acc;
+    if (a.sliding) block[known++] = pred[m - 1];
   }
   if (acc === m || a.sliding) {
-    let r = st[S.rng];
-    for (let j = known; j < n; j++) {
-      block[j] = tokens[pcgHash((a.seed ^ pcgHash(r)) >>> 0) % base];
-      r = (r + 1) >>> 0;
-    }
-    st[S.rng] = r;
+    st[S.rng] = fillGuessesReference(tokens, block, {
+      known,
+      base,
+      n,
+      r: st[S.rng],
+      seed: a.seed,
+      guesses: a.guesses,
+    });
     st[S.active] = n;
     st[S.blockStart] = base;
     st[S.blockIters] = 0;
