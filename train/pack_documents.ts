@@ -4,6 +4,8 @@
  * tokens (on llvmpipe 512-token sequences train ~1.3x faster per token than one ~120-token problem
  * per sequence). Each document keeps its own BOS, so every sequence starts like an inference prompt;
  * later documents attend to earlier ones in the same sequence, as in GPT-style packed pretraining.
+ * For the 0.87M demo model that cost accuracy (4 % held-out after packed pretraining alone), so
+ * `make-models` follows it with per-problem steps.
  *
  * @module
  */
