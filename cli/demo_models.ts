@@ -1,6 +1,6 @@
 /**
- * What the demo and `make-models` agree on about the embedded models: where they are, what they are
- * called, and the problems they were made for.
+ * What the demo and `make-models` agree on about the embedded models: the problems they were made
+ * for.
  *
  * @module
  */
