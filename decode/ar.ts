@@ -30,6 +30,11 @@ import { sampleToken, type SamplingOptions } from "./sampling.ts";
 export interface GreedyOptions extends GenerateOptions {
   /** Forwards recorded per readback (default 16; 1 gives the one-readback-per-token loop). */
   forwardsPerReadback?: number;
+  /**
+   * Forwards submitted right after each readback is issued, to run during its fixed wait (default
+   * 3: ~10 ms of 1-row forwards on llvmpipe; 0 leaves the GPU idle while the host waits).
+   */
+  forwardsDuringReadback?: number;
 }
 
 /**
@@ -50,29 +55,43 @@ export async function* generateGreedy(
   const budget = options.maxNewTokens;
   const eos = options.eosIds ?? [];
   const chunk = Math.max(1, options.forwardsPerReadback ?? 16);
+  const ahead = Math.max(0, Math.min(chunk, options.forwardsDuringReadback ?? 3));
   const t0 = performance.now();
   const s = prefill(model, prompt, budget);
   const P = s.promptLength;
   try {
-    // Read the prefill's token at once: it times prefill and gives the first piece of text early.
-    const first = trimAtStop(await readTokens(s, P, 1), eos, budget);
+    // tokens[P .. P+submitted) are being produced by submitted work (the first by prefill).
+    let submitted = 1;
+    let forwards = 1; // prefill yields the first new token
+    const record = (count: number) => {
+      const n = Math.min(count, budget - submitted);
+      if (n <= 0) return;
+      recordGreedySteps(s, P + submitted - 1, n);
+      submitted += n;
+      forwards += n;
+    };
+    // Every readback waits ~10 ms after the GPU is done (webgpu-notes.md §2); the GPU spends that
+    // wait on forwards submitted after the read was issued (at most `ahead` of them are wasted
+    // past an EOS). The prefill's token is read the same way, with the first forwards behind it.
+    const firstRead = readTokens(s, P, 1);
+    record(chunk);
+    const first = trimAtStop(await firstRead, eos, budget);
     const prefillSeconds = (performance.now() - t0) / 1000;
     let out = first.tokens;
     yield out;
-    let forwards = 1; // prefill yields the first new token
     let readbacks = 0;
     let stopped = first.stopped;
     while (stopped === null) {
-      // tokens[P .. P+out.length) are known; record steps that produce up to `chunk` more.
-      const n = Math.min(chunk, budget - out.length);
-      recordGreedySteps(s, P + out.length - 1, n);
-      forwards += n;
-      const ids = await readTokens(s, P + out.length, n);
+      const seen = submitted;
+      const pending = readTokens(s, P + out.length, seen - out.length);
+      record(ahead);
+      const ids = await pending;
       readbacks++;
       const trimmed = trimAtStop(ids, eos, budget - out.length);
       out = out.concat(trimmed.tokens);
       stopped = trimmed.stopped;
       if (trimmed.tokens.length > 0) yield trimmed.tokens;
+      if (stopped === null) record(chunk - (submitted - seen));
     }
     // Forwards past an EOS inside the last chunk produced nothing useful; count those that did.
     forwards = Math.min(forwards, out.length);

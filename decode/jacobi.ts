@@ -18,7 +18,7 @@
  * @module
  */
 
-import { readTensors, Step, Tensor } from "../core/mod.ts";
+import { type ReadData, readTensors, Step, Tensor } from "../core/mod.ts";
 import {
   JACOBI_SLOTS,
   JACOBI_STATE_SIZE,
@@ -48,6 +48,11 @@ export interface JacobiOptions extends GenerateOptions {
   seed?: number;
   /** Iterations recorded per readback (default 8; 1 = read back every iteration). */
   iterationsPerReadback?: number;
+  /**
+   * Iterations submitted right after each readback is issued, to run during its fixed wait
+   * (default 2: ~10 ms of 16-row forwards on llvmpipe; 0 leaves the GPU idle while the host waits).
+   */
+  iterationsDuringReadback?: number;
   /**
    * Sliding window (default false): after a partial acceptance the block is refilled to n tokens
    * with fresh guesses instead of shrinking to the unverified suffix, so no row of a forward is
@@ -107,6 +112,7 @@ export async function* generateJacobi(
   const eosIds = options.eosIds ?? [];
   const seed = options.seed ?? 0;
   const perReadback = Math.max(1, options.iterationsPerReadback ?? 8);
+  const ahead = Math.max(0, options.iterationsDuringReadback ?? 2);
   const gpu = model.gpu;
   const t0 = performance.now();
   const s = prefill(model, prompt, budget + n);
@@ -123,23 +129,19 @@ export async function* generateJacobi(
   const traj = new Tensor(gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
   const owned = [st, block, pred, logits, eos, traj];
   try {
-    // The prefill's token: read at once for an exact prefill time and an early first piece.
-    const first = trimAtStop(await readTokens(s, P, 1), eosIds, budget);
-    const prefillSeconds = (performance.now() - t0) / 1000;
-    yield first.tokens;
-    let out = first.tokens;
-    let readbacks = 0;
-    let done = first.stopped !== null;
-    if (!done) {
-      const start = new Step(gpu, "jacobi start");
-      jacobiStart(start, { st, tokens: s.tokens, block, n, base: P, seed, guesses: options.guesses });
-      start.submit();
-    }
-    while (!done) {
-      // Every iteration commits at least one token, so more than the remaining budget is waste.
-      const iterations = Math.min(perReadback, limit - (P + out.length) + 1);
-      const step = new Step(gpu, "jacobi");
-      for (let i = 0; i < iterations; i++) {
+    let unobserved = 0; // iterations submitted after the state the latest readback saw
+    let out: number[] = [];
+    /** Records up to `count` iterations in one submit, never more than can still commit a token. */
+    const record = (count: number, start = false) => {
+      // Every iteration commits at least one token until done, so more than the budget left is
+      // waste; the first token, already emitted from prefill, is re-committed by block 0.
+      const useful = Math.min(count, limit - (P + Math.max(1, out.length)) + 1 - unobserved);
+      if (useful <= 0 && !start) return;
+      const step = new Step(gpu, start ? "jacobi start" : "jacobi");
+      if (start) {
+        jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses: options.guesses });
+      }
+      for (let i = 0; i < useful; i++) {
         model.forward(step, {
           tokens: block,
           tokenOffset: 0,
@@ -166,7 +168,31 @@ export async function* generateJacobi(
         });
       }
       step.submit();
-      const [state, tokens] = await readTensors(gpu, [st, s.tokens]);
+      unobserved += Math.max(0, useful);
+    };
+    // Every readback waits ~10 ms after the GPU is done (webgpu-notes.md §2); the GPU spends that
+    // wait on iterations submitted after the read was issued. Iterations that run after the block
+    // finished change nothing (the acceptance kernel ignores them), so at most `ahead` are wasted.
+    // The prefill's token is read the same way, with the first iterations behind it.
+    const firstRead = readTokens(s, P, 1);
+    record(perReadback, true);
+    const first = trimAtStop(await firstRead, eosIds, budget);
+    const prefillSeconds = (performance.now() - t0) / 1000;
+    yield first.tokens;
+    out = first.tokens;
+    let readbacks = 0;
+    let done = first.stopped !== null;
+    let state: ReadData = new Uint32Array(JACOBI_STATE_SIZE);
+    let log: ReadData = new Uint32Array(0);
+    while (!done) {
+      if (unobserved === 0) throw new Error("Jacobi decoding: no iteration left to run (internal error)");
+      // The trajectory log rides along with every read, so no extra readback is needed at the end.
+      const pending = readTensors(gpu, [st, s.tokens, traj]);
+      unobserved = 0;
+      record(ahead);
+      const [stateNow, tokens, logNow] = await pending;
+      state = stateNow;
+      log = logNow;
       readbacks++;
       done = state[JACOBI_SLOTS.done] !== 0;
       const committed = (done ? state[JACOBI_SLOTS.end] : state[JACOBI_SLOTS.base]) - P;
@@ -176,8 +202,8 @@ export async function* generateJacobi(
         out = out.concat(fresh);
         yield fresh;
       }
+      if (!done) record(perReadback);
     }
-    const [state, log] = await readTensors(gpu, [st, traj]);
     const seconds = (performance.now() - t0) / 1000;
     const trajectory = parseTrajectory(
       log as Uint32Array,
