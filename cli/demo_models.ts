@@ -6,4 +6,4 @@
  */
 
 /** Largest number in the embedded models' problems; the demo draws its problems with it too. */
-export const DEMO_MAX_VALUE = 100;
+export const DEMO_MAX_VALUE = 50;
