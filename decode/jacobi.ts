@@ -7,7 +7,7 @@
  * position, a per-row argmax, and the acceptance kernel (kernels/jacobi_accept.ts), which commits
  * the longest verified prefix, advances the cache length (truncation is a length) and writes the
  * next input. None of it needs the host, so many iterations are recorded per submit and the host
- * reads back only to stream text and to see whether generation stopped.
+ * reads back only to stream text and to see whether generation stopped (decode/gpu_loop.ts).
  *
  * Fixed against the reference: generation stops at exactly `maxNewTokens`, and at the first EOS
  * even inside a block, with nothing emitted after it.
@@ -18,7 +18,7 @@
  * @module
  */
 
-import { type ReadData, readTensors, Step, Tensor } from "../core/mod.ts";
+import { Tensor } from "../core/mod.ts";
 import {
   JACOBI_SLOTS,
   JACOBI_STATE_SIZE,
@@ -35,9 +35,8 @@ import {
   type GenerationStats,
   makeStats,
   prefill,
-  readTokens,
-  trimAtStop,
 } from "./generation.ts";
+import { runGpuLoop } from "./gpu_loop.ts";
 import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
 
 /** Options of Jacobi decoding. */
@@ -50,7 +49,8 @@ export interface JacobiOptions extends GenerateOptions {
   iterationsPerReadback?: number;
   /**
    * Iterations submitted right after each readback is issued, to run during its fixed wait
-   * (default 2: ~10 ms of 16-row forwards on llvmpipe; 0 leaves the GPU idle while the host waits).
+   * (default 2: ~10 ms of 16-row forwards on llvmpipe; 0 leaves the GPU idle while the host waits;
+   * see gpu_loop.ts).
    */
   iterationsDuringReadback?: number;
   /**
@@ -129,81 +129,55 @@ export async function* generateJacobi(
   const traj = new Tensor(gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
   const owned = [st, block, pred, logits, eos, traj];
   try {
-    let unobserved = 0; // iterations submitted after the state the latest readback saw
-    let out: number[] = [];
-    /** Records up to `count` iterations in one submit, never more than can still commit a token. */
-    const record = (count: number, start = false) => {
-      // Every iteration commits at least one token until done, so more than the budget left is
-      // waste; the first token, already emitted from prefill, is re-committed by block 0.
-      const useful = Math.min(count, limit - (P + Math.max(1, out.length)) + 1 - unobserved);
-      if (useful <= 0 && !start) return;
-      const step = new Step(gpu, start ? "jacobi start" : "jacobi");
-      if (start) {
-        jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses: options.guesses });
-      }
-      for (let i = 0; i < useful; i++) {
-        model.forward(step, {
-          tokens: block,
-          tokenOffset: 0,
-          rows: n,
-          position: { state: st, slot: JACOBI_SLOTS.base },
-          cache: s.cache,
-          logits,
-        });
-        model.argmax(step, logits, pred, 0);
-        jacobiAccept(step, {
-          st,
-          tokens: s.tokens,
-          block,
-          pred,
-          eos,
-          eosCount: eosIds.length,
-          traj,
-          logCapacity,
-          n,
-          limit,
-          seed,
-          sliding: options.sliding,
-          guesses: options.guesses,
-        });
-      }
-      step.submit();
-      unobserved += Math.max(0, useful);
-    };
-    // Every readback waits ~10 ms after the GPU is done (webgpu-notes.md §2); the GPU spends that
-    // wait on iterations submitted after the read was issued. Iterations that run after the block
-    // finished change nothing (the acceptance kernel ignores them), so at most `ahead` are wasted.
-    // The prefill's token is read the same way, with the first iterations behind it.
-    const firstRead = readTokens(s, P, 1);
-    record(perReadback, true);
-    const first = trimAtStop(await firstRead, eosIds, budget);
-    const prefillSeconds = (performance.now() - t0) / 1000;
-    yield first.tokens;
-    out = first.tokens;
-    let readbacks = 0;
-    let done = first.stopped !== null;
-    let state: ReadData = new Uint32Array(JACOBI_STATE_SIZE);
-    let log: ReadData = new Uint32Array(0);
-    while (!done) {
-      if (unobserved === 0) throw new Error("Jacobi decoding: no iteration left to run (internal error)");
-      // The trajectory log rides along with every read, so no extra readback is needed at the end.
-      const pending = readTensors(gpu, [st, s.tokens, traj]);
-      unobserved = 0;
-      record(ahead);
-      const [stateNow, tokens, logNow] = await pending;
-      state = stateNow;
-      log = logNow;
-      readbacks++;
-      done = state[JACOBI_SLOTS.done] !== 0;
-      const committed = (done ? state[JACOBI_SLOTS.end] : state[JACOBI_SLOTS.base]) - P;
-      // The first token was already emitted from prefill; it is re-committed by block 0.
-      const fresh = Array.from(tokens.subarray(P + out.length, P + committed));
-      if (fresh.length > 0) {
-        out = out.concat(fresh);
-        yield fresh;
-      }
-      if (!done) record(perReadback);
-    }
+    const loop = yield* runGpuLoop(
+      s,
+      {
+        start: (step) =>
+          jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses: options.guesses }),
+        iterate: (step) => {
+          model.forward(step, {
+            tokens: block,
+            tokenOffset: 0,
+            rows: n,
+            position: { state: st, slot: JACOBI_SLOTS.base },
+            cache: s.cache,
+            logits,
+          });
+          model.argmax(step, logits, pred, 0);
+          jacobiAccept(step, {
+            st,
+            tokens: s.tokens,
+            block,
+            pred,
+            eos,
+            eosCount: eosIds.length,
+            traj,
+            logCapacity,
+            n,
+            limit,
+            seed,
+            sliding: options.sliding,
+            guesses: options.guesses,
+          });
+        },
+        state: st,
+        // The trajectory log rides along with every read, so no readback is needed at the end.
+        alsoRead: [traj],
+        committed: (state) => {
+          const done = state[JACOBI_SLOTS.done] !== 0;
+          return { done, end: done ? state[JACOBI_SLOTS.end] : state[JACOBI_SLOTS.base] };
+        },
+        // Every iteration commits at least one token until done; the prefill's token is
+        // re-committed by block 0, hence the + 1.
+        useful: (known, pending) => limit - (P + known) + 1 - pending,
+      },
+      { budget, eosIds, perReadback, ahead, label: "jacobi" },
+      t0,
+    );
+    const out = loop.tokens;
+    const [state, log] = loop.last.length
+      ? loop.last
+      : [new Uint32Array(JACOBI_STATE_SIZE), new Uint32Array(0)];
     const seconds = (performance.now() - t0) / 1000;
     const trajectory = parseTrajectory(
       log as Uint32Array,
@@ -217,9 +191,9 @@ export async function* generateJacobi(
       P,
       out.length,
       forwards,
-      readbacks,
-      prefillSeconds,
-      seconds - prefillSeconds,
+      loop.readbacks,
+      loop.prefillSeconds,
+      seconds - loop.prefillSeconds,
     );
     const ts = trajectoryStats(trajectory);
     return {

@@ -10,7 +10,7 @@
  * kernel commit the verified tokens, update the pool, shift the window and write the next input;
  * a per-layer kernel moves the accepted candidate rows' K/V to their committed slots. None of it
  * needs the host, so several steps are recorded per submit and the host reads back `st` and the
- * tokens once per chunk.
+ * tokens once per chunk (decode/gpu_loop.ts).
  *
  * Output equals greedy AR token for token: only verified tokens are committed (row 0's argmax is
  * always right; a candidate token is committed only if it equals the model's prediction there).
@@ -24,7 +24,7 @@
  * @module
  */
 
-import { readTensors, Step, Tensor } from "../core/mod.ts";
+import { Tensor } from "../core/mod.ts";
 import {
   encodePool,
   LOOKAHEAD_SLOTS,
@@ -44,9 +44,8 @@ import {
   type GenerationStats,
   makeStats,
   prefill,
-  readTokens,
-  trimAtStop,
 } from "./generation.ts";
+import { runGpuLoop } from "./gpu_loop.ts";
 
 /** Options of lookahead decoding. */
 export interface LookaheadOptions extends GenerateOptions {
@@ -60,6 +59,8 @@ export interface LookaheadOptions extends GenerateOptions {
   seed?: number;
   /** Steps recorded per readback (default 8; 1 = read back every step). */
   iterationsPerReadback?: number;
+  /** Steps submitted behind each readback to run during its fixed wait (default 2; see gpu_loop.ts). */
+  iterationsDuringReadback?: number;
 }
 
 /** Statistics of a lookahead generation. */
@@ -119,6 +120,7 @@ export async function* generateLookahead(
   const eosIds = options.eosIds ?? [];
   const seed = options.seed ?? 0;
   const perReadback = Math.max(1, options.iterationsPerReadback ?? 8);
+  const ahead = Math.max(0, options.iterationsDuringReadback ?? 2);
   const V = model.config.vocabSize;
   const gpu = model.gpu;
   const t0 = performance.now();
@@ -139,62 +141,51 @@ export async function* generateLookahead(
   ], "eos");
   const owned = [st, block, pred, logits, relPositions, mask, pool, eos];
   try {
-    // The prefill's token: read at once for an exact prefill time and an early first piece.
-    const first = trimAtStop(await readTokens(s, P, 1), eosIds, budget);
-    const prefillSeconds = (performance.now() - t0) / 1000;
-    yield first.tokens;
-    let out = first.tokens;
-    let readbacks = 0;
-    let done = first.stopped !== null;
-    if (!done) {
-      const start = new Step(gpu, "lookahead start");
-      lookaheadStart(start, { st, tokens: s.tokens, block, pool, shape, vocabSize: V, base: P, seed });
-      start.submit();
-    }
-    let state: Uint32Array = new Uint32Array(LOOKAHEAD_STATE_SIZE);
-    while (!done) {
-      // Every step commits at least one token, so more steps than the remaining budget are waste.
-      const steps = Math.min(perReadback, limit - (P + out.length));
-      const step = new Step(gpu, "lookahead");
-      for (let i = 0; i < steps; i++) {
-        model.forward(step, {
-          tokens: block,
-          tokenOffset: 0,
-          rows: T,
-          position: { state: st, slot: LOOKAHEAD_SLOTS.base },
-          cache: s.cache,
-          logits,
-          relPositions,
-          mask,
-        });
-        model.argmax(step, logits, pred, 0);
-        lookaheadAccept(step, {
-          st,
-          tokens: s.tokens,
-          block,
-          pred,
-          eos,
-          eosCount: eosIds.length,
-          pool,
-          shape,
-          vocabSize: V,
-          limit,
-        });
-        for (let l = 0; l < s.cache.k.length; l++) lookaheadMoveKv(step, st, s.cache.k[l], s.cache.v[l]);
-      }
-      step.submit();
-      const [st1, tokens] = await readTensors(gpu, [st, s.tokens]);
-      state = st1 as Uint32Array;
-      readbacks++;
-      done = state[LOOKAHEAD_SLOTS.done] !== 0;
-      // Committed: positions up to base (lst included), or up to end once stopped.
-      const committed = (done ? state[LOOKAHEAD_SLOTS.end] : state[LOOKAHEAD_SLOTS.base] + 1) - P;
-      const fresh = Array.from(tokens.subarray(P + out.length, P + committed));
-      if (fresh.length > 0) {
-        out = out.concat(fresh);
-        yield fresh;
-      }
-    }
+    const loop = yield* runGpuLoop(
+      s,
+      {
+        start: (step) =>
+          lookaheadStart(step, { st, tokens: s.tokens, block, pool, shape, vocabSize: V, base: P, seed }),
+        iterate: (step) => {
+          model.forward(step, {
+            tokens: block,
+            tokenOffset: 0,
+            rows: T,
+            position: { state: st, slot: LOOKAHEAD_SLOTS.base },
+            cache: s.cache,
+            logits,
+            relPositions,
+            mask,
+          });
+          model.argmax(step, logits, pred, 0);
+          lookaheadAccept(step, {
+            st,
+            tokens: s.tokens,
+            block,
+            pred,
+            eos,
+            eosCount: eosIds.length,
+            pool,
+            shape,
+            vocabSize: V,
+            limit,
+          });
+          for (let l = 0; l < s.cache.k.length; l++) lookaheadMoveKv(step, st, s.cache.k[l], s.cache.v[l]);
+        },
+        state: st,
+        // Committed: positions up to base (lst included), or up to end once stopped.
+        committed: (state) => {
+          const done = state[LOOKAHEAD_SLOTS.done] !== 0;
+          return { done, end: done ? state[LOOKAHEAD_SLOTS.end] : state[LOOKAHEAD_SLOTS.base] + 1 };
+        },
+        // Every step commits at least one token until done.
+        useful: (known, pending) => limit - (P + known) - pending,
+      },
+      { budget, eosIds, perReadback, ahead, label: "lookahead" },
+      t0,
+    );
+    const out = loop.tokens;
+    const state = loop.last.length ? loop.last[0] : new Uint32Array(LOOKAHEAD_STATE_SIZE);
     const seconds = (performance.now() - t0) / 1000;
     const forwards = 1 + state[LOOKAHEAD_SLOTS.forwards];
     const stopReason = out.length > 0 && eosIds.includes(out[out.length - 1]) ? "eos" : "length";
@@ -203,9 +194,9 @@ export async function* generateLookahead(
       P,
       out.length,
       forwards,
-      readbacks,
-      prefillSeconds,
-      seconds - prefillSeconds,
+      loop.readbacks,
+      loop.prefillSeconds,
+      seconds - loop.prefillSeconds,
     );
     return {
       tokens: out,
