@@ -24,6 +24,7 @@ Options:
                          greedy AR or Jacobi decoding, fixed or sliding window (default ar)
   --block N              Jacobi block size (default 16)
   --limit K              evaluate the first K items (default all)
+  --dtype f32|f16        weight storage on the GPU (default f32; f16 halves memory, and is faster here)
   --max-new-tokens M     budget per item (default 256)
   --log FILE.jsonl       per-item results: id, question, gold, predicted, correct, tokens,
                          forwards, tokensPerForward, seconds, stopReason, output`;
@@ -48,6 +49,7 @@ export async function evalCommand(args: string[]): Promise<void> {
     limit: { type: "string" },
     "max-new-tokens": { type: "string" },
     log: { type: "string" },
+    dtype: { type: "string" },
   });
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "eval gsm8k");
@@ -62,7 +64,7 @@ export async function evalCommand(args: string[]): Promise<void> {
   const logPath = v.log as string | undefined;
 
   const items = (await readGsm8k(dataPath)).slice(0, limit);
-  const p = await loadModelDir(dir);
+  const p = await loadModelDir(dir, { dtype: v.dtype as string | undefined });
   try {
     const progress = new Progress(`eval gsm8k (${decoder})`, items.length, "items");
     let correct = 0;
