@@ -42,7 +42,7 @@ Options:
   --pretrain-lr X        their peak learning rate (default 2e-3)
   --trajectories N       training questions whose Jacobi trajectories are collected (default 1200)
   --cllm-epochs E        consistency-training epochs (default 3)
-  --cllm-lr X            consistency-training peak learning rate (default 2e-3)
+  --cllm-lr X            consistency-training peak learning rate (default 5e-4)
   --cllm-ar-weight W     weight of its AR loss against the consistency loss (default 2; the reference: 10)
   --block N              Jacobi block size (default 16)
   --seed S               everything is seeded from it (default 1)`;
@@ -133,7 +133,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const problemCount = numberOption(v, "problems", 60000, { integer: true, min: 10 });
   const maxValue = numberOption(v, "max-value", DEMO_MAX_VALUE, { integer: true, min: 10 });
   const cllmEpochs = numberOption(v, "cllm-epochs", 3, { min: 0 });
-  const cllmLr = numberOption(v, "cllm-lr", 2e-3, { min: 0 });
+  const cllmLr = numberOption(v, "cllm-lr", 5e-4, { min: 0 });
   const cllmArWeight = numberOption(v, "cllm-ar-weight", 2, { min: 0 });
   const trajectoryPrompts = numberOption(v, "trajectories", 1200, { integer: true, min: 1 });
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
@@ -250,6 +250,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
 
   // 4. Trajectories (through the CLI command: resumable).
   await stage("trajectories", async () => {
+    if (await exists(`${work}/trajectories.done`)) return;
     const prompts = trainSet.slice(0, trajectoryPrompts).map((p) =>
       JSON.stringify({ question: p.question, answer: p.answer })
     );
@@ -273,6 +274,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       "--labels",
     ]);
     if (code !== 0) throw new Error("trajectory collection failed");
+    // Resuming re-attempts the questions that gave no records; the marker spares that.
+    await Deno.writeTextFile(`${work}/trajectories.done`, "");
   });
 
   // 5. Consistency training.
