@@ -154,3 +154,27 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "CLI: the demo streams a problem on the embedded models and checks Jacobi against AR",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const r = await cllm("demo", "--problems", "1");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /--- problem 1: /);
+  assert.match(r.stdout, /Jacobi iterations of the first two blocks/);
+  assert.match(r.stdout, /^gold answer: \d+$/m);
+  for (
+    const row of [
+      "base, AR",
+      "CLLM, AR",
+      "CLLM, Jacobi n=16",
+      "CLLM, Jacobi sliding n=16",
+      "CLLM, Jacobi sliding n=8",
+    ]
+  ) {
+    assert.match(r.stdout, new RegExp(`^${row} +[\\d.]+ +[\\d.]+ +[\\d.]+x +[01]/1$`, "m"), `row "${row}"`);
+  }
+  assert.match(r.stdout, /CLLM Jacobi output identical to its greedy AR output: yes/);
+});
