@@ -178,73 +178,50 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     `${work}/tokenizer`,
   );
 
-  /**
-   * One pretraining run as a resumable stage: AR training of `from` (or of the run's latest
-   * checkpoint) into `out`, skipped once `out` holds `steps` steps.
-   */
-  const pretrainStage = (label: string, run: {
-    out: string;
-    from: () => Promise<string>;
-    items: () => TrainItem[];
-    steps: number;
-    lr: number;
-    batch: number;
-    maxRows: number;
-    seed: number;
-  }) =>
-    stage(label, async () => {
-      const resume = await exists(`${run.out}/latest.json`);
-      if (resume && JSON.parse(await Deno.readTextFile(`${run.out}/latest.json`)).step >= run.steps) return;
-      const from = resume ? await latest(run.out) : await run.from();
-      const gpu = await requestGpu();
-      const p = await loadPretrained(gpu, directoryFiles(from), { maxRows: run.maxRows });
-      let bar: Progress | null = null;
-      const result = await train(p, run.items(), {
-        out: run.out,
-        modelDir: from,
-        steps: run.steps,
-        lr: run.lr,
-        batch: run.batch,
-        warmupRatio: 0.02,
-        weightDecay: 0.01,
-        labelSmoothing: 0,
-        seed: run.seed,
-        logEvery: 25,
-        checkpointEvery: 250,
-        eosIds: p.eosIds,
-        resume,
-        onLog: (e, total) => {
-          bar ??= new Progress(label, total, "steps");
-          bar.update(
-            e.step,
-            `loss ${e.arLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s ${
-              e.gflops.toFixed(2)
-            } GFLOP/s`,
-          );
-        },
-      });
-      (bar as Progress | null)?.done();
-      p.model.destroy();
-      gpu.destroy();
-      if (result.stopReason !== "done") throw new Error(`${label} stopped: ${result.stopReason}`);
-    });
-
-  // 3. Pretraining from random weights, one whole problem per sequence. Measured here: packing
-  // problems into 512-token sequences let each attend to the ones before it, and 5000 such steps
-  // (45 minutes) gave 4 % held-out accuracy; single problems reach more in less time.
-  await pretrainStage("pretrain", {
-    out: `${work}/base`,
-    from: async () => {
+  // 3. Pretraining from random weights, one whole problem per sequence (resumable). Measured here:
+  // packing problems into 512-token sequences let each attend to the ones before it, and 5000 such
+  // steps (45 minutes) gave 4 % held-out accuracy; single problems reach more in less time.
+  await stage("pretrain", async () => {
+    const resume = await exists(`${work}/base/latest.json`);
+    if (resume && JSON.parse(await Deno.readTextFile(`${work}/base/latest.json`)).step >= pretrainSteps) {
+      return;
+    }
+    let from = `${work}/init`;
+    if (resume) from = await latest(`${work}/base`);
+    else {
       const config = { ...DEMO_CONFIG, vocab_size: tokenizer.vocabSize };
-      await writeRandomModel(`${work}/init`, config, "demo config", `${work}/tokenizer`, seed);
-      return `${work}/init`;
-    },
-    items: () => encodeDocuments(tokenizer, trainSet).map((tokens) => ({ kind: "ar", tokens })),
-    steps: pretrainSteps,
-    lr: pretrainLr,
-    batch: PRETRAIN_BATCH,
-    maxRows: 64,
-    seed: seed + 1, // the data order's stream, apart from the initial weights'
+      await writeRandomModel(from, config, "demo config", `${work}/tokenizer`, seed);
+    }
+    const gpu = await requestGpu();
+    const p = await loadPretrained(gpu, directoryFiles(from), { maxRows: 64 });
+    let bar: Progress | null = null;
+    const items: TrainItem[] = encodeDocuments(tokenizer, trainSet).map((tokens) => ({ kind: "ar", tokens }));
+    const result = await train(p, items, {
+      out: `${work}/base`,
+      modelDir: from,
+      steps: pretrainSteps,
+      lr: pretrainLr,
+      batch: PRETRAIN_BATCH,
+      warmupRatio: 0.02,
+      weightDecay: 0.01,
+      labelSmoothing: 0,
+      seed: seed + 1, // the data order's stream, apart from the initial weights'
+      logEvery: 25,
+      checkpointEvery: 250,
+      eosIds: p.eosIds,
+      resume,
+      onLog: (e, total) => {
+        bar ??= new Progress("pretrain", total, "steps");
+        bar.update(
+          e.step,
+          `loss ${e.arLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s ${e.gflops.toFixed(2)} GFLOP/s`,
+        );
+      },
+    });
+    (bar as Progress | null)?.done();
+    p.model.destroy();
+    gpu.destroy();
+    if (result.stopReason !== "done") throw new Error(`pretraining stopped: ${result.stopReason}`);
   });
   const baseDir = await latest(`${work}/base`);
 
@@ -328,28 +305,18 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   await stage("evaluation", async () => {
     const gpu = await requestGpu();
     const items = heldout.slice(0, 100);
-    // Weights as stored (f16): the fastest AR path here (fewer bytes per load); f32 AR for the record.
-    for (
-      const [label, dir, dtype] of [["base", baseDir, "f32"], ["base", baseDir, "f16"], [
-        "cllm",
-        cllmDir,
-        "f16",
-      ]] as const
-    ) {
+    const evaluate = async (dir: string, dtype: "f32" | "f16", label: string, settings: typeof runs) => {
       const p = await loadPretrained(gpu, directoryFiles(dir), { maxLength: 512, dtype });
-      for (const [name, decoder, blockSize] of dtype === "f32" ? runs.slice(0, 1) : runs) {
-        figures[`${label} ${name}${dtype === "f32" ? " (f32 weights)" : ""}`] = await evaluateGsm8k(
-          p,
-          items,
-          {
-            decoder,
-            blockSize,
-            maxNewTokens: 200,
-          },
-        );
+      for (const [name, decoder, blockSize] of settings) {
+        const key = `${label} ${name}${dtype === "f32" ? " (f32 weights)" : ""}`;
+        figures[key] = await evaluateGsm8k(p, items, { decoder, blockSize, maxNewTokens: 200 });
       }
       p.model.destroy();
-    }
+    };
+    // Weights as stored (f16): the fastest AR path here (fewer bytes per load); f32 AR for the record.
+    await evaluate(baseDir, "f32", "base", runs.slice(0, 1));
+    await evaluate(baseDir, "f16", "base", runs);
+    await evaluate(cllmDir, "f16", "cllm", runs);
     gpu.destroy();
   });
   const same = (a: string, b: string) =>

@@ -16,6 +16,7 @@ import {
   parseLlamaConfig,
   writeSafetensors,
 } from "../model/mod.ts";
+import { readGsm8k } from "../train/gsm8k_eval.ts";
 import { encodeDocuments } from "../train/gsm_synth.ts";
 import { readTrajectories } from "../train/trajectory_file.ts";
 import { type LogEntry, train, type TrainItem, type TrainResult } from "../train/trainer.ts";
@@ -172,22 +173,7 @@ export async function trainCommand(args: string[]): Promise<void> {
   }));
   const arWeight = numberOption(v, "ar-weight", 10, { min: 0 });
   if (v.mix) {
-    const mixPath = v.mix as string;
-    const problems = (await Deno.readTextFile(mixPath)).split("\n").filter((l) => l.trim()).map((l, i) => {
-      try {
-        const p = JSON.parse(l);
-        if (typeof p.question !== "string" || typeof p.answer !== "string") {
-          throw new Error("no question/answer");
-        }
-        return p as { question: string; answer: string };
-      } catch (e) {
-        throw new FormatError(
-          mixPath,
-          `line ${i + 1}: ${(e as Error).message}`,
-          'give JSONL with "question" and "answer"',
-        );
-      }
-    });
+    const problems = await readGsm8k(v.mix as string);
     const count = numberOption(v, "mix-count", samples.length, { integer: true, min: 0 });
     for (const tokens of encodeDocuments(pretrained.tokenizer, problems.slice(0, count))) {
       items.push({ kind: "ar", tokens, weight: arWeight });

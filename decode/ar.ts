@@ -4,7 +4,7 @@
  * Greedy: each forward's argmax is written into the token buffer on the GPU and the next forward
  * embeds it from there, so many forwards are recorded per submit and the host reads the tokens
  * back once per chunk (every wait costs ~10 ms in Deno). Generation overshoots EOS by at most one
- * chunk, and the overshoot is discarded.
+ * chunk plus the forwards run during the last wait, and the overshoot is discarded.
  *
  * Sampled: the next token depends on a host-side random draw, so every token needs one readback
  * of the last row's logits (~10 ms each in Deno); it is capped at ~90 tokens/s here.
@@ -32,7 +32,7 @@ export interface GreedyOptions extends GenerateOptions {
   forwardsPerReadback?: number;
   /**
    * Forwards submitted right after each readback is issued, to run during its fixed wait (default
-   * 3: ~10 ms of 1-row forwards on llvmpipe; 0 leaves the GPU idle while the host waits).
+   * 3: ~8 ms of 1-row forwards on llvmpipe; 0 leaves the GPU idle while the host waits).
    */
   forwardsDuringReadback?: number;
 }
@@ -71,8 +71,8 @@ export async function* generateGreedy(
       forwards += n;
     };
     // Every readback waits ~10 ms after the GPU is done (webgpu-notes.md §2); the GPU spends that
-    // wait on forwards submitted after the read was issued (at most `ahead` of them are wasted
-    // past an EOS). The prefill's token is read the same way, with the first forwards behind it.
+    // wait on forwards submitted after the read was issued. The prefill's token is read the same
+    // way, with the first forwards behind it.
     const firstRead = readTokens(s, P, 1);
     record(chunk);
     const first = trimAtStop(await firstRead, eos, budget);

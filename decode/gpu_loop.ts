@@ -6,9 +6,9 @@
  * Cadence: `perReadback` iterations per submit, then a readback. Every readback waits ~10 ms after
  * the GPU is done (webgpu-notes.md §2), so `ahead` more iterations are submitted right after each
  * read is issued and run during that wait. The decoders' acceptance kernels ignore iterations once
- * the loop is done, so submitting past the end wastes GPU time (at most `ahead` iterations after
- * the read that sees the end) but never changes a token. The prefill's token is read the same way,
- * with the first chunk behind it.
+ * the loop is done, so iterations past the end (the rest of the last chunk, plus `ahead`) waste GPU
+ * time but never change a token. The prefill's token is read the same way, with the first chunk
+ * behind it.
  *
  * @module
  */

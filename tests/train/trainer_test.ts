@@ -3,7 +3,7 @@ import { requestGpu } from "../../core/mod.ts";
 import { directoryFiles, loadPretrained } from "../../model/mod.ts";
 import { train, type TrainItem } from "../../train/trainer.ts";
 import { rng } from "../_assert.ts";
-import { gpuTest } from "../_gpu.ts";
+import { gpuTest, testGpu } from "../_gpu.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
 
 /** CLLM-shaped samples over a repetitive "language" so there is something to learn. */
@@ -83,8 +83,8 @@ Deno.test("training: an AR sample's weight scales its loss", gpuTest, async () =
     await writeTinyModel(`${dir}/base`, { vocabSize: 48, numHeads: 4, numKvHeads: 2, seed: 5 });
     const tokens = Array.from({ length: 12 }, (_, j) => 3 + ((5 + 3 * j) % 40));
     const loss = async (weight: number | undefined) => {
-      const gpu = await requestGpu();
-      const p = await loadPretrained(gpu, directoryFiles(`${dir}/base`));
+      // The shared device: lr 0 leaves nothing behind that a fresh device would clear.
+      const p = await loadPretrained(await testGpu(), directoryFiles(`${dir}/base`));
       // lr 0: the weights never change, so the logged loss is the weighted loss of the same model.
       const result = await train(p, [{ kind: "ar", tokens, weight }], {
         out: `${dir}/out-${weight}`,
@@ -97,7 +97,6 @@ Deno.test("training: an AR sample's weight scales its loss", gpuTest, async () =
         logEvery: 1,
       });
       p.model.destroy();
-      gpu.destroy();
       return result.history[0].arLoss;
     };
     const plain = await loss(undefined), tripled = await loss(3);
