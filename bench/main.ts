@@ -4,7 +4,8 @@
  *
  * Usage: `deno task bench [--only matmul[,other]] [--out results.json]`
  *
- * Sections: matmul kernels against OpenBLAS, and decoding loops on stories260K.
+ * Sections: matmul kernels against OpenBLAS, decoding loops on stories260K, and the embedded models'
+ * base-vs-CLLM table on held-out problems.
  *
  * @module
  */
@@ -13,6 +14,8 @@ import { parseArgs } from "node:util";
 import { type Gpu, requestGpu } from "../core/mod.ts";
 import { sgemmPeak } from "./_sgemm_peak.ts";
 import { runDecodeBench } from "./decode_bench.ts";
+import { runForwardBench } from "./forward_bench.ts";
+import { runGsm8kBench } from "./gsm8k_bench.ts";
 import { runMatmulBench } from "./matmul_bench.ts";
 
 /** What every section gets. */
@@ -44,6 +47,16 @@ export const sections: BenchSection[] = [
     name: "decode",
     description: "stories260K: GPU-resident AR / Jacobi / lookahead loops vs one readback per step",
     run: (ctx) => runDecodeBench(ctx.gpu),
+  },
+  {
+    name: "forward",
+    description: "embedded CLLM: host, GPU-kernel and wall time of one forward at 1, 8, 16, 32 rows",
+    run: (ctx) => runForwardBench(ctx.gpu),
+  },
+  {
+    name: "gsm8k",
+    description: "embedded models, 100 held-out problems: base AR vs CLLM Jacobi, the model cards' table",
+    run: (ctx) => runGsm8kBench(ctx.gpu),
   },
 ];
 

@@ -35,7 +35,8 @@ Options:
                             new Jacobi guesses: random context tokens (default) or copied spans
   --ngram N --window W --guesses G
                             lookahead n-gram size, window and candidates (default 4, 5, 5)
-  --forwards-per-readback N forwards (AR steps or Jacobi iterations) per GPU readback (default 16)
+  --forwards-per-readback N forwards (AR steps or Jacobi iterations) per GPU readback, fixed
+                            (default: adaptive, as many as fill each readback's wait)
   --show-jacobi             draw each block's Jacobi iterations after the text
   --dtype f32|f16           weight storage on the GPU (default f32; f16 halves memory)
   --stats                   print statistics after the text
@@ -112,7 +113,9 @@ export async function generateCommand(args: string[]): Promise<void> {
   const topK = numberOption(v, "top-k", 0, { integer: true, min: 0 });
   const topP = numberOption(v, "top-p", 1, { min: 0, max: 1 });
   const seed = numberOption(v, "seed", 0, { integer: true });
-  const forwardsPerReadback = numberOption(v, "forwards-per-readback", 16, { integer: true, min: 1 });
+  const forwardsPerReadback = v["forwards-per-readback"] === undefined
+    ? undefined
+    : numberOption(v, "forwards-per-readback", 16, { integer: true, min: 1 });
   const decoder = (v.decoder as string | undefined) ?? "ar";
   if (decoder !== "ar" && decoder !== "jacobi" && decoder !== "lookahead") {
     throw new CliError(`generate: --decoder must be ar, jacobi or lookahead, not "${decoder}"`);

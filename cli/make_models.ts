@@ -25,7 +25,7 @@ import {
 } from "../model/mod.ts";
 import { trainBpe, writeTokenizer } from "../train/bpe.ts";
 import { encodeDocuments, generateProblems, problemsToJsonl } from "../train/gsm_synth.ts";
-import { type EvalItemResult, type EvalSummary, evaluateGsm8k } from "../train/gsm8k_eval.ts";
+import { compareBaseAndCllm, type Comparison, standardRuns } from "../train/gsm8k_compare.ts";
 import { train, type TrainItem } from "../train/trainer.ts";
 import { numberOption, parse } from "./args.ts";
 import { DEMO_MAX_VALUE } from "./demo_models.ts";
@@ -292,53 +292,24 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const cllmDir = await latest(`${work}/cllm`);
 
   // 6. Evaluate on 100 held-out problems and publish with model cards.
-  const figures: Record<string, { results: EvalItemResult[]; summary: EvalSummary }> = {};
-  // Jacobi at the trajectories' block size and at half of it: on llvmpipe a forward over n rows
-  // costs more as n grows (webgpu-notes.md §3), so the smaller block can be the faster one.
-  const half = Math.max(2, block >> 1);
-  const runs: [string, "ar" | "jacobi" | "jacobi-sliding", number][] = [
-    ["ar", "ar", block],
-    [`jacobi n=${block}`, "jacobi", block],
-    [`jacobi-sliding n=${block}`, "jacobi-sliding", block],
-    [`jacobi-sliding n=${half}`, "jacobi-sliding", half],
-  ];
+  let comparison!: Comparison; // set by the stage, which always runs
   await stage("evaluation", async () => {
     const gpu = await requestGpu();
-    const items = heldout.slice(0, 100);
-    const evaluate = async (dir: string, dtype: "f32" | "f16", label: string, settings: typeof runs) => {
-      const p = await loadPretrained(gpu, directoryFiles(dir), { maxLength: 512, dtype });
-      for (const [name, decoder, blockSize] of settings) {
-        const key = `${label} ${name}${dtype === "f32" ? " (f32 weights)" : ""}`;
-        figures[key] = await evaluateGsm8k(p, items, { decoder, blockSize, maxNewTokens: 200 });
-      }
-      p.model.destroy();
-    };
-    // Weights as stored (f16): the fastest AR path here (fewer bytes per load); f32 AR for the record.
-    await evaluate(baseDir, "f32", "base", runs.slice(0, 1));
-    await evaluate(baseDir, "f16", "base", runs);
-    await evaluate(cllmDir, "f16", "cllm", runs);
+    comparison = await compareBaseAndCllm(
+      gpu,
+      { base: directoryFiles(baseDir), cllm: directoryFiles(cllmDir) },
+      heldout.slice(0, 100),
+      {
+        runs: standardRuns(block),
+        onRow: (row, s) =>
+          console.log(`${row}: ${(100 * s.accuracy).toFixed(0)} %, ${s.tokensPerSecond.toFixed(1)} tokens/s`),
+      },
+    );
     gpu.destroy();
   });
-  const same = (a: string, b: string) =>
-    figures[a].results.every((r, i) => r.output === figures[b].results[i].output);
-  const fastestArBase = Math.max(
-    figures["base ar"].summary.tokensPerSecond,
-    figures["base ar (f32 weights)"].summary.tokensPerSecond,
-  );
-  const speedup = (k: string) => (figures[k].summary.tokensPerSecond / fastestArBase).toFixed(2);
-  const row = (k: string) =>
-    `| ${k} | ${(100 * figures[k].summary.accuracy).toFixed(1)} % | ${
-      figures[k].summary.tokensPerSecond.toFixed(1)
-    } | ${figures[k].summary.tokensPerForward.toFixed(2)} | ${speedup(k)}x |`;
-  const table = [
-    "| model + decoder (f16 weights unless said) | accuracy | tokens/s | tokens/forward | vs base's fastest AR |",
-    "| --- | --- | --- | --- | --- |",
-    ...Object.keys(figures).map(row),
-  ]
-    .join("\n");
-  const identical = (model: string) => runs.every(([name]) => same(`${model} ar`, `${model} ${name}`));
+  const { table, identical } = comparison;
   const summary = `${table}\n\nJacobi output identical to the same model's greedy AR output, every ` +
-    `setting: CLLM ${identical("cllm") ? "yes" : "NO"}, base ${identical("base") ? "yes" : "NO"}.`;
+    `setting: CLLM ${identical.cllm ? "yes" : "NO"}, base ${identical.base ? "yes" : "NO"}.`;
   const minutes = Object.values(timings).reduce((a, b) => a + b, 0) / 60;
   const recipe =
     `Made by \`deno task make-models\` (seed ${seed}) in about ${minutes.toFixed(0)} minutes on this ` +

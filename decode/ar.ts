@@ -24,15 +24,21 @@ import {
   readTokens,
   trimAtStop,
 } from "./generation.ts";
+import { chooseCadence } from "./cadence.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
 
 /** Options of greedy AR decoding. */
 export interface GreedyOptions extends GenerateOptions {
-  /** Forwards recorded per readback (default 16; 1 gives the one-readback-per-token loop). */
+  /**
+   * Forwards per readback, those behind the read included; setting it fixes the cadence (1 gives the
+   * one-readback-per-token loop). Default: adaptive (decode/cadence.ts), all of them behind the read.
+   */
   forwardsPerReadback?: number;
   /**
-   * Forwards submitted right after each readback is issued, to run during its fixed wait (default
-   * 3: ~8 ms of 1-row forwards on llvmpipe; 0 leaves the GPU idle while the host waits).
+   * Forwards submitted right after each readback is issued, to run during its fixed wait: with a
+   * fixed cadence, this many of the `forwardsPerReadback` (default 3; 0 leaves the GPU idle while the
+   * host waits); with the adaptive one, where it starts (default 3: ~10 ms of 1-row forwards on
+   * llvmpipe).
    */
   forwardsDuringReadback?: number;
 }
@@ -54,8 +60,15 @@ export async function* generateGreedy(
 ): AsyncGenerator<number[], GenerationResult> {
   const budget = options.maxNewTokens;
   const eos = options.eosIds ?? [];
-  const chunk = Math.max(1, options.forwardsPerReadback ?? 16);
-  const ahead = Math.max(0, Math.min(chunk, options.forwardsDuringReadback ?? 3));
+  // A fixed cadence of `chunk` forwards per readback puts `ahead` of them behind the read.
+  const chunk = options.forwardsPerReadback;
+  const ahead = chunk === undefined
+    ? undefined
+    : Math.min(Math.max(1, chunk), Math.max(0, options.forwardsDuringReadback ?? 3));
+  const cadence = chooseCadence(model, "ar", {
+    perReadback: chunk === undefined ? undefined : Math.max(1, chunk) - (ahead ?? 0),
+    behind: chunk === undefined ? options.forwardsDuringReadback : ahead,
+  }, 3);
   const t0 = performance.now();
   const s = prefill(model, prompt, budget);
   const P = s.promptLength;
@@ -69,12 +82,22 @@ export async function* generateGreedy(
       recordGreedySteps(s, P + submitted - 1, n);
       submitted += n;
       forwards += n;
+      cadence.submitted(n);
+    };
+    const issue = <T>(read: () => Promise<T>): Promise<T> => {
+      const issued = performance.now();
+      const promise = read(); // blocks until the GPU has done the work before it (Deno)
+      cadence.issued(issued, performance.now());
+      return promise.then((value) => {
+        cadence.resolved(performance.now());
+        return value;
+      });
     };
     // Every readback waits ~10 ms after the GPU is done (webgpu-notes.md §2); the GPU spends that
-    // wait on forwards submitted after the read was issued. The prefill's token is read the same
-    // way, with the first forwards behind it.
-    const firstRead = readTokens(s, P, 1);
-    record(chunk);
+    // wait on forwards submitted after the read was issued (decode/cadence.ts). The prefill's token
+    // is read the same way, with the first forwards behind it.
+    const firstRead = issue(() => readTokens(s, P, 1));
+    record(chunk === undefined ? cadence.first() : Math.max(1, chunk));
     const first = trimAtStop(await firstRead, eos, budget);
     const prefillSeconds = (performance.now() - t0) / 1000;
     let out = first.tokens;
@@ -83,15 +106,15 @@ export async function* generateGreedy(
     let stopped = first.stopped;
     while (stopped === null) {
       const seen = submitted;
-      const pending = readTokens(s, P + out.length, seen - out.length);
-      record(ahead);
+      const pending = issue(() => readTokens(s, P + out.length, seen - out.length));
+      record(cadence.behind());
       const ids = await pending;
       readbacks++;
       const trimmed = trimAtStop(ids, eos, budget - out.length);
       out = out.concat(trimmed.tokens);
       stopped = trimmed.stopped;
       if (trimmed.tokens.length > 0) yield trimmed.tokens;
-      if (stopped === null) record(chunk - (submitted - seen));
+      if (stopped === null) record(cadence.before());
     }
     // Forwards past an EOS inside the last chunk produced nothing useful; count those that did.
     forwards = Math.min(forwards, out.length);

@@ -3,17 +3,17 @@
  * decoder's kernels hold the loop state in a GPU buffer, commit tokens and write the next input;
  * the host only records iterations, reads the state back now and then, and streams new tokens.
  *
- * Cadence: `perReadback` iterations per submit, then a readback. Every readback waits ~10 ms after
- * the GPU is done (webgpu-notes.md §2), so `ahead` more iterations are submitted right after each
- * read is issued and run during that wait. The decoders' acceptance kernels ignore iterations once
- * the loop is done, so iterations past the end (the rest of the last chunk, plus `ahead`) waste GPU
- * time but never change a token. The prefill's token is read the same way, with the first chunk
- * behind it.
+ * Cadence (decode/cadence.ts): some iterations before each read, some behind it to run during the
+ * read's fixed wait (webgpu-notes.md §2). The decoders' acceptance kernels ignore iterations once
+ * the loop is done, so iterations past the end (the rest of the last submit before the read that
+ * sees the end, plus those behind it) waste GPU time but never change a token. The prefill's token
+ * is read the same way, with the first submit behind it.
  *
  * @module
  */
 
 import { type ReadData, readTensors, Step, type Tensor } from "../core/mod.ts";
+import type { Cadence } from "./cadence.ts";
 import { type DecodeSession, readTokens, trimAtStop } from "./generation.ts";
 
 /** What a GPU-resident decoder gives the loop. */
@@ -41,10 +41,8 @@ export interface GpuLoopOptions {
   budget: number;
   /** Stop tokens (only for the prefill's token; the kernels handle the rest). */
   eosIds: readonly number[];
-  /** Iterations per submit before each readback (≥ 1). */
-  perReadback: number;
-  /** Iterations submitted behind each read, to run during its wait (≥ 0). */
-  ahead: number;
+  /** How many iterations go before and behind each read (decode/cadence.ts). */
+  cadence: Cadence;
   /** Decoder name for the internal-error message. */
   label: string;
 }
@@ -79,6 +77,7 @@ export async function* runGpuLoop(
   const P = s.promptLength;
   let out: number[] = [];
   let pending = 0; // iterations submitted after the state the host last saw
+  const cadence = options.cadence;
   const record = (count: number, start = false) => {
     // The prefill's token is known to come, so it counts as known from the start.
     const n = Math.min(count, loop.useful(Math.max(1, out.length), pending));
@@ -88,9 +87,19 @@ export async function* runGpuLoop(
     for (let i = 0; i < n; i++) loop.iterate(step);
     step.submit();
     pending += Math.max(0, n);
+    cadence.submitted(Math.max(0, n));
   };
-  const firstRead = readTokens(s, P, 1);
-  record(options.perReadback, true);
+  const issue = <T>(read: () => Promise<T>): Promise<T> => {
+    const issued = performance.now();
+    const promise = read(); // blocks until the GPU has done the work before it (Deno)
+    cadence.issued(issued, performance.now());
+    return promise.then((value) => {
+      cadence.resolved(performance.now());
+      return value;
+    });
+  };
+  const firstRead = issue(() => readTokens(s, P, 1));
+  record(cadence.first(), true);
   const first = trimAtStop(await firstRead, options.eosIds, options.budget);
   const prefillSeconds = (performance.now() - t0) / 1000;
   yield first.tokens;
@@ -100,9 +109,9 @@ export async function* runGpuLoop(
   let last: ReadData[] = [];
   while (!done) {
     if (pending === 0) throw new Error(`${options.label}: no iteration left to run (internal error)`);
-    const read = readTensors(gpu, [loop.state, s.tokens, ...(loop.alsoRead ?? [])]);
+    const read = issue(() => readTensors(gpu, [loop.state, s.tokens, ...(loop.alsoRead ?? [])]));
     pending = 0;
-    record(options.ahead);
+    record(cadence.behind());
     const [state, tokens, ...rest] = await read;
     last = [state, ...rest];
     readbacks++;
@@ -114,7 +123,7 @@ export async function* runGpuLoop(
       out = out.concat(fresh);
       yield fresh;
     }
-    if (!done) record(options.perReadback);
+    if (!done) record(cadence.before());
   }
   return { tokens: out, readbacks, prefillSeconds, last };
 }

@@ -36,6 +36,7 @@ import {
   makeStats,
   prefill,
 } from "./generation.ts";
+import { chooseCadence } from "./cadence.ts";
 import { runGpuLoop } from "./gpu_loop.ts";
 import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
 
@@ -45,12 +46,15 @@ export interface JacobiOptions extends GenerateOptions {
   blockSize?: number;
   /** Seed of the guess PRNG (default 0). */
   seed?: number;
-  /** Iterations recorded per readback (default 8; 1 = read back every iteration). */
+  /**
+   * Iterations recorded before each readback; setting it fixes the cadence (1 = read back every
+   * iteration). Default: adaptive (decode/cadence.ts), nothing before each read.
+   */
   iterationsPerReadback?: number;
   /**
-   * Iterations submitted right after each readback is issued, to run during its fixed wait
-   * (default 2: ~10 ms of 16-row forwards on llvmpipe; 0 leaves the GPU idle while the host waits;
-   * see gpu_loop.ts).
+   * Iterations submitted right after each readback is issued, to run during its fixed wait: with a
+   * fixed cadence, always this many (default 2; 0 leaves the GPU idle while the host waits); with the
+   * adaptive one, where it starts (default 2, ~10 ms of 16-row forwards on llvmpipe).
    */
   iterationsDuringReadback?: number;
   /**
@@ -111,8 +115,12 @@ export async function* generateJacobi(
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
   const seed = options.seed ?? 0;
-  const perReadback = Math.max(1, options.iterationsPerReadback ?? 8);
-  const ahead = Math.max(0, options.iterationsDuringReadback ?? 2);
+  const cadence = chooseCadence(model, `jacobi n=${n}${options.sliding ? " sliding" : ""}`, {
+    perReadback: options.iterationsPerReadback === undefined
+      ? undefined
+      : Math.max(1, options.iterationsPerReadback),
+    behind: options.iterationsDuringReadback,
+  }, 2);
   const gpu = model.gpu;
   const t0 = performance.now();
   const s = prefill(model, prompt, budget + n);
@@ -171,7 +179,7 @@ export async function* generateJacobi(
         // re-committed by block 0, hence the + 1.
         useful: (known, pending) => limit - (P + known) + 1 - pending,
       },
-      { budget, eosIds, perReadback, ahead, label: "jacobi" },
+      { budget, eosIds, cadence, label: "jacobi" },
       t0,
     );
     const out = loop.tokens;

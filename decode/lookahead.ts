@@ -45,6 +45,7 @@ import {
   makeStats,
   prefill,
 } from "./generation.ts";
+import { chooseCadence } from "./cadence.ts";
 import { runGpuLoop } from "./gpu_loop.ts";
 
 /** Options of lookahead decoding. */
@@ -57,9 +58,9 @@ export interface LookaheadOptions extends GenerateOptions {
   guesses?: number;
   /** Seed of the PRNG that fills the initial window from the prompt (default 0). */
   seed?: number;
-  /** Steps recorded per readback (default 8; 1 = read back every step). */
+  /** Steps recorded before each readback; setting it fixes the cadence (default adaptive; decode/cadence.ts). */
   iterationsPerReadback?: number;
-  /** Steps submitted behind each readback to run during its fixed wait (default 2; see gpu_loop.ts). */
+  /** Steps submitted behind each readback to run during its fixed wait (fixed), or where the adaptive cadence starts (default 2). */
   iterationsDuringReadback?: number;
 }
 
@@ -119,8 +120,12 @@ export async function* generateLookahead(
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
   const seed = options.seed ?? 0;
-  const perReadback = Math.max(1, options.iterationsPerReadback ?? 8);
-  const ahead = Math.max(0, options.iterationsDuringReadback ?? 2);
+  const cadence = chooseCadence(model, `lookahead ${shape.ngram}/${shape.window}/${shape.guesses}`, {
+    perReadback: options.iterationsPerReadback === undefined
+      ? undefined
+      : Math.max(1, options.iterationsPerReadback),
+    behind: options.iterationsDuringReadback,
+  }, 2);
   const V = model.config.vocabSize;
   const gpu = model.gpu;
   const t0 = performance.now();
@@ -181,7 +186,7 @@ export async function* generateLookahead(
         // Every step commits at least one token until done.
         useful: (known, pending) => limit - (P + known) - pending,
       },
-      { budget, eosIds, perReadback, ahead, label: "lookahead" },
+      { budget, eosIds, cadence, label: "lookahead" },
       t0,
     );
     const out = loop.tokens;

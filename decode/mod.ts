@@ -14,6 +14,7 @@
 export * from "./generation.ts";
 export * from "./sampling.ts";
 export * from "./ar.ts";
+export * from "./cadence.ts";
 export * from "./gpu_loop.ts";
 export * from "./jacobi.ts";
 export * from "./jacobi_stats.ts";

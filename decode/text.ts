@@ -18,7 +18,7 @@ export interface TextOptions extends SamplingOptions {
   maxNewTokens: number;
   /** Decoder (default "ar"). Jacobi and lookahead decoding are greedy. */
   decoder?: "ar" | "jacobi" | "lookahead";
-  /** Forwards per readback for GPU-resident greedy loops (AR and Jacobi). */
+  /** Forwards per readback for GPU-resident greedy loops, fixed (default: adaptive; decode/cadence.ts). */
   forwardsPerReadback?: number;
   /** Jacobi block size n. */
   blockSize?: number;

@@ -207,18 +207,41 @@ function _workgroupSize(gpu: Gpu): number {
 }
 
 /**
- * Picks R (queries per invocation) and KB (keys per step) for a problem size. The queries of a
- * kv head (T·H/KVH of them) are spread evenly over invocations of at most 8; KB is 16 for R > 4,
- * else 32. Each step loads KB K/V rows and the R queries and accumulators, for R·KB score pairs, so
- * larger R·KB loads less per pair; but llvmpipe's compile time grows with R·KB (~1.3 s at 128,
- * ~5 s at 512), so R·KB stays at or below 128.
+ * The schedule per kind of adapter, as {@linkcode attentionSchedule} picks it.
+ *
+ * `fallback` (software adapters, tuned on llvmpipe): the queries of a kv head (T·H/KVH of them) are
+ * spread evenly over invocations of at most 8; KB is 16 for R > 4, else 32. Each step loads KB K/V
+ * rows and the R queries and accumulators, for R·KB score pairs, so larger R·KB loads less per
+ * pair; but llvmpipe's compile time grows with R·KB (~1.3 s at 128, ~5 s at 512), so R·KB stays at
+ * or below 128.
+ *
+ * `gpu`: one query per invocation. A decoding forward on a GPU is a chain of small dispatches whose
+ * time is the length of the longest invocation's key walk, so R queries per invocation would make a
+ * T-row forward (a Jacobi block) R times slower than a 1-row one for nothing.
+ */
+export const ATTENTION_TUNING: Record<
+  "fallback" | "gpu",
+  (rows: number, heads: number, kvHeads: number) => Required<AttentionTuning>
+> = {
+  fallback: (rows, heads, kvHeads) => {
+    const perKv = rows * (heads / kvHeads);
+    const queries = Math.ceil(perKv / Math.ceil(perKv / 8));
+    return { queries, keys: queries > 4 ? 16 : 32 };
+  },
+  gpu: () => ({ queries: 1, keys: 16 }),
+};
+
+/**
+ * Picks R (queries per invocation) and KB (keys per step) for a problem size on a kind of adapter
+ * ({@linkcode ATTENTION_TUNING}).
  *
  * @param rows T
  * @param heads H
  * @param kvHeads KVH
+ * @param adapter `"fallback"` for software adapters (the default), `"gpu"` otherwise
  * @returns R and KB
  *
- * @example T = 16, H = 32, KVH = 8: 64 queries per kv head, 8 per invocation
+ * @example T = 16, H = 32, KVH = 8 on llvmpipe: 64 queries per kv head, 8 per invocation
  * ```ts
  * import { attentionSchedule } from "./attention.ts";
  * attentionSchedule(16, 32, 8); // { queries: 8, keys: 16 }
@@ -228,10 +251,9 @@ export function attentionSchedule(
   rows: number,
   heads: number,
   kvHeads: number,
+  adapter: "fallback" | "gpu" = "fallback",
 ): Required<AttentionTuning> {
-  const perKv = rows * (heads / kvHeads);
-  const queries = Math.ceil(perKv / Math.ceil(perKv / 8));
-  return { queries, keys: queries > 4 ? 16 : 32 };
+  return ATTENTION_TUNING[adapter](rows, heads, kvHeads);
 }
 
 /**
@@ -304,7 +326,12 @@ export function attentionForward(
     );
   }
   if (rows === 0 || heads === 0) return;
-  const auto = attentionSchedule(rows, heads, kvHeads);
+  const auto = attentionSchedule(
+    rows,
+    heads,
+    kvHeads,
+    step.gpu.adapter.isFallbackAdapter ? "fallback" : "gpu",
+  );
   const R = options.tuning?.queries ?? auto.queries;
   const KB = options.tuning?.keys ?? auto.keys;
   for (const [name, value] of [["queries", R], ["keys", KB]] as const) {

@@ -118,13 +118,14 @@ export const MATMUL_TUNING: Record<
     const SGS = SG ? lanes! : 8;
     return { R, C: 4, WG: SGS, SG, SGS };
   },
-  gpu: (layout, M) => ({
-    R: layout === "tn" || M >= 4 ? 4 : M <= 1 ? 1 : 2,
-    C: 4,
-    WG: 64,
-    SG: false,
-    SGS: 32,
-  }),
+  // Up to 32 rows (decoding: an AR step, a Jacobi block) one output per invocation: such a product
+  // is a latency-bound link in a chain of small dispatches, and its time is the longest
+  // invocation's walk over K, which more outputs per invocation only lengthen. Larger products
+  // (prefill, training) and the backward layouts keep register blocks.
+  gpu: (layout, M) =>
+    layout === "nt" && M <= 32
+      ? { R: 1, C: 1, WG: 64, SG: false, SGS: 32 }
+      : { R: layout === "tn" || M >= 4 ? 4 : M <= 1 ? 1 : 2, C: 4, WG: 64, SG: false, SGS: 32 },
 };
 
 /** Options of the matmul functions. */

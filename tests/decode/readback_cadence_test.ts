@@ -7,8 +7,9 @@ import { directoryFiles, Llama } from "../../model/mod.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
 
-// The greedy loops submit work past each readback to fill its fixed wait; whatever the cadence,
-// the tokens, the streamed pieces and the counted forwards must be those of the plainest loop.
+// The greedy loops submit work past each readback to fill its fixed wait; whatever the cadence (fixed,
+// or adaptive: decode/cadence.ts), the tokens, the streamed pieces and the counted forwards must be
+// those of the plainest loop.
 Deno.test(
   "greedy AR, Jacobi and lookahead give the same result for every readback cadence",
   gpuTest,
@@ -39,7 +40,12 @@ Deno.test(
           forwardsDuringReadback: 0,
         }))).result;
         assert.equal(plain.stats.readbacks, plain.tokens.length - 1, `${what}: one readback per token`);
-        for (const [per, ahead] of [[1, 1], [4, 3], [16, 0], [16, 16], [5, 2]]) {
+        // undefined: the adaptive cadence (the default), learning across these runs.
+        const arCadences = [[1, 1], [4, 3], [16, 0], [16, 16], [5, 2], [undefined, undefined], [
+          undefined,
+          9,
+        ]];
+        for (const [per, ahead] of arCadences) {
           const { result, streamed } = await runToEnd(generateGreedy(model, prompt, {
             maxNewTokens: budget,
             eosIds: eos,
@@ -59,7 +65,9 @@ Deno.test(
             iterationsDuringReadback: 0,
           }))).result;
           assert.deepEqual(one.tokens, plain.tokens, `${what}: Jacobi (sliding ${sliding}) vs AR`);
-          for (const [per, ahead] of [[1, 2], [3, 5], [8, 0], [8, 2]]) {
+          for (
+            const [per, ahead] of [[1, 2], [3, 5], [8, 0], [8, 2], [undefined, undefined], [undefined, 6]]
+          ) {
             const { result, streamed } = await runToEnd(generateJacobi(model, prompt, {
               ...options,
               iterationsPerReadback: per,
@@ -79,7 +87,7 @@ Deno.test(
           iterationsDuringReadback: 0,
         }))).result;
         assert.deepEqual(lone.tokens, plain.tokens, `${what}: lookahead vs AR`);
-        for (const [per, ahead] of [[1, 2], [3, 5], [8, 2]]) {
+        for (const [per, ahead] of [[1, 2], [3, 5], [8, 2], [undefined, undefined]]) {
           const { result, streamed } = await runToEnd(generateLookahead(model, prompt, {
             ...shape,
             iterationsPerReadback: per,

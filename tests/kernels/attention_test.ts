@@ -88,6 +88,7 @@ Deno.test(
       { T: 64, H: 4, KVH: 2, D: 32, S: 100, base: 36 },
       { T: 33, H: 3, KVH: 3, D: 8, S: 40, base: 7 },
       { T: 16, H: 8, KVH: 2, D: 64, S: 50, base: 20, tuning: { queries: 3, keys: 5 } },
+      { T: 16, H: 4, KVH: 2, D: 32, S: 240, base: 200, tuning: attentionSchedule(16, 4, 2, "gpu") },
     ];
     const bases = cases.map((c) => c.base);
     const state = Tensor.from(gpu, new Uint32Array([12345, ...bases]), [bases.length + 1], "state");
@@ -204,6 +205,7 @@ Deno.test("attention schedule and host-side checks", gpuTest, async () => {
   assert.deepEqual(attentionSchedule(16, 32, 8), { queries: 8, keys: 16 });
   assert.deepEqual(attentionSchedule(1, 32, 8), { queries: 4, keys: 32 });
   assert.deepEqual(attentionSchedule(5, 4, 2), { queries: 5, keys: 16 });
+  assert.deepEqual(attentionSchedule(16, 32, 8, "gpu"), { queries: 1, keys: 16 });
   const gpu = await testGpu();
   const state = Tensor.from(gpu, new Uint32Array([0]), [1], "state");
   const q = new Tensor(gpu, [2, 4, 8], "f32", "q");

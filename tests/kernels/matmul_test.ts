@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { f16BitsToF32, f32ToF16Bits, readTensors, Step, Tensor } from "../../core/mod.ts";
 import {
   llvmpipeLanes,
+  MATMUL_TUNING,
   matmulForward,
   matmulNN,
   matmulNNReference,
@@ -160,6 +161,8 @@ Deno.test("f16 weights and the tiling without subgroups match the CPU reference"
     { form: "nn", T: 2, N: 64, K: 31, f16: true },
     { form: "nt", T: 33, N: 31, K: 67, variant: plain, accumulate: true },
     { form: "nt", T: 5, N: 64, K: 64, variant: { SG: false, R: 1, C: 3, WG: 8 } },
+    // The GPU table's decoding row: one output per invocation.
+    { form: "nt", T: 16, N: 67, K: 36, f16: true, variant: { SG: false, R: 1, C: 1, WG: 64 } },
     { form: "nn", T: 33, N: 31, K: 67, variant: plain },
     { form: "nn", T: 8, N: 64, K: 64, variant: plain, accumulate: true },
     { form: "tn", T: 33, M: 31, N: 67, variant: plain },
@@ -177,6 +180,14 @@ Deno.test("matmul variant selection and shape errors", gpuTest, async () => {
   assert.equal(matmulVariant(gpu, "nt", 1, 8, 8, false, { R: 2 }).R, 2);
   assert.equal(matmulVariant(gpu, "nt", 1, 8, 8, true).F16, true);
   assert.throws(() => matmulVariant(gpu, "tn", 8, 8, 8, false, { R: 3 }), RangeError);
+  // The GPU table: decoding-sized products one output per invocation, larger ones in 4 × 4 blocks.
+  const gpuRow = (M: number) => {
+    const t = MATMUL_TUNING.gpu("nt", M, 128, 128, gpu);
+    return [t.R, t.C];
+  };
+  assert.deepEqual(gpuRow(16), [1, 1]);
+  assert.deepEqual(gpuRow(64), [4, 4]);
+  assert.equal(MATMUL_TUNING.gpu("nn", 16, 128, 128, gpu).C % 4, 0, "nn needs vec4 column groups");
   assert.equal(llvmpipeLanes("llvmpipe (LLVM 15.0.6, 256 bits)"), 8);
   assert.equal(llvmpipeLanes("llvmpipe (LLVM 19.1.7, 512 bits)"), 16);
   assert.equal(llvmpipeLanes("NVIDIA H100 80GB HBM3"), null);

@@ -1,0 +1,58 @@
+/**
+ * The embedded models on the held-out problems `make-models` evaluated them on (its default seed):
+ * the base model's AR against the CLLM's Jacobi decoding, the table of the model cards measured
+ * again on this machine's adapter, in one run (train/gsm8k_compare.ts).
+ *
+ * @module
+ */
+
+import type { Gpu } from "../core/mod.ts";
+import { directoryFiles } from "../model/mod.ts";
+import { DEMO_MAX_VALUE } from "../cli/demo_models.ts";
+import { compareBaseAndCllm, standardRuns } from "../train/gsm8k_compare.ts";
+import { generateProblems } from "../train/gsm_synth.ts";
+
+const MODELS = new URL("../models/", import.meta.url).pathname;
+
+/** make-models draws its held-out split with seed + 1; its default seed is 1. */
+const HELDOUT_SEED = 2;
+
+/** Runs the gsm8k section on `items` held-out problems; returns the rows' totals. */
+export async function runGsm8kBench(gpu: Gpu, items = 100): Promise<unknown> {
+  const heldout = generateProblems({
+    seed: HELDOUT_SEED,
+    count: 200,
+    split: "heldout",
+    maxValue: DEMO_MAX_VALUE,
+  })
+    .slice(0, items);
+  const t0 = performance.now();
+  const c = await compareBaseAndCllm(
+    gpu,
+    { base: directoryFiles(`${MODELS}gsm-tiny-base`), cllm: directoryFiles(`${MODELS}gsm-tiny-cllm`) },
+    heldout,
+    {
+      runs: standardRuns(16),
+      onRow: (row, s) =>
+        console.log(
+          `  ${row.padEnd(40)} ${(100 * s.accuracy).toFixed(0).padStart(3)} %  ${
+            s.tokensPerSecond.toFixed(1).padStart(7)
+          } tok/s  ${s.tokensPerForward.toFixed(2)} tok/forward`,
+        ),
+    },
+  );
+  console.log(
+    `\n${heldout.length} held-out problems, greedy, at most 200 new tokens, ` +
+      `${((performance.now() - t0) / 1000).toFixed(0)} s:\n\n${c.table}\n`,
+  );
+  console.log(
+    `Jacobi output identical to the same model's AR: CLLM ${c.identical.cllm ? "yes" : "NO"}, ` +
+      `base ${c.identical.base ? "yes" : "NO"}`,
+  );
+  const rows = Object.fromEntries(
+    Object.entries(c.figures).map((
+      [k, f],
+    ) => [k, { ...f.summary, speedup: f.summary.tokensPerSecond / c.fastestBaseAr }]),
+  );
+  return { items: heldout.length, rows, fastestBaseAr: c.fastestBaseAr, identical: c.identical };
+}

@@ -1,0 +1,177 @@
+/**
+ * When the GPU-resident decoding loops (greedy AR, Jacobi, lookahead) read their state back, and
+ * how much work they submit around each read.
+ *
+ * In Deno a read (`mapAsync`) blocks the calling thread until the GPU has finished the work
+ * submitted before it, then resolves only after a fixed wait of ~10 ms (webgpu-notes.md §2). Work
+ * submitted right after the read is issued runs during that wait, so a loop submits some iterations
+ * "before" each read (the host sees their result) and some "behind" it (they fill the wait; the
+ * host sees them at the next read).
+ *
+ * - {@linkcode fixedCadence}: a set number before and behind every read (tests, benchmarks, and the
+ *   one-readback-per-iteration loop).
+ * - {@linkcode adaptiveCadence} (the default): nothing before a read, and behind it as many
+ *   iterations as fill the wait, learned from the loop's own timings: an iteration's time from
+ *   how long each read blocked, the wait from how long each read took to resolve. What it learns
+ *   is kept per model and loop, so the next generation starts tuned. On the embedded model that
+ *   is ~2 Jacobi iterations on llvmpipe and ~7 on an H200; a bigger model gets fewer.
+ *
+ * Iterations behind the read that sees the end are wasted, but they run during a wait the loop
+ * pays anyway.
+ *
+ * @module
+ */
+
+/** The cadence of one generation; the loop calls the hooks as it goes. */
+export interface Cadence {
+  /** Iterations of the first submit (behind the prefill's read). */
+  first(): number;
+  /** Iterations to submit before the next read. */
+  before(): number;
+  /** Iterations to submit behind the read just issued. */
+  behind(): number;
+  /** A read was issued at `issued` and its call returned at `returned` (`performance.now()`). */
+  issued(issued: number, returned: number): void;
+  /** `count` iterations were submitted (fewer than asked near the end of the budget). */
+  submitted(count: number): void;
+  /** The read resolved at `resolved`. */
+  resolved(resolved: number): void;
+}
+
+/**
+ * `before` iterations before every read and `behind` behind it; the first submit has `before` (at
+ * least one).
+ *
+ * @example One readback per iteration, nothing behind
+ * ```ts
+ * import { fixedCadence } from "./cadence.ts";
+ * const c = fixedCadence(1, 0);
+ * console.log(c.first(), c.before(), c.behind()); // 1 1 0
+ * ```
+ */
+export function fixedCadence(before: number, behind: number): Cadence {
+  const b = Math.max(0, Math.floor(before)), a = Math.max(0, Math.floor(behind));
+  return {
+    first: () => Math.max(1, b),
+    before: () => b,
+    behind: () => a,
+    issued() {},
+    submitted() {},
+    resolved() {},
+  };
+}
+
+/** What an adaptive cadence has learned about one loop on one model. */
+interface Learned {
+  /** Iterations behind each read. */
+  behind: number;
+  /** Milliseconds from a read's call returning to its resolving (the fixed wait), smoothed. */
+  waitMs: number;
+}
+
+const learnedByLoop = new WeakMap<object, Map<string, Learned>>();
+
+/** A read that blocked for less than this found the GPU idle (milliseconds). */
+const IDLE_MS = 0.3;
+
+/**
+ * The adaptive cadence of one generation of `loop` (e.g. `"jacobi n=16"`) on `model`: nothing
+ * before each read, and behind it enough iterations to keep the GPU busy through the read's wait.
+ *
+ * After each read: if its call returned at once, the GPU had gone idle during the last wait, so one
+ * more iteration goes behind the next read; otherwise the GPU was busy all along, the call's return
+ * times give an iteration's time t, and `ceil(wait / t)` go behind: the fewest that outlast the
+ * wait.
+ *
+ * @param model any object standing for the model (what is learned is kept per object)
+ * @param loop the loop and its shape (a Jacobi block of 16 rows costs more than an AR step)
+ * @param start iterations behind the first reads, before anything is learned (≥ 1)
+ * @param max the most iterations behind one read (≥ 1)
+ *
+ * @example The cadence a greedy loop asks for
+ * ```ts
+ * import { adaptiveCadence } from "./cadence.ts";
+ * const model = {};
+ * const c = adaptiveCadence(model, "ar", 3, 32);
+ * console.log(c.first(), c.before(), c.behind()); // 3 0 3
+ * ```
+ */
+export function adaptiveCadence(model: object, loop: string, start: number, max: number): Cadence {
+  const top = Math.max(1, Math.floor(max));
+  let byLoop = learnedByLoop.get(model);
+  if (!byLoop) learnedByLoop.set(model, byLoop = new Map());
+  let learned = byLoop.get(loop);
+  if (!learned) {
+    byLoop.set(loop, learned = { behind: Math.min(top, Math.max(1, Math.floor(start))), waitMs: 10 });
+  }
+  const l = learned;
+  let lastReturned = -1; // when the previous read's call returned: the GPU was idle then
+  let lastSubmitted = 0; // iterations submitted since then
+  let returned = -1;
+  return {
+    first: () => l.behind,
+    before: () => 0,
+    behind: () => l.behind,
+    issued(issuedAt, returnedAt) {
+      if (lastReturned >= 0 && lastSubmitted > 0) {
+        if (returnedAt - issuedAt < IDLE_MS) {
+          // Idle before the read: the work behind the last one ended inside its wait.
+          if (lastSubmitted >= l.behind) l.behind = Math.min(top, l.behind + 1);
+        } else {
+          // Busy from the last return to this one, on `lastSubmitted` iterations.
+          const t = (returnedAt - lastReturned) / lastSubmitted;
+          l.behind = Math.min(top, Math.max(1, Math.ceil(l.waitMs / t)));
+        }
+      }
+      lastReturned = returnedAt;
+      returned = returnedAt;
+      lastSubmitted = 0;
+    },
+    submitted(count) {
+      lastSubmitted += count;
+    },
+    resolved(resolvedAt) {
+      if (returned >= 0) l.waitMs = 0.75 * l.waitMs + 0.25 * (resolvedAt - returned);
+    },
+  };
+}
+
+/**
+ * The cadence a decoder's options ask for: fixed when `perReadback` is given (with `behind`
+ * iterations behind each read, default `start`), else adaptive, starting from `behind` or `start`.
+ *
+ * @example
+ * ```ts
+ * import { chooseCadence } from "./cadence.ts";
+ * const c = chooseCadence({}, "ar", { perReadback: 16, behind: 3 }, 3);
+ * console.log(c.before(), c.behind()); // 16 3
+ * ```
+ */
+export function chooseCadence(
+  model: object,
+  loop: string,
+  options: { perReadback?: number; behind?: number },
+  start: number,
+): Cadence {
+  return options.perReadback !== undefined
+    ? fixedCadence(options.perReadback, options.behind ?? start)
+    : adaptiveCadence(model, loop, options.behind ?? start, MAX_BEHIND);
+}
+
+/** The most iterations an adaptive cadence puts behind one read. */
+export const MAX_BEHIND = 32;
+
+/**
+ * What an adaptive cadence has learned for `loop` on `model` so far: iterations behind each read
+ * and the read's wait in milliseconds (undefined before its first generation).
+ *
+ * @example
+ * ```ts
+ * import { learnedCadence } from "./cadence.ts";
+ * console.log(learnedCadence({}, "ar")); // undefined
+ * ```
+ */
+export function learnedCadence(model: object, loop: string): { behind: number; waitMs: number } | undefined {
+  const l = learnedByLoop.get(model)?.get(loop);
+  return l ? { ...l } : undefined;
+}

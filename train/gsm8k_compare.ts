@@ -1,0 +1,143 @@
+/**
+ * A base model against its CLLM on the same GSM8K-format items, in one run: greedy AR on the base
+ * (f32 and f16 weights, so its fastest AR path is the baseline), then AR and Jacobi (fixed and
+ * sliding window) on both models. Reports accuracy, tokens/s, tokens per forward and the speedup
+ * over the base's fastest AR, and whether every Jacobi output equals the same model's AR output.
+ *
+ * `make-models` publishes this table in the model cards; `deno task bench --only gsm8k` measures it
+ * again on the embedded models with whatever adapter the machine has.
+ *
+ * @module
+ */
+
+import type { Gpu } from "../core/mod.ts";
+import { loadPretrained } from "../model/pretrained.ts";
+import type { ModelFiles } from "../model/model_files.ts";
+import {
+  type EvalDecoder,
+  type EvalItemResult,
+  type EvalSummary,
+  evaluateGsm8k,
+  type Gsm8kItem,
+} from "./gsm8k_eval.ts";
+
+/** One decoder setting of the comparison. */
+export interface DecoderRun {
+  /** Row name, e.g. `"jacobi-sliding n=8"`. */
+  name: string;
+  /** The decoder. */
+  decoder: EvalDecoder;
+  /** Jacobi block size (also the context reserve for AR). */
+  blockSize: number;
+}
+
+/**
+ * The runs at block size n: AR, Jacobi n, and the sliding window at n and n/2 (on a CPU adapter a
+ * forward over n rows costs more as n grows, so the smaller block can be the faster one).
+ *
+ * @example
+ * ```ts
+ * import { standardRuns } from "./gsm8k_compare.ts";
+ * console.log(standardRuns(16).map((r) => r.name)); // ["ar", "jacobi n=16", ...]
+ * ```
+ */
+export function standardRuns(n: number): DecoderRun[] {
+  const half = Math.max(2, n >> 1);
+  return [
+    { name: "ar", decoder: "ar", blockSize: n },
+    { name: `jacobi n=${n}`, decoder: "jacobi", blockSize: n },
+    { name: `jacobi-sliding n=${n}`, decoder: "jacobi-sliding", blockSize: n },
+    { name: `jacobi-sliding n=${half}`, decoder: "jacobi-sliding", blockSize: half },
+  ];
+}
+
+/** What {@linkcode compareBaseAndCllm} measured. */
+export interface Comparison {
+  /** Per row (`"base ar (f32 weights)"`, `"cllm jacobi n=16"`, ...): item results and totals. */
+  figures: Record<string, { results: EvalItemResult[]; summary: EvalSummary }>;
+  /** Tokens/s of the base model's fastest AR row: the speedup's denominator. */
+  fastestBaseAr: number;
+  /** Whether every Jacobi row's outputs equal the same model's AR outputs, per model. */
+  identical: { base: boolean; cllm: boolean };
+  /** The figures as a Markdown table, one row per run, with the speedup column. */
+  table: string;
+}
+
+/**
+ * Evaluates both models on `items` with every run, in one process on one device (weights stored
+ * as f16 except the extra base AR row with f32 weights), and tabulates the result.
+ *
+ * @param gpu the device
+ * @param models the two checkpoints
+ * @param items the problems (the same for every row)
+ * @param options the runs (default {@linkcode standardRuns} of 16), budget per item, and a
+ *   callback after each row
+ * @returns figures, baseline, identity check and table
+ *
+ * @example
+ * ```ts ignore
+ * const c = await compareBaseAndCllm(gpu, { base: directoryFiles(a), cllm: directoryFiles(b) }, items, {});
+ * console.log(c.table);
+ * ```
+ */
+export async function compareBaseAndCllm(
+  gpu: Gpu,
+  models: { base: ModelFiles; cllm: ModelFiles },
+  items: readonly Gsm8kItem[],
+  options: {
+    runs?: readonly DecoderRun[];
+    maxNewTokens?: number;
+    onRow?: (row: string, summary: EvalSummary) => void;
+  },
+): Promise<Comparison> {
+  const runs = options.runs ?? standardRuns(16);
+  if (runs[0]?.decoder !== "ar") {
+    throw new RangeError("The first run must be AR: it is the speedup's baseline");
+  }
+  const figures: Comparison["figures"] = {};
+  const evaluate = async (
+    files: ModelFiles,
+    dtype: "f32" | "f16",
+    label: string,
+    settings: readonly DecoderRun[],
+  ) => {
+    const p = await loadPretrained(gpu, files, { maxLength: 512, dtype });
+    try {
+      for (const run of settings) {
+        const key = `${label} ${run.name}${dtype === "f32" ? " (f32 weights)" : ""}`;
+        figures[key] = await evaluateGsm8k(p, items, {
+          decoder: run.decoder,
+          blockSize: run.blockSize,
+          maxNewTokens: options.maxNewTokens ?? 200,
+        });
+        options.onRow?.(key, figures[key].summary);
+      }
+    } finally {
+      p.model.destroy();
+    }
+  };
+  await evaluate(models.base, "f32", "base", runs.slice(0, 1));
+  await evaluate(models.base, "f16", "base", runs);
+  await evaluate(models.cllm, "f16", "cllm", runs);
+
+  const fastestBaseAr = Math.max(
+    figures[`base ${runs[0].name}`].summary.tokensPerSecond,
+    figures[`base ${runs[0].name} (f32 weights)`].summary.tokensPerSecond,
+  );
+  const sameOutputs = (a: string, b: string) =>
+    figures[a].results.every((r, i) => r.output === figures[b].results[i].output);
+  const identical = (model: string) =>
+    runs.every((run) => sameOutputs(`${model} ${runs[0].name}`, `${model} ${run.name}`));
+  const row = (k: string) => {
+    const s = figures[k].summary;
+    return `| ${k} | ${(100 * s.accuracy).toFixed(1)} % | ${s.tokensPerSecond.toFixed(1)} | ${
+      s.tokensPerForward.toFixed(2)
+    } | ${(s.tokensPerSecond / fastestBaseAr).toFixed(2)}x |`;
+  };
+  const table = [
+    "| model + decoder (f16 weights unless said) | accuracy | tokens/s | tokens/forward | vs base's fastest AR |",
+    "| --- | --- | --- | --- | --- |",
+    ...Object.keys(figures).map(row),
+  ].join("\n");
+  return { figures, fastestBaseAr, identical: { base: identical("base"), cllm: identical("cllm") }, table };
+}
