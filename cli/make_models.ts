@@ -251,7 +251,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       "--labels",
     ]);
     if (code !== 0) throw new Error("trajectory collection failed");
-    // Resuming re-attempts the questions that gave no records; the marker spares that.
+    // A finished stage is skipped outright (resuming the command would only load the model and scan
+    // its file), which keeps the stage's recorded time.
     await Deno.writeTextFile(`${work}/trajectories.done`, "");
   });
 

@@ -5,7 +5,9 @@
  * Resumable: an existing --out is read first; prompts whose records are all there are skipped. A
  * half-written tail (an unterminated line, or an unfinished last prompt) is truncated away before
  * appending. Each prompt's records are appended as complete lines with one write, then synced, so
- * a kill loses at most the prompt in flight.
+ * a kill loses at most the prompt in flight. Prompts that give no record at all (too long for the
+ * context, or every block filtered) are listed in `<out>.empty.jsonl`, so a resumed run skips them
+ * too instead of decoding them again.
  *
  * @module
  */
@@ -33,7 +35,8 @@ import { Progress } from "./progress.ts";
 const HELP = `Usage: deno task cllm trajectory --model DIR --prompts FILE --out FILE.jsonl [options]
 
 Collects greedy Jacobi trajectories (one JSON line per n-token block, CLLM's record schema).
-Re-running with the same --out resumes: finished prompts are skipped.
+Re-running with the same --out resumes: finished prompts are skipped (those that gave no record
+are listed in <out>.empty.jsonl).
 
 Options:
   --model DIR            Hugging Face-layout model directory (the target model)
@@ -182,6 +185,43 @@ function _shard(raw: string | undefined): { index: number; count: number } {
   return { index: Number(m[1]), count: Number(m[2]) };
 }
 
+/** The sidecar file listing the prompts that gave no record: one `{"id", "prompt"}` line each. */
+function _emptyPath(out: string): string {
+  return `${out}.empty.jsonl`;
+}
+
+/**
+ * Prompt ids listed in the sidecar whose text is still the prompt of that id (a changed prompts
+ * file invalidates the entry, so the prompt is collected again). A missing sidecar lists none; a
+ * stale one (no --out) is removed.
+ */
+async function _readEmpty(out: string, outExists: boolean, texts: readonly string[]): Promise<Set<number>> {
+  const path = _emptyPath(out);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return new Set();
+    throw e;
+  }
+  if (!outExists) {
+    await Deno.remove(path);
+    return new Set();
+  }
+  const ids = new Set<number>();
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    let entry: { id?: unknown; prompt?: unknown };
+    try {
+      entry = JSON.parse(line);
+    } catch {
+      continue; // a line cut by a kill: that prompt is simply collected again
+    }
+    if (typeof entry.id === "number" && texts[entry.id] === entry.prompt) ids.add(entry.id);
+  }
+  return ids;
+}
+
 function _sameIds(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
@@ -298,15 +338,19 @@ export async function trajectoryCommand(args: string[]): Promise<void> {
       await Deno.truncate(out, existing.keepBytes);
       console.error(`trajectory: dropped ${existing.dropped.join(" and ")} from "${out}"`);
     }
-    const todo = prompts.filter((q) => !existing.done.has(q.id));
+    const outExists = await Deno.stat(out).then(() => true, () => false);
+    const empty = await _readEmpty(out, outExists, texts);
+    const todo = prompts.filter((q) => !existing.done.has(q.id) && !empty.has(q.id));
     const already = prompts.length - todo.length;
     if (already > 0) {
       console.error(
-        `trajectory: resuming "${out}": ${already} of ${prompts.length} prompts are already there`,
+        `trajectory: resuming "${out}": ${already} of ${prompts.length} prompts are already there` +
+          (empty.size > 0 ? ` (${empty.size} gave no record; ${_emptyPath(out)})` : ""),
       );
     }
 
     const file = await Deno.open(out, { write: true, append: true, create: true });
+    const emptyFile = await Deno.open(_emptyPath(out), { write: true, append: true, create: true });
     const encoder = new TextEncoder();
     const progress = new Progress("trajectory", todo.length, "prompts");
     const t0 = performance.now();
@@ -326,18 +370,23 @@ export async function trajectoryCommand(args: string[]): Promise<void> {
           format,
           onSkip: (m) => console.error(`\ntrajectory: ${m}`),
         },
-        async (records) => {
+        async (records, info) => {
           if (records.length > 0) {
             const text = records.map(formatTrajectoryRecord).join("\n") + "\n";
             await _writeAll(file, encoder.encode(text));
             await file.sync();
             written += records.length;
+          } else {
+            const line = JSON.stringify({ id: info.prompt.id, prompt: texts[info.prompt.id] }) + "\n";
+            await _writeAll(emptyFile, encoder.encode(line));
+            await emptyFile.sync();
           }
           progress.update(++finished, `${written} records`);
         },
       );
     } finally {
       file.close();
+      emptyFile.close();
     }
     if (todo.length > 0) progress.done();
     const seconds = (performance.now() - t0) / 1000;

@@ -178,3 +178,43 @@ Deno.test({
   }
   assert.match(r.stdout, /CLLM Jacobi output identical to its greedy AR output: yes/);
 });
+
+Deno.test({
+  name: "CLI: trajectory resumes without decoding again the prompts that gave no record",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTinyModel(`${dir}/m`, { maxPositionEmbeddings: 48 });
+    const long = Array.from({ length: 40 }, (_, i) => `t${3 + (i % 50)}`).join(" ");
+    await Deno.writeTextFile(`${dir}/p.txt`, `t5 t6 t7\n${long}\nt9 t8\n`);
+    const args = [
+      "trajectory",
+      "--model",
+      `${dir}/m`,
+      "--prompts",
+      `${dir}/p.txt`,
+      "--out",
+      `${dir}/t.jsonl`,
+    ];
+    const opts = ["--block", "4", "--max-new-tokens", "8"];
+    const first = await cllm(...args, ...opts);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /Skipped prompt 1\b/);
+    const listed = (await Deno.readTextFile(`${dir}/t.jsonl.empty.jsonl`)).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    assert.deepEqual(listed, [{ id: 1, prompt: long }]);
+    const again = await cllm(...args, ...opts);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /3 of 3 prompts are already there \(1 gave no record/);
+    assert.doesNotMatch(again.stderr, /Skipped prompt/);
+    // A new --out starts afresh: a sidecar left without its file is stale.
+    await Deno.remove(`${dir}/t.jsonl`);
+    const fresh = await cllm(...args, ...opts);
+    assert.match(fresh.stderr, /Skipped prompt 1\b/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
