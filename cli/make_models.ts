@@ -41,7 +41,7 @@ Options:
   --pretrain-steps N     AR steps of 8 problems, one per sequence (default 4000)
   --pretrain-lr X        their peak learning rate (default 2e-3)
   --trajectories N       training questions whose Jacobi trajectories are collected (default 1200)
-  --cllm-epochs E        consistency-training epochs (default 3)
+  --cllm-epochs E        consistency-training epochs (default 6)
   --cllm-lr X            consistency-training peak learning rate (default 5e-4)
   --cllm-ar-weight W     weight of its AR loss against the consistency loss (default 2; the reference: 10)
   --block N              Jacobi block size (default 16)
@@ -132,7 +132,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const pretrainLr = numberOption(v, "pretrain-lr", 2e-3, { min: 0 });
   const problemCount = numberOption(v, "problems", 60000, { integer: true, min: 10 });
   const maxValue = numberOption(v, "max-value", DEMO_MAX_VALUE, { integer: true, min: 10 });
-  const cllmEpochs = numberOption(v, "cllm-epochs", 3, { min: 0 });
+  const cllmEpochs = numberOption(v, "cllm-epochs", 6, { min: 0 });
   const cllmLr = numberOption(v, "cllm-lr", 5e-4, { min: 0 });
   const cllmArWeight = numberOption(v, "cllm-ar-weight", 2, { min: 0 });
   const trajectoryPrompts = numberOption(v, "trajectories", 1200, { integer: true, min: 1 });
