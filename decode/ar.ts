@@ -24,7 +24,7 @@ import {
   readTokens,
   trimAtStop,
 } from "./generation.ts";
-import { chooseCadence } from "./cadence.ts";
+import { chooseCadence, timedRead } from "./cadence.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
 
 /** Options of greedy AR decoding. */
@@ -84,19 +84,10 @@ export async function* generateGreedy(
       forwards += n;
       cadence.submitted(n);
     };
-    const issue = <T>(read: () => Promise<T>): Promise<T> => {
-      const issued = performance.now();
-      const promise = read(); // blocks until the GPU has done the work before it (Deno)
-      cadence.issued(issued, performance.now());
-      return promise.then((value) => {
-        cadence.resolved(performance.now());
-        return value;
-      });
-    };
     // Every readback waits ~10 ms after the GPU is done (webgpu-notes.md §2); the GPU spends that
     // wait on forwards submitted after the read was issued (decode/cadence.ts). The prefill's token
     // is read the same way, with the first forwards behind it.
-    const firstRead = issue(() => readTokens(s, P, 1));
+    const firstRead = timedRead(cadence, () => readTokens(s, P, 1));
     record(chunk === undefined ? cadence.first() : Math.max(1, chunk));
     const first = trimAtStop(await firstRead, eos, budget);
     const prefillSeconds = (performance.now() - t0) / 1000;
@@ -106,7 +97,7 @@ export async function* generateGreedy(
     let stopped = first.stopped;
     while (stopped === null) {
       const seen = submitted;
-      const pending = issue(() => readTokens(s, P + out.length, seen - out.length));
+      const pending = timedRead(cadence, () => readTokens(s, P + out.length, seen - out.length));
       record(cadence.behind());
       const ids = await pending;
       readbacks++;

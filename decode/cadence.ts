@@ -175,3 +175,22 @@ export function learnedCadence(model: object, loop: string): { behind: number; w
   const l = learnedByLoop.get(model)?.get(loop);
   return l ? { ...l } : undefined;
 }
+
+/**
+ * Issues a read through `read` and reports to `cadence` when it was issued, when the call returned
+ * (in Deno, once the GPU had done the work before it) and when it resolved.
+ *
+ * @example
+ * ```ts ignore
+ * const state = await timedRead(cadence, () => readTensors(gpu, [st]));
+ * ```
+ */
+export function timedRead<T>(cadence: Cadence, read: () => Promise<T>): Promise<T> {
+  const issued = performance.now();
+  const promise = read();
+  cadence.issued(issued, performance.now());
+  return promise.then((value) => {
+    cadence.resolved(performance.now());
+    return value;
+  });
+}

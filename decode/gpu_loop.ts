@@ -13,7 +13,7 @@
  */
 
 import { type ReadData, readTensors, Step, type Tensor } from "../core/mod.ts";
-import type { Cadence } from "./cadence.ts";
+import { type Cadence, timedRead } from "./cadence.ts";
 import { type DecodeSession, readTokens, trimAtStop } from "./generation.ts";
 
 /** What a GPU-resident decoder gives the loop. */
@@ -89,16 +89,7 @@ export async function* runGpuLoop(
     pending += Math.max(0, n);
     cadence.submitted(Math.max(0, n));
   };
-  const issue = <T>(read: () => Promise<T>): Promise<T> => {
-    const issued = performance.now();
-    const promise = read(); // blocks until the GPU has done the work before it (Deno)
-    cadence.issued(issued, performance.now());
-    return promise.then((value) => {
-      cadence.resolved(performance.now());
-      return value;
-    });
-  };
-  const firstRead = issue(() => readTokens(s, P, 1));
+  const firstRead = timedRead(cadence, () => readTokens(s, P, 1));
   record(cadence.first(), true);
   const first = trimAtStop(await firstRead, options.eosIds, options.budget);
   const prefillSeconds = (performance.now() - t0) / 1000;
@@ -109,7 +100,7 @@ export async function* runGpuLoop(
   let last: ReadData[] = [];
   while (!done) {
     if (pending === 0) throw new Error(`${options.label}: no iteration left to run (internal error)`);
-    const read = issue(() => readTensors(gpu, [loop.state, s.tokens, ...(loop.alsoRead ?? [])]));
+    const read = timedRead(cadence, () => readTensors(gpu, [loop.state, s.tokens, ...(loop.alsoRead ?? [])]));
     pending = 0;
     record(cadence.behind());
     const [state, tokens, ...rest] = await read;
