@@ -24,7 +24,7 @@ import {
   readTokens,
   trimAtStop,
 } from "./generation.ts";
-import { chooseCadence, timedRead } from "./cadence.ts";
+import { adaptiveCadence, fixedCadence, timedRead } from "./cadence.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
 
 /** Options of greedy AR decoding. */
@@ -60,15 +60,14 @@ export async function* generateGreedy(
 ): AsyncGenerator<number[], GenerationResult> {
   const budget = options.maxNewTokens;
   const eos = options.eosIds ?? [];
-  // A fixed cadence of `chunk` forwards per readback puts `ahead` of them behind the read.
-  const chunk = options.forwardsPerReadback;
-  const ahead = chunk === undefined
+  // A fixed cadence of `chunk` forwards per readback puts `behind` of them behind the read.
+  const chunk = options.forwardsPerReadback === undefined
     ? undefined
-    : Math.min(Math.max(1, chunk), Math.max(0, options.forwardsDuringReadback ?? 3));
-  const cadence = chooseCadence(model, "ar", {
-    perReadback: chunk === undefined ? undefined : Math.max(1, chunk) - (ahead ?? 0),
-    behind: chunk === undefined ? options.forwardsDuringReadback : ahead,
-  }, 3);
+    : Math.max(1, options.forwardsPerReadback);
+  const behind = Math.max(0, options.forwardsDuringReadback ?? 3);
+  const cadence = chunk === undefined
+    ? adaptiveCadence(model, "ar", behind)
+    : fixedCadence(chunk - Math.min(chunk, behind), Math.min(chunk, behind), chunk);
   const t0 = performance.now();
   const s = prefill(model, prompt, budget);
   const P = s.promptLength;
@@ -88,7 +87,7 @@ export async function* generateGreedy(
     // wait on forwards submitted after the read was issued (decode/cadence.ts). The prefill's token
     // is read the same way, with the first forwards behind it.
     const firstRead = timedRead(cadence, () => readTokens(s, P, 1));
-    record(chunk === undefined ? cadence.first() : Math.max(1, chunk));
+    record(cadence.first());
     const first = trimAtStop(await firstRead, eos, budget);
     const prefillSeconds = (performance.now() - t0) / 1000;
     let out = first.tokens;

@@ -13,8 +13,8 @@
  * - {@linkcode adaptiveCadence} (the default): nothing before a read, and behind it as many
  *   iterations as fill the wait, learned from the loop's own timings: an iteration's time from
  *   how long each read blocked, the wait from how long each read took to resolve. What it learns
- *   is kept per model and loop, so the next generation starts tuned. On the embedded model that
- *   is ~2 Jacobi iterations on llvmpipe and ~7 on an H200; a bigger model gets fewer.
+ *   is kept per model and loop, so the next generation starts tuned. On the embedded model it
+ *   settled at 2-4 iterations on llvmpipe; faster forwards get more, a bigger model fewer.
  *
  * Iterations behind the read that sees the end are wasted, but they run during a wait the loop
  * pays anyway.
@@ -39,8 +39,9 @@ export interface Cadence {
 }
 
 /**
- * `before` iterations before every read and `behind` behind it; the first submit has `before` (at
- * least one).
+ * `before` iterations before every read and `behind` behind it, and `first` (default `before`) in
+ * the first submit. Every readback has at least one iteration to show: with nothing behind a read,
+ * at least one goes before it, and the first submit has at least one.
  *
  * @example One readback per iteration, nothing behind
  * ```ts
@@ -49,10 +50,12 @@ export interface Cadence {
  * console.log(c.first(), c.before(), c.behind()); // 1 1 0
  * ```
  */
-export function fixedCadence(before: number, behind: number): Cadence {
-  const b = Math.max(0, Math.floor(before)), a = Math.max(0, Math.floor(behind));
+export function fixedCadence(before: number, behind: number, first = before): Cadence {
+  const a = Math.max(0, Math.floor(behind));
+  const b = Math.max(a > 0 ? 0 : 1, Math.floor(before));
+  const f = Math.max(1, Math.floor(first));
   return {
-    first: () => Math.max(1, b),
+    first: () => f,
     before: () => b,
     behind: () => a,
     issued() {},
@@ -86,7 +89,7 @@ const IDLE_MS = 0.3;
  * @param model any object standing for the model (what is learned is kept per object)
  * @param loop the loop and its shape (a Jacobi block of 16 rows costs more than an AR step)
  * @param start iterations behind the first reads, before anything is learned (≥ 1)
- * @param max the most iterations behind one read (≥ 1)
+ * @param max the most iterations behind one read (≥ 1; default {@linkcode MAX_BEHIND})
  *
  * @example The cadence a greedy loop asks for
  * ```ts
@@ -96,7 +99,7 @@ const IDLE_MS = 0.3;
  * console.log(c.first(), c.before(), c.behind()); // 3 0 3
  * ```
  */
-export function adaptiveCadence(model: object, loop: string, start: number, max: number): Cadence {
+export function adaptiveCadence(model: object, loop: string, start: number, max = MAX_BEHIND): Cadence {
   const top = Math.max(1, Math.floor(max));
   let byLoop = learnedByLoop.get(model);
   if (!byLoop) learnedByLoop.set(model, byLoop = new Map());
@@ -107,7 +110,6 @@ export function adaptiveCadence(model: object, loop: string, start: number, max:
   const l = learned;
   let lastReturned = -1; // when the previous read's call returned: the GPU was idle then
   let lastSubmitted = 0; // iterations submitted since then
-  let returned = -1;
   return {
     first: () => l.behind,
     before: () => 0,
@@ -124,14 +126,13 @@ export function adaptiveCadence(model: object, loop: string, start: number, max:
         }
       }
       lastReturned = returnedAt;
-      returned = returnedAt;
       lastSubmitted = 0;
     },
     submitted(count) {
       lastSubmitted += count;
     },
     resolved(resolvedAt) {
-      if (returned >= 0) l.waitMs = 0.75 * l.waitMs + 0.25 * (resolvedAt - returned);
+      if (lastReturned >= 0) l.waitMs = 0.75 * l.waitMs + 0.25 * (resolvedAt - lastReturned);
     },
   };
 }
@@ -155,7 +156,7 @@ export function chooseCadence(
 ): Cadence {
   return options.perReadback !== undefined
     ? fixedCadence(options.perReadback, options.behind ?? start)
-    : adaptiveCadence(model, loop, options.behind ?? start, MAX_BEHIND);
+    : adaptiveCadence(model, loop, options.behind ?? start);
 }
 
 /** The most iterations an adaptive cadence puts behind one read. */

@@ -116,9 +116,7 @@ export async function* generateJacobi(
   const eosIds = options.eosIds ?? [];
   const seed = options.seed ?? 0;
   const cadence = chooseCadence(model, `jacobi n=${n}${options.sliding ? " sliding" : ""}`, {
-    perReadback: options.iterationsPerReadback === undefined
-      ? undefined
-      : Math.max(1, options.iterationsPerReadback),
+    perReadback: options.iterationsPerReadback,
     behind: options.iterationsDuringReadback,
   }, 2);
   const gpu = model.gpu;

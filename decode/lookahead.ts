@@ -121,9 +121,7 @@ export async function* generateLookahead(
   const eosIds = options.eosIds ?? [];
   const seed = options.seed ?? 0;
   const cadence = chooseCadence(model, `lookahead ${shape.ngram}/${shape.window}/${shape.guesses}`, {
-    perReadback: options.iterationsPerReadback === undefined
-      ? undefined
-      : Math.max(1, options.iterationsPerReadback),
+    perReadback: options.iterationsPerReadback,
     behind: options.iterationsDuringReadback,
   }, 2);
   const V = model.config.vocabSize;

@@ -215,9 +215,11 @@ function _workgroupSize(gpu: Gpu): number {
  * pair; but llvmpipe's compile time grows with R·KB (~1.3 s at 128, ~5 s at 512), so R·KB stays at
  * or below 128.
  *
- * `gpu`: one query per invocation. A decoding forward on a GPU is a chain of small dispatches whose
- * time is the length of the longest invocation's key walk, so R queries per invocation would make a
- * T-row forward (a Jacobi block) R times slower than a 1-row one for nothing.
+ * `gpu`: one query per invocation. A decoding forward on a GPU is a chain of small dispatches, each
+ * as long as its longest invocation's key walk, so R queries per invocation make a T-row forward (a
+ * Jacobi block) slower than a 1-row one for nothing. Measured on an H200 (embedded model, with the
+ * matmul table's decoding row): a 16-row forward took 1.37x a 1-row one with the `fallback`
+ * schedules, 0.87-1.0x with one query and one output per invocation (`deno task bench --only forward`).
  */
 export const ATTENTION_TUNING: Record<
   "fallback" | "gpu",

@@ -6,6 +6,9 @@ Deno.test("fixed cadence: the counts asked for, at least one iteration in the fi
   assert.deepEqual([c.first(), c.before(), c.behind()], [16, 16, 3]);
   const lag = fixedCadence(0, 1);
   assert.deepEqual([lag.first(), lag.before(), lag.behind()], [1, 0, 1]);
+  const none = fixedCadence(0, 0);
+  assert.deepEqual([none.first(), none.before(), none.behind()], [1, 1, 0], "every read shows an iteration");
+  assert.equal(fixedCadence(13, 3, 16).first(), 16);
   assert.equal(chooseCadence({}, "ar", { perReadback: 4 }, 3).behind(), 3);
   assert.equal(chooseCadence({}, "ar", {}, 3).before(), 0, "no perReadback: adaptive, nothing before a read");
 });
