@@ -154,6 +154,30 @@ export class Gpu {
 }
 
 /**
+ * Deno's WebGPU (wgpu) probes OpenGL while enumerating adapters and prints "error: XDG_RUNTIME_DIR
+ * is invalid or not set" twice when that variable is unset (containers, ssh, CI): noise that reads
+ * like a failure. Only "unset" triggers it, so a private directory is named before the first
+ * request. Nothing happens in a browser (no `Deno` global) or when the variable is set.
+ */
+function quietGlProbe(): void {
+  const deno = (globalThis as {
+    Deno?: {
+      env: { get(k: string): string | undefined; set(k: string, v: string): void };
+      mkdirSync(p: string, o: { recursive: boolean; mode: number }): void;
+      uid?(): number | null;
+    };
+  }).Deno;
+  try {
+    if (!deno || deno.env.get("XDG_RUNTIME_DIR")) return;
+    const dir = `/tmp/cllm-runtime-${deno.uid?.() ?? "user"}`;
+    deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch {
+    // No env or write permission: the probe stays noisy, nothing else changes.
+  }
+}
+
+/**
  * Requests an adapter and a device with the adapter's full limits and the useful optional features.
  *
  * Throws an error that says what to install when there is no WebGPU adapter.
@@ -173,6 +197,7 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
         "or a browser with WebGPU enabled",
     );
   }
+  quietGlProbe();
   const adapter = await nav.gpu.requestAdapter({ powerPreference: options.powerPreference });
   if (!adapter) {
     throw new Error(

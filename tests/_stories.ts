@@ -4,10 +4,11 @@
  * @module
  */
 import type { Gpu } from "../core/mod.ts";
+import { sharedPath, STORIES_FIXTURE } from "./_fixtures.ts";
 import { convertLlama2c, directoryFiles, loadPretrained, type Pretrained } from "../model/mod.ts";
 
 /** The folder holding stories260K.bin, tok512.bin and golden.txt. */
-export const STORIES = new URL("../../shared/models/stories260K/", import.meta.url).pathname;
+export const STORIES = sharedPath(STORIES_FIXTURE);
 
 /** Converts stories260K into `${dir}/m` and loads it (context 512). */
 export async function loadStories(gpu: Gpu, dir: string): Promise<Pretrained> {

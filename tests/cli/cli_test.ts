@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
+import { sharedPath, sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
 
 const MAIN = new URL("../../cli/main.ts", import.meta.url).pathname;
-const SHARED = new URL("../../../shared/models/stories260K/", import.meta.url).pathname;
+const SHARED = sharedPath(STORIES_FIXTURE);
 
 async function cllm(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -49,6 +50,21 @@ Deno.test({
     // A missing tokenizer.
     await Deno.remove(`${dir}/m/tokenizer.json`);
     assertCleanError(await cllm("generate", "--model", `${dir}/m`, "--prompt", "t5"), /tokenizer\.json/);
+    // Usage errors exit 2.
+    const usage = await cllm("generate", "--bogus");
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /bogus/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+sharedTest([STORIES_FIXTURE], "CLI: a truncated llama2.c checkpoint is one clear error and writes nothing", {
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
     // A truncated llama2.c checkpoint: error, and nothing written at --out.
     const ckpt = await Deno.readFile(`${SHARED}stories260K.bin`);
     await Deno.writeFile(`${dir}/trunc.bin`, ckpt.subarray(0, 5000));
@@ -67,17 +83,12 @@ Deno.test({
       /trunc\.bin/,
     );
     await assert.rejects(() => Deno.stat(`${dir}/conv`));
-    // Usage errors exit 2.
-    const usage = await cllm("generate", "--bogus");
-    assert.equal(usage.code, 2);
-    assert.match(usage.stderr, /bogus/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test({
-  name: "CLI: generate --json on stories260K (Jacobi) prints text, tokens and stats",
+sharedTest([STORIES_FIXTURE], "CLI: generate --json on stories260K (Jacobi) prints text, tokens and stats", {
   sanitizeResources: false,
   sanitizeOps: false,
 }, async () => {

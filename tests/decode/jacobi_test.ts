@@ -1,4 +1,5 @@
 import { loadStories } from "../_stories.ts";
+import { sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 import assert from "node:assert/strict";
 import { generateGreedy } from "../../decode/ar.ts";
 import { type CausalLM, type GenerationResult, runToEnd } from "../../decode/generation.ts";
@@ -103,33 +104,46 @@ Deno.test(
   },
 );
 
-Deno.test("Jacobi equals greedy AR on stories260K for block sizes 1..32", gpuTest, async () => {
-  const gpu = await testGpu();
-  const dir = await Deno.makeTempDir();
-  try {
-    const p = await loadStories(gpu, dir);
-    const prompts = [
-      [p.tokenizer.bosId!],
-      p.tokenizer.encode("Once upon a time, there was a little dog"),
-      p.tokenizer.encode("Tom and his sister went to the park. They saw a big tree.").slice(0, 40),
-    ];
-    assert.ok(prompts[2].length >= 20, `prompt of ${prompts[2].length} tokens`);
-    for (const prompt of prompts) {
-      for (const n of [1, 2, 3, 8, 16, 32]) {
-        const { jacobi } = await compare(p.model, prompt, n, 45, p.eosIds, `stories prompt ${prompt.length}`);
-        assert.ok(jacobi.stats.tokensPerForward >= 0.9 && jacobi.stats.tokensPerForward <= 2);
-        if (n === 8) {
-          await compare(p.model, prompt, n, 45, p.eosIds, `stories prompt ${prompt.length} sliding`, true);
+sharedTest(
+  [STORIES_FIXTURE],
+  "Jacobi equals greedy AR on stories260K for block sizes 1..32",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const dir = await Deno.makeTempDir();
+    try {
+      const p = await loadStories(gpu, dir);
+      const prompts = [
+        [p.tokenizer.bosId!],
+        p.tokenizer.encode("Once upon a time, there was a little dog"),
+        p.tokenizer.encode("Tom and his sister went to the park. They saw a big tree.").slice(0, 40),
+      ];
+      assert.ok(prompts[2].length >= 20, `prompt of ${prompts[2].length} tokens`);
+      for (const prompt of prompts) {
+        for (const n of [1, 2, 3, 8, 16, 32]) {
+          const { jacobi } = await compare(
+            p.model,
+            prompt,
+            n,
+            45,
+            p.eosIds,
+            `stories prompt ${prompt.length}`,
+          );
+          assert.ok(jacobi.stats.tokensPerForward >= 0.9 && jacobi.stats.tokensPerForward <= 2);
+          if (n === 8) {
+            await compare(p.model, prompt, n, 45, p.eosIds, `stories prompt ${prompt.length} sliding`, true);
+          }
         }
       }
+      p.model.destroy();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    p.model.destroy();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+);
 
-Deno.test(
+sharedTest(
+  [STORIES_FIXTURE],
   "Jacobi with context guesses: copies spans from the context, same output as greedy AR",
   gpuTest,
   async () => {

@@ -1,4 +1,5 @@
 import { loadStories } from "../_stories.ts";
+import { sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 import assert from "node:assert/strict";
 import { type Gpu, type KernelSpec, type Step, Tensor } from "../../core/mod.ts";
 import { generateGreedy } from "../../decode/ar.ts";
@@ -257,7 +258,7 @@ Deno.test(
   },
 );
 
-Deno.test("lookahead equals greedy AR on stories260K", gpuTest, async () => {
+sharedTest([STORIES_FIXTURE], "lookahead equals greedy AR on stories260K", gpuTest, async () => {
   const gpu = await testGpu();
   const dir = await Deno.makeTempDir();
   try {

@@ -3,6 +3,7 @@
  * (../shared/models/stories260K, not committed to this repository) and checks the result against
  * independent plain-TypeScript references of llama2.c's RoPE and `encode()`.
  */
+import { sharedPath, sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 
 import assert from "node:assert/strict";
 import { fileSource } from "../../model/byte_source.ts";
@@ -12,7 +13,7 @@ import { convertLlama2c, llama2cTokenizerToHf, parseLlama2cCheckpoint } from "..
 import { openSafetensors } from "../../model/safetensors.ts";
 import { loadTokenizer, type TextTokenizer } from "../../model/tokenizer.ts";
 
-const DIR = new URL("../../../shared/models/stories260K/", import.meta.url);
+const DIR = new URL(`file://${sharedPath(STORIES_FIXTURE)}`);
 const CKPT = new URL("stories260K.bin", DIR).pathname;
 const TOK = new URL("tok512.bin", DIR).pathname;
 
@@ -161,7 +162,7 @@ function rawF32(bytes: Uint8Array, floatOffset: number, count: number): Float32A
 // ---------------------------------------------------------------------------------------------------
 // Checkpoint conversion
 
-Deno.test("convertLlama2c: stories260K directory, config and tensors", async () => {
+sharedTest([STORIES_FIXTURE], "convertLlama2c: stories260K directory, config and tensors", async () => {
   const out = await converted();
   const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
   assert.deepEqual(names, [
@@ -220,72 +221,80 @@ Deno.test("convertLlama2c: stories260K directory, config and tensors", async () 
   assert.deepEqual(finalNorm, rawF32(raw, woOffset + L * C * C + L * C + 3 * L * I * C, C));
 });
 
-Deno.test("convertLlama2c: q/k permutation turns interleaved RoPE into rotate-half RoPE", async () => {
-  const out = await converted();
-  const st = await openSafetensors(await fileSource(`${out}/model.safetensors`));
-  const raw = await Deno.readFile(CKPT);
-  const kv = KVH * D;
-  let seed = 7;
-  const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647) * 2 - 1;
-  for (const layer of [0, 3]) {
-    const wqOffset = V * C + L * C + layer * C * C;
-    const wkOffset = V * C + L * C + L * C * C + layer * kv * C;
-    const cases = [
-      {
-        raw: rawF32(raw, wqOffset, C * C),
-        hf: (await st.readTensor(`model.layers.${layer}.self_attn.q_proj.weight`)).data,
-      },
-      {
-        raw: rawF32(raw, wkOffset, kv * C),
-        hf: (await st.readTensor(`model.layers.${layer}.self_attn.k_proj.weight`)).data,
-      },
-    ];
-    for (const pos of [0, 1, 17, 511]) {
-      const x = Float64Array.from({ length: C }, rand);
-      for (const { raw: wRaw, hf: wHf } of cases) {
-        const expected = ropeInterleaved(matVec(wRaw, x), pos, D);
-        const actual = unpermute(ropeRotateHalf(matVec(wHf, x), pos, D), D);
-        for (let i = 0; i < expected.length; i++) {
-          assert.ok(
-            Math.abs(actual[i] - expected[i]) <= 1e-9 + 1e-9 * Math.abs(expected[i]),
-            `layer ${layer} pos ${pos} i ${i}`,
-          );
+sharedTest(
+  [STORIES_FIXTURE],
+  "convertLlama2c: q/k permutation turns interleaved RoPE into rotate-half RoPE",
+  async () => {
+    const out = await converted();
+    const st = await openSafetensors(await fileSource(`${out}/model.safetensors`));
+    const raw = await Deno.readFile(CKPT);
+    const kv = KVH * D;
+    let seed = 7;
+    const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647) * 2 - 1;
+    for (const layer of [0, 3]) {
+      const wqOffset = V * C + L * C + layer * C * C;
+      const wkOffset = V * C + L * C + L * C * C + layer * kv * C;
+      const cases = [
+        {
+          raw: rawF32(raw, wqOffset, C * C),
+          hf: (await st.readTensor(`model.layers.${layer}.self_attn.q_proj.weight`)).data,
+        },
+        {
+          raw: rawF32(raw, wkOffset, kv * C),
+          hf: (await st.readTensor(`model.layers.${layer}.self_attn.k_proj.weight`)).data,
+        },
+      ];
+      for (const pos of [0, 1, 17, 511]) {
+        const x = Float64Array.from({ length: C }, rand);
+        for (const { raw: wRaw, hf: wHf } of cases) {
+          const expected = ropeInterleaved(matVec(wRaw, x), pos, D);
+          const actual = unpermute(ropeRotateHalf(matVec(wHf, x), pos, D), D);
+          for (let i = 0; i < expected.length; i++) {
+            assert.ok(
+              Math.abs(actual[i] - expected[i]) <= 1e-9 + 1e-9 * Math.abs(expected[i]),
+              `layer ${layer} pos ${pos} i ${i}`,
+            );
+          }
         }
       }
-    }
-    // Attention scores are what must not change: q·k under each convention agree.
-    const x = Float64Array.from({ length: C }, rand);
-    const qRaw = ropeInterleaved(matVec(cases[0].raw, x), 5, D),
-      kRaw = ropeInterleaved(matVec(cases[1].raw, x), 2, D);
-    const qHf = ropeRotateHalf(matVec(cases[0].hf, x), 5, D),
-      kHf = ropeRotateHalf(matVec(cases[1].hf, x), 2, D);
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / (H / KVH)); // grouped-query: head h reads kv head g
-      let sRaw = 0, sHf = 0;
-      for (let d = 0; d < D; d++) {
-        sRaw += qRaw[h * D + d] * kRaw[g * D + d];
-        sHf += qHf[h * D + d] * kHf[g * D + d];
+      // Attention scores are what must not change: q·k under each convention agree.
+      const x = Float64Array.from({ length: C }, rand);
+      const qRaw = ropeInterleaved(matVec(cases[0].raw, x), 5, D),
+        kRaw = ropeInterleaved(matVec(cases[1].raw, x), 2, D);
+      const qHf = ropeRotateHalf(matVec(cases[0].hf, x), 5, D),
+        kHf = ropeRotateHalf(matVec(cases[1].hf, x), 2, D);
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor(h / (H / KVH)); // grouped-query: head h reads kv head g
+        let sRaw = 0, sHf = 0;
+        for (let d = 0; d < D; d++) {
+          sRaw += qRaw[h * D + d] * kRaw[g * D + d];
+          sHf += qHf[h * D + d] * kHf[g * D + d];
+        }
+        assert.ok(Math.abs(sRaw - sHf) < 1e-9, `score of head ${h}`);
       }
-      assert.ok(Math.abs(sRaw - sHf) < 1e-9, `score of head ${h}`);
     }
-  }
-});
+  },
+);
 
-Deno.test("parseLlama2cCheckpoint: untied classifier becomes lm_head.weight", async () => {
-  // Same file with vocab_size negated and a classifier appended: the "not shared" layout.
-  const raw = await Deno.readFile(CKPT);
-  const bytes = new Uint8Array(raw.length + 4 * V * C);
-  bytes.set(raw);
-  const view = new DataView(bytes.buffer);
-  view.setInt32(20, -V, true);
-  for (let i = 0; i < V * C; i++) view.setFloat32(raw.length + 4 * i, i % 7, true);
-  const { config, tensors } = parseLlama2cCheckpoint(bytes, "untied.bin");
-  assert.equal(config.tieWordEmbeddings, false);
-  assert.equal(config.vocabSize, V);
-  const head = tensors.find((t) => t.name === "lm_head.weight");
-  assert.deepEqual(head?.shape, [V, C]);
-  assert.equal(head?.data[13], 13 % 7);
-});
+sharedTest(
+  [STORIES_FIXTURE],
+  "parseLlama2cCheckpoint: untied classifier becomes lm_head.weight",
+  async () => {
+    // Same file with vocab_size negated and a classifier appended: the "not shared" layout.
+    const raw = await Deno.readFile(CKPT);
+    const bytes = new Uint8Array(raw.length + 4 * V * C);
+    bytes.set(raw);
+    const view = new DataView(bytes.buffer);
+    view.setInt32(20, -V, true);
+    for (let i = 0; i < V * C; i++) view.setFloat32(raw.length + 4 * i, i % 7, true);
+    const { config, tensors } = parseLlama2cCheckpoint(bytes, "untied.bin");
+    assert.equal(config.tieWordEmbeddings, false);
+    assert.equal(config.vocabSize, V);
+    const head = tensors.find((t) => t.name === "lm_head.weight");
+    assert.deepEqual(head?.shape, [V, C]);
+    assert.equal(head?.data[13], 13 % 7);
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------
 // Tokenizer conversion
@@ -303,41 +312,49 @@ const SENTENCES = [
   "",
 ];
 
-Deno.test("llama2cTokenizerToHf: encodes exactly like llama2.c's encode() and decodes back", async () => {
-  const tok = await convertedTokenizer();
-  const ref = await refVocab();
-  assert.equal(tok.vocabSize, V);
-  assert.equal(tok.bosId, 1);
-  assert.deepEqual(tok.eosIds, [2]);
-  assert.equal(tok.addBosByDefault, true);
-  for (const text of SENTENCES) {
-    const expected = refEncode(ref, text);
-    assert.deepEqual(tok.encode(text, { addBos: false }), expected, JSON.stringify(text));
-    assert.deepEqual(tok.encode(text), text === "" ? [1] : [1, ...expected]);
-    assert.equal(tok.decode(expected), text, `decode ${JSON.stringify(text)}`);
-  }
-});
+sharedTest(
+  [STORIES_FIXTURE],
+  "llama2cTokenizerToHf: encodes exactly like llama2.c's encode() and decodes back",
+  async () => {
+    const tok = await convertedTokenizer();
+    const ref = await refVocab();
+    assert.equal(tok.vocabSize, V);
+    assert.equal(tok.bosId, 1);
+    assert.deepEqual(tok.eosIds, [2]);
+    assert.equal(tok.addBosByDefault, true);
+    for (const text of SENTENCES) {
+      const expected = refEncode(ref, text);
+      assert.deepEqual(tok.encode(text, { addBos: false }), expected, JSON.stringify(text));
+      assert.deepEqual(tok.encode(text), text === "" ? [1] : [1, ...expected]);
+      assert.equal(tok.decode(expected), text, `decode ${JSON.stringify(text)}`);
+    }
+  },
+);
 
-Deno.test("llama2cTokenizerToHf: golden.txt encodes like llama2.c; its first 20 tokens round-trip", async () => {
-  const tok = await convertedTokenizer();
-  const ref = await refVocab();
-  const golden = await Deno.readTextFile(new URL("golden.txt", DIR));
-  const ids = tok.encode(golden, { addBos: false });
-  assert.deepEqual(ids, refEncode(ref, golden));
-  assert.equal(tok.decode(ids), golden);
-  const first = ids.slice(0, 20);
-  const text = tok.decode(first);
-  assert.ok(golden.startsWith(text) && text.length > 40, JSON.stringify(text));
-  assert.deepEqual(tok.encode(text, { addBos: false }), first);
-  // llama2.c prints a sequence that starts with BOS without the first piece's leading space; so do we.
-  assert.equal(tok.decode([1, ...first]), text);
-  assert.ok(text.startsWith("Once upon a time"));
-  // Streaming gives the same text.
-  const s = tok.createStreamDecoder();
-  assert.equal([1, ...ids].map((id) => s.push(id)).join("") + s.flush(), golden);
-});
+sharedTest(
+  [STORIES_FIXTURE],
+  "llama2cTokenizerToHf: golden.txt encodes like llama2.c; its first 20 tokens round-trip",
+  async () => {
+    const tok = await convertedTokenizer();
+    const ref = await refVocab();
+    const golden = await Deno.readTextFile(new URL("golden.txt", DIR));
+    const ids = tok.encode(golden, { addBos: false });
+    assert.deepEqual(ids, refEncode(ref, golden));
+    assert.equal(tok.decode(ids), golden);
+    const first = ids.slice(0, 20);
+    const text = tok.decode(first);
+    assert.ok(golden.startsWith(text) && text.length > 40, JSON.stringify(text));
+    assert.deepEqual(tok.encode(text, { addBos: false }), first);
+    // llama2.c prints a sequence that starts with BOS without the first piece's leading space; so do we.
+    assert.equal(tok.decode([1, ...first]), text);
+    assert.ok(text.startsWith("Once upon a time"));
+    // Streaming gives the same text.
+    const s = tok.createStreamDecoder();
+    assert.equal([1, ...ids].map((id) => s.push(id)).join("") + s.flush(), golden);
+  },
+);
 
-Deno.test("llama2cTokenizerToHf: vocabulary layout and merges", async () => {
+sharedTest([STORIES_FIXTURE], "llama2cTokenizerToHf: vocabulary layout and merges", async () => {
   const { tokenizerJson, tokenizerConfigJson } = llama2cTokenizerToHf(
     await Deno.readFile(TOK),
     "tok512.bin",
@@ -378,112 +395,136 @@ function isFormatError(file: string, pattern: RegExp): (e: unknown) => boolean {
   return (e: unknown) => e instanceof FormatError && e.file === file && pattern.test(e.message);
 }
 
-Deno.test("parseLlama2cCheckpoint: truncated, zero dims, wrong size, newer format", async () => {
-  const raw = await Deno.readFile(CKPT);
-  assert.throws(
-    () => parseLlama2cCheckpoint(raw.slice(0, 20), "a.bin"),
-    isFormatError("a.bin", /20 bytes.*28-byte/),
-  );
-  assert.throws(
-    () => parseLlama2cCheckpoint(raw.slice(0, raw.length - 4), "a.bin"),
-    isFormatError("a.bin", /1056536 bytes.*needs 1056540.*truncated/),
-  );
-  assert.throws(
-    () => parseLlama2cCheckpoint(new Uint8Array([...raw, 0, 0, 0, 0]), "a.bin"),
-    isFormatError("a.bin", /needs 1056540/),
-  );
-  const withField = (index: number, value: number) => {
-    const b = raw.slice();
-    new DataView(b.buffer).setInt32(4 * index, value, true);
-    return b;
-  };
-  assert.throws(() => parseLlama2cCheckpoint(withField(0, 0), "a.bin"), isFormatError("a.bin", /"dim" is 0/));
-  assert.throws(
-    () => parseLlama2cCheckpoint(withField(2, -3), "a.bin"),
-    isFormatError("a.bin", /"n_layers" is -3/),
-  );
-  assert.throws(
-    () => parseLlama2cCheckpoint(withField(5, 0), "a.bin"),
-    isFormatError("a.bin", /"vocab_size" is 0/),
-  );
-  assert.throws(
-    () => parseLlama2cCheckpoint(withField(4, 3), "a.bin"),
-    isFormatError("a.bin", /multiple of n_kv_heads/),
-  );
-  assert.throws(() => parseLlama2cCheckpoint(withField(3, 7), "a.bin"), isFormatError("a.bin", /head size/));
-  assert.throws(
-    () => parseLlama2cCheckpoint(withField(0, 0x616b3432), "a.bin"),
-    isFormatError("a.bin", /--version 0/),
-  );
-});
-
-Deno.test("llama2cTokenizerToHf: truncated file, length overflow, wrong layout, vocab mismatch", async () => {
-  const raw = await Deno.readFile(TOK);
-  assert.throws(() => llama2cTokenizerToHf(raw.slice(0, 2), "t.bin"), isFormatError("t.bin", /too short/));
-  assert.throws(
-    () => llama2cTokenizerToHf(raw.slice(0, raw.length - 1), "t.bin"),
-    isFormatError("t.bin", /token 511 needs/),
-  );
-  assert.throws(
-    () => llama2cTokenizerToHf(raw.slice(0, 4 + 5), "t.bin"),
-    isFormatError("t.bin", /token 0.*ends inside/),
-  );
-  // Token 0 ("<unk>", 5 bytes) claims 9 bytes, more than max_token_length 7.
-  const long = raw.slice();
-  new DataView(long.buffer).setInt32(8, 9, true);
-  assert.throws(
-    () => llama2cTokenizerToHf(long, "t.bin"),
-    isFormatError("t.bin", /token 0 has length 9, outside 0\.\.max_token_length \(7\)/),
-  );
-  const negMax = raw.slice();
-  new DataView(negMax.buffer).setInt32(0, 0, true);
-  assert.throws(() => llama2cTokenizerToHf(negMax, "t.bin"), isFormatError("t.bin", /max_token_length is 0/));
-  assert.throws(() => llama2cTokenizerToHf(raw, "t.bin", 32000), isFormatError("t.bin", /512 tokens.*32000/));
-  // Cut after token 100: too few tokens for the byte-fallback layout.
-  let off = 4;
-  for (let i = 0; i < 100; i++) off += 8 + new DataView(raw.buffer).getInt32(off + 4, true);
-  assert.throws(
-    () => llama2cTokenizerToHf(raw.slice(0, off), "t.bin"),
-    isFormatError("t.bin", /100 tokens, fewer than/),
-  );
-});
-
-Deno.test("convertLlama2c: refuses a non-empty output unless forced, writes nothing on bad input", async () => {
-  const root = await Deno.makeTempDir({ prefix: "llama2c_out_" });
-  try {
-    const out = `${root}/m`;
-    await Deno.mkdir(out);
-    await Deno.writeTextFile(`${out}/keep.txt`, "x");
-    await assert.rejects(
-      convertLlama2c({ checkpoint: CKPT, tokenizer: TOK, out }),
-      (e: unknown) => e instanceof Deno.errors.AlreadyExists && /force/.test((e as Error).message),
+sharedTest(
+  [STORIES_FIXTURE],
+  "parseLlama2cCheckpoint: truncated, zero dims, wrong size, newer format",
+  async () => {
+    const raw = await Deno.readFile(CKPT);
+    assert.throws(
+      () => parseLlama2cCheckpoint(raw.slice(0, 20), "a.bin"),
+      isFormatError("a.bin", /20 bytes.*28-byte/),
     );
-    assert.deepEqual([...Deno.readDirSync(out)].map((e) => e.name), ["keep.txt"]);
-    await convertLlama2c({ checkpoint: CKPT, tokenizer: TOK, out, force: true });
-    assert.ok(!(await Array.fromAsync(Deno.readDir(out))).some((e) => e.name === "keep.txt"));
-    assert.ok((await Deno.stat(`${out}/model.safetensors`)).isFile);
-
-    // An existing empty directory is fine.
-    const empty = `${root}/empty/`;
-    await Deno.mkdir(empty);
-    await convertLlama2c({ checkpoint: CKPT, tokenizer: TOK, out: empty });
-    assert.ok((await Deno.stat(`${empty}config.json`)).isFile);
-
-    // Bad tokenizer: FormatError, and neither the output nor a temporary directory is left behind.
-    const badTok = `${root}/bad_tok.bin`;
-    await Deno.writeFile(badTok, (await Deno.readFile(TOK)).slice(0, 100));
-    await assert.rejects(
-      convertLlama2c({ checkpoint: CKPT, tokenizer: badTok, out: `${root}/never` }),
-      isFormatError(badTok, /./),
+    assert.throws(
+      () => parseLlama2cCheckpoint(raw.slice(0, raw.length - 4), "a.bin"),
+      isFormatError("a.bin", /1056536 bytes.*needs 1056540.*truncated/),
     );
-    const left = [...Deno.readDirSync(root)].map((e) => e.name).sort();
-    assert.deepEqual(left, ["bad_tok.bin", "empty", "m"]);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-});
+    assert.throws(
+      () => parseLlama2cCheckpoint(new Uint8Array([...raw, 0, 0, 0, 0]), "a.bin"),
+      isFormatError("a.bin", /needs 1056540/),
+    );
+    const withField = (index: number, value: number) => {
+      const b = raw.slice();
+      new DataView(b.buffer).setInt32(4 * index, value, true);
+      return b;
+    };
+    assert.throws(
+      () => parseLlama2cCheckpoint(withField(0, 0), "a.bin"),
+      isFormatError("a.bin", /"dim" is 0/),
+    );
+    assert.throws(
+      () => parseLlama2cCheckpoint(withField(2, -3), "a.bin"),
+      isFormatError("a.bin", /"n_layers" is -3/),
+    );
+    assert.throws(
+      () => parseLlama2cCheckpoint(withField(5, 0), "a.bin"),
+      isFormatError("a.bin", /"vocab_size" is 0/),
+    );
+    assert.throws(
+      () => parseLlama2cCheckpoint(withField(4, 3), "a.bin"),
+      isFormatError("a.bin", /multiple of n_kv_heads/),
+    );
+    assert.throws(
+      () => parseLlama2cCheckpoint(withField(3, 7), "a.bin"),
+      isFormatError("a.bin", /head size/),
+    );
+    assert.throws(
+      () => parseLlama2cCheckpoint(withField(0, 0x616b3432), "a.bin"),
+      isFormatError("a.bin", /--version 0/),
+    );
+  },
+);
 
-Deno.test("cleanup: remove the shared conversion directory", async () => {
+sharedTest(
+  [STORIES_FIXTURE],
+  "llama2cTokenizerToHf: truncated file, length overflow, wrong layout, vocab mismatch",
+  async () => {
+    const raw = await Deno.readFile(TOK);
+    assert.throws(() => llama2cTokenizerToHf(raw.slice(0, 2), "t.bin"), isFormatError("t.bin", /too short/));
+    assert.throws(
+      () => llama2cTokenizerToHf(raw.slice(0, raw.length - 1), "t.bin"),
+      isFormatError("t.bin", /token 511 needs/),
+    );
+    assert.throws(
+      () => llama2cTokenizerToHf(raw.slice(0, 4 + 5), "t.bin"),
+      isFormatError("t.bin", /token 0.*ends inside/),
+    );
+    // Token 0 ("<unk>", 5 bytes) claims 9 bytes, more than max_token_length 7.
+    const long = raw.slice();
+    new DataView(long.buffer).setInt32(8, 9, true);
+    assert.throws(
+      () => llama2cTokenizerToHf(long, "t.bin"),
+      isFormatError("t.bin", /token 0 has length 9, outside 0\.\.max_token_length \(7\)/),
+    );
+    const negMax = raw.slice();
+    new DataView(negMax.buffer).setInt32(0, 0, true);
+    assert.throws(
+      () => llama2cTokenizerToHf(negMax, "t.bin"),
+      isFormatError("t.bin", /max_token_length is 0/),
+    );
+    assert.throws(
+      () => llama2cTokenizerToHf(raw, "t.bin", 32000),
+      isFormatError("t.bin", /512 tokens.*32000/),
+    );
+    // Cut after token 100: too few tokens for the byte-fallback layout.
+    let off = 4;
+    for (let i = 0; i < 100; i++) off += 8 + new DataView(raw.buffer).getInt32(off + 4, true);
+    assert.throws(
+      () => llama2cTokenizerToHf(raw.slice(0, off), "t.bin"),
+      isFormatError("t.bin", /100 tokens, fewer than/),
+    );
+  },
+);
+
+sharedTest(
+  [STORIES_FIXTURE],
+  "convertLlama2c: refuses a non-empty output unless forced, writes nothing on bad input",
+  async () => {
+    const root = await Deno.makeTempDir({ prefix: "llama2c_out_" });
+    try {
+      const out = `${root}/m`;
+      await Deno.mkdir(out);
+      await Deno.writeTextFile(`${out}/keep.txt`, "x");
+      await assert.rejects(
+        convertLlama2c({ checkpoint: CKPT, tokenizer: TOK, out }),
+        (e: unknown) => e instanceof Deno.errors.AlreadyExists && /force/.test((e as Error).message),
+      );
+      assert.deepEqual([...Deno.readDirSync(out)].map((e) => e.name), ["keep.txt"]);
+      await convertLlama2c({ checkpoint: CKPT, tokenizer: TOK, out, force: true });
+      assert.ok(!(await Array.fromAsync(Deno.readDir(out))).some((e) => e.name === "keep.txt"));
+      assert.ok((await Deno.stat(`${out}/model.safetensors`)).isFile);
+
+      // An existing empty directory is fine.
+      const empty = `${root}/empty/`;
+      await Deno.mkdir(empty);
+      await convertLlama2c({ checkpoint: CKPT, tokenizer: TOK, out: empty });
+      assert.ok((await Deno.stat(`${empty}config.json`)).isFile);
+
+      // Bad tokenizer: FormatError, and neither the output nor a temporary directory is left behind.
+      const badTok = `${root}/bad_tok.bin`;
+      await Deno.writeFile(badTok, (await Deno.readFile(TOK)).slice(0, 100));
+      await assert.rejects(
+        convertLlama2c({ checkpoint: CKPT, tokenizer: badTok, out: `${root}/never` }),
+        isFormatError(badTok, /./),
+      );
+      const left = [...Deno.readDirSync(root)].map((e) => e.name).sort();
+      assert.deepEqual(left, ["bad_tok.bin", "empty", "m"]);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
+
+sharedTest([STORIES_FIXTURE], "cleanup: remove the shared conversion directory", async () => {
   if (_converted) {
     const out = await _converted;
     await Deno.remove(out.slice(0, out.lastIndexOf("/")), { recursive: true });

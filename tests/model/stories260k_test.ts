@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
+import { sharedPath, sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 import { generateGreedy } from "../../decode/mod.ts";
 import { convertLlama2c, directoryFiles, loadPretrained } from "../../model/mod.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 
-const SHARED = new URL("../../../shared/models/stories260K/", import.meta.url).pathname;
+const SHARED = sharedPath(STORIES_FIXTURE);
 
-Deno.test(
+sharedTest(
+  [STORIES_FIXTURE],
   "stories260K converted from llama2.c reproduces golden.txt (greedy from BOS: llama2.c prints 200 new tokens)",
   gpuTest,
   async () => {

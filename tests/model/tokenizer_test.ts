@@ -2,6 +2,7 @@
  * Tests for model/tokenizer.ts and model/chat_template.ts against the real Llama-2 tokenizer
  * (../shared/tokenizers/llama2, not committed to this repository).
  */
+import { LLAMA2_TOKENIZER_FIXTURE, sharedPath, sharedTest } from "../_fixtures.ts";
 
 import assert from "node:assert/strict";
 import { FormatError } from "../../model/format_error.ts";
@@ -14,7 +15,7 @@ import {
   spiderSchema,
 } from "../../model/chat_template.ts";
 
-const LLAMA2_DIR = new URL("../../../shared/tokenizers/llama2/", import.meta.url);
+const LLAMA2_DIR = new URL(`file://${sharedPath(LLAMA2_TOKENIZER_FIXTURE)}`);
 
 async function readOrNull(dir: URL, name: string): Promise<string | null> {
   try {
@@ -42,7 +43,7 @@ function stream(tok: TextTokenizer, ids: number[]): string[] {
 // ---------------------------------------------------------------------------------------------------
 // Llama-2 reference vectors
 
-Deno.test("llama2 tokenizer: special ids, vocab size, BOS default", async () => {
+sharedTest([LLAMA2_TOKENIZER_FIXTURE], "llama2 tokenizer: special ids, vocab size, BOS default", async () => {
   const tok = await llama2();
   assert.equal(tok.vocabSize, 32000);
   assert.equal(tok.bosId, 1);
@@ -60,31 +61,35 @@ Deno.test("llama2 tokenizer: special ids, vocab size, BOS default", async () => 
   assert.throws(() => tok.decode([-1]), RangeError);
 });
 
-Deno.test("llama2 tokenizer: reproduces every reference encoding in vectors.inp/.out and decodes back", async () => {
-  const tok = await llama2();
-  const inp = await Deno.readTextFile(new URL("vectors.inp", LLAMA2_DIR));
-  const out = await Deno.readTextFile(new URL("vectors.out", LLAMA2_DIR));
-  // Every text is *followed* by the separator (llama.cpp's test format), so the split leaves one
-  // empty string after the last separator; likewise .out ends with "\n".
-  const SEP = "\n__ggml_vocab_test__\n";
-  assert.ok(inp.endsWith(SEP) && out.endsWith("\n"));
-  const texts = inp.slice(0, -SEP.length).split(SEP);
-  const lines = out.slice(0, -1).split("\n");
-  // The NOTICE speaks of 47 cases; the files hold 46 texts (47 pieces if the trailing empty
-  // piece after the final separator is counted). Pin the real count so a changed file is noticed.
-  assert.equal(texts.length, 46);
-  assert.equal(lines.length, texts.length);
-  for (let i = 0; i < texts.length; i++) {
-    // llama.cpp writes " id id id": a space before every id; an empty text has an empty line.
-    const expected = lines[i].trim() === "" ? [] : lines[i].trim().split(" ").map(Number);
-    const ids = tok.encode(texts[i], { addBos: false });
-    assert.deepEqual(ids, expected, `case ${i} ${JSON.stringify(texts[i])}`);
-    // All 46 round-trip, leading spaces included: the normalizer prepends one "▁" and the decoder
-    // strips exactly one leading space, so " Hello" → "▁▁Hello" → "  Hello" → " Hello".
-    assert.equal(tok.decode(expected), texts[i], `decode of case ${i}`);
-    assert.equal(tok.decode([1, ...expected]), texts[i], `decode with BOS of case ${i}`);
-  }
-});
+sharedTest(
+  [LLAMA2_TOKENIZER_FIXTURE],
+  "llama2 tokenizer: reproduces every reference encoding in vectors.inp/.out and decodes back",
+  async () => {
+    const tok = await llama2();
+    const inp = await Deno.readTextFile(new URL("vectors.inp", LLAMA2_DIR));
+    const out = await Deno.readTextFile(new URL("vectors.out", LLAMA2_DIR));
+    // Every text is *followed* by the separator (llama.cpp's test format), so the split leaves one
+    // empty string after the last separator; likewise .out ends with "\n".
+    const SEP = "\n__ggml_vocab_test__\n";
+    assert.ok(inp.endsWith(SEP) && out.endsWith("\n"));
+    const texts = inp.slice(0, -SEP.length).split(SEP);
+    const lines = out.slice(0, -1).split("\n");
+    // The NOTICE speaks of 47 cases; the files hold 46 texts (47 pieces if the trailing empty
+    // piece after the final separator is counted). Pin the real count so a changed file is noticed.
+    assert.equal(texts.length, 46);
+    assert.equal(lines.length, texts.length);
+    for (let i = 0; i < texts.length; i++) {
+      // llama.cpp writes " id id id": a space before every id; an empty text has an empty line.
+      const expected = lines[i].trim() === "" ? [] : lines[i].trim().split(" ").map(Number);
+      const ids = tok.encode(texts[i], { addBos: false });
+      assert.deepEqual(ids, expected, `case ${i} ${JSON.stringify(texts[i])}`);
+      // All 46 round-trip, leading spaces included: the normalizer prepends one "▁" and the decoder
+      // strips exactly one leading space, so " Hello" → "▁▁Hello" → "  Hello" → " Hello".
+      assert.equal(tok.decode(expected), texts[i], `decode of case ${i}`);
+      assert.equal(tok.decode([1, ...expected]), texts[i], `decode with BOS of case ${i}`);
+    }
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------
 // Streaming decoder
@@ -102,57 +107,69 @@ const STREAM_TEXTS = [
   "",
 ];
 
-Deno.test("stream decoder: pieces concatenate to decode(ids) and never hold a replacement char", async () => {
-  const tok = await llama2();
-  for (const text of STREAM_TEXTS) {
-    for (const addBos of [false, true]) {
-      const ids = tok.encode(text, { addBos });
-      const pieces = stream(tok, ids);
-      const label = `${JSON.stringify(text)} addBos=${addBos}`;
-      assert.equal(pieces.join(""), tok.decode(ids), label);
-      assert.equal(pieces.join(""), text, label);
-      for (const p of pieces) assert.ok(!p.includes("\uFFFD"), `${label}: piece ${JSON.stringify(p)}`);
-      assert.equal(pieces.at(-1), "", `${label}: nothing left for flush`);
+sharedTest(
+  [LLAMA2_TOKENIZER_FIXTURE],
+  "stream decoder: pieces concatenate to decode(ids) and never hold a replacement char",
+  async () => {
+    const tok = await llama2();
+    for (const text of STREAM_TEXTS) {
+      for (const addBos of [false, true]) {
+        const ids = tok.encode(text, { addBos });
+        const pieces = stream(tok, ids);
+        const label = `${JSON.stringify(text)} addBos=${addBos}`;
+        assert.equal(pieces.join(""), tok.decode(ids), label);
+        assert.equal(pieces.join(""), text, label);
+        for (const p of pieces) assert.ok(!p.includes("\uFFFD"), `${label}: piece ${JSON.stringify(p)}`);
+        assert.equal(pieces.at(-1), "", `${label}: nothing left for flush`);
+      }
     }
-  }
-});
+  },
+);
 
-Deno.test("stream decoder: holds back the bytes of a multi-byte char until it is complete", async () => {
-  const tok = await llama2();
-  // "🦙" has no token of its own: "▁" then its four UTF-8 bytes F0 9F A6 99 as byte-fallback tokens.
-  const ids = tok.encode("Hi 🦙", { addBos: true });
-  assert.deepEqual(ids.map((id) => tok.idToToken(id)), [
-    "<s>",
-    "▁Hi",
-    "▁",
-    "<0xF0>",
-    "<0x9F>",
-    "<0xA6>",
-    "<0x99>",
-  ]);
-  assert.deepEqual(stream(tok, ids), ["", "Hi", " ", "", "", "", "🦙", ""]);
-});
+sharedTest(
+  [LLAMA2_TOKENIZER_FIXTURE],
+  "stream decoder: holds back the bytes of a multi-byte char until it is complete",
+  async () => {
+    const tok = await llama2();
+    // "🦙" has no token of its own: "▁" then its four UTF-8 bytes F0 9F A6 99 as byte-fallback tokens.
+    const ids = tok.encode("Hi 🦙", { addBos: true });
+    assert.deepEqual(ids.map((id) => tok.idToToken(id)), [
+      "<s>",
+      "▁Hi",
+      "▁",
+      "<0xF0>",
+      "<0x9F>",
+      "<0xA6>",
+      "<0x99>",
+    ]);
+    assert.deepEqual(stream(tok, ids), ["", "Hi", " ", "", "", "", "🦙", ""]);
+  },
+);
 
-Deno.test("stream decoder: EOS in the middle and an unfinished char at the end", async () => {
-  const tok = await llama2();
-  const a = tok.encode("Once upon a time", { addBos: true });
-  const b = tok.encode("there was", { addBos: false });
-  const ids = [...a, 2, ...b, 243, 162]; // ends with the first two bytes of a 4-byte char
-  const s = tok.createStreamDecoder();
-  const pushed = ids.map((id) => s.push(id));
-  // The two dangling bytes stay back while more tokens could complete them ...
-  assert.ok(!pushed.join("").includes("\uFFFD"));
-  assert.equal(pushed.at(-1), "");
-  assert.equal(pushed.at(-2), "");
-  // ... and flush hands them over as the decoder renders them, so the invariant still holds.
-  const tail = s.flush();
-  assert.ok(tail.endsWith("\uFFFD"));
-  assert.equal(pushed.join("") + tail, tok.decode(ids));
-  assert.equal(tok.decode(ids), "Once upon a time there was\uFFFD");
-  assert.throws(() => s.push(99999), RangeError);
-});
+sharedTest(
+  [LLAMA2_TOKENIZER_FIXTURE],
+  "stream decoder: EOS in the middle and an unfinished char at the end",
+  async () => {
+    const tok = await llama2();
+    const a = tok.encode("Once upon a time", { addBos: true });
+    const b = tok.encode("there was", { addBos: false });
+    const ids = [...a, 2, ...b, 243, 162]; // ends with the first two bytes of a 4-byte char
+    const s = tok.createStreamDecoder();
+    const pushed = ids.map((id) => s.push(id));
+    // The two dangling bytes stay back while more tokens could complete them ...
+    assert.ok(!pushed.join("").includes("\uFFFD"));
+    assert.equal(pushed.at(-1), "");
+    assert.equal(pushed.at(-2), "");
+    // ... and flush hands them over as the decoder renders them, so the invariant still holds.
+    const tail = s.flush();
+    assert.ok(tail.endsWith("\uFFFD"));
+    assert.equal(pushed.join("") + tail, tok.decode(ids));
+    assert.equal(tok.decode(ids), "Once upon a time there was\uFFFD");
+    assert.throws(() => s.push(99999), RangeError);
+  },
+);
 
-Deno.test("stream decoder: random id sequences keep the invariant", async () => {
+sharedTest([LLAMA2_TOKENIZER_FIXTURE], "stream decoder: random id sequences keep the invariant", async () => {
   const tok = await llama2();
   // Deterministic LCG; ids biased towards byte tokens (3..258) to create broken UTF-8 too.
   let seed = 12345;
@@ -171,70 +188,75 @@ Deno.test("stream decoder: random id sequences keep the invariant", async () => 
 // ---------------------------------------------------------------------------------------------------
 // Loading and bad input
 
-Deno.test("loadTokenizer: missing tokenizer.json, malformed JSON, bad config fields", async () => {
-  const files = (map: Record<string, string>) => (name: string) => Promise.resolve(map[name] ?? null);
-  await assert.rejects(
-    loadTokenizer(files({}), "models/x"),
-    (e: unknown) =>
-      e instanceof FormatError && e.file === "models/x/tokenizer.json" && /does not exist/.test(e.message) &&
-      /copy tokenizer\.json/.test(e.message),
-  );
-  await assert.rejects(
-    loadTokenizer(files({ "tokenizer.json": "{not json" }), "m"),
-    (e: unknown) =>
-      e instanceof FormatError && e.file === "m/tokenizer.json" && /not valid JSON/.test(e.message),
-  );
-  const tokText = await Deno.readTextFile(new URL("tokenizer.json", LLAMA2_DIR));
-  await assert.rejects(
-    loadTokenizer(files({ "tokenizer.json": tokText, "tokenizer_config.json": "[1," }), "m"),
-    (e: unknown) => e instanceof FormatError && e.file === "m/tokenizer_config.json",
-  );
-  await assert.rejects(
-    loadTokenizer(
-      files({ "tokenizer.json": tokText, "tokenizer_config.json": '{"bos_token": "<nope>"}' }),
-      "m",
-    ),
-    (e: unknown) => e instanceof FormatError && /"bos_token"/.test(e.message) && /<nope>/.test(e.message),
-  );
-  await assert.rejects(
-    loadTokenizer(
-      files({ "tokenizer.json": tokText, "tokenizer_config.json": '{"add_bos_token": "yes"}' }),
-      "m",
-    ),
-    (e: unknown) => e instanceof FormatError && /"add_bos_token"/.test(e.message),
-  );
-  assert.throws(
-    () => TextTokenizer.fromJson({ version: "1.0" }),
-    (e: unknown) => e instanceof FormatError && /"model"/.test(e.message),
-  );
-  assert.throws(
-    () => TextTokenizer.fromJson({ model: { type: "NoSuchModel" } }),
-    (e: unknown) => e instanceof FormatError && e.file === "tokenizer.json",
-  );
+sharedTest(
+  [LLAMA2_TOKENIZER_FIXTURE],
+  "loadTokenizer: missing tokenizer.json, malformed JSON, bad config fields",
+  async () => {
+    const files = (map: Record<string, string>) => (name: string) => Promise.resolve(map[name] ?? null);
+    await assert.rejects(
+      loadTokenizer(files({}), "models/x"),
+      (e: unknown) =>
+        e instanceof FormatError && e.file === "models/x/tokenizer.json" &&
+        /does not exist/.test(e.message) &&
+        /copy tokenizer\.json/.test(e.message),
+    );
+    await assert.rejects(
+      loadTokenizer(files({ "tokenizer.json": "{not json" }), "m"),
+      (e: unknown) =>
+        e instanceof FormatError && e.file === "m/tokenizer.json" && /not valid JSON/.test(e.message),
+    );
+    const tokText = await Deno.readTextFile(new URL("tokenizer.json", LLAMA2_DIR));
+    await assert.rejects(
+      loadTokenizer(files({ "tokenizer.json": tokText, "tokenizer_config.json": "[1," }), "m"),
+      (e: unknown) => e instanceof FormatError && e.file === "m/tokenizer_config.json",
+    );
+    await assert.rejects(
+      loadTokenizer(
+        files({ "tokenizer.json": tokText, "tokenizer_config.json": '{"bos_token": "<nope>"}' }),
+        "m",
+      ),
+      (e: unknown) => e instanceof FormatError && /"bos_token"/.test(e.message) && /<nope>/.test(e.message),
+    );
+    await assert.rejects(
+      loadTokenizer(
+        files({ "tokenizer.json": tokText, "tokenizer_config.json": '{"add_bos_token": "yes"}' }),
+        "m",
+      ),
+      (e: unknown) => e instanceof FormatError && /"add_bos_token"/.test(e.message),
+    );
+    assert.throws(
+      () => TextTokenizer.fromJson({ version: "1.0" }),
+      (e: unknown) => e instanceof FormatError && /"model"/.test(e.message),
+    );
+    assert.throws(
+      () => TextTokenizer.fromJson({ model: { type: "NoSuchModel" } }),
+      (e: unknown) => e instanceof FormatError && e.file === "tokenizer.json",
+    );
 
-  // No tokenizer_config.json: BOS comes from the added tokens, and adding it from the post-processor.
-  const bare = await loadTokenizer(files({ "tokenizer.json": tokText }), "m");
-  assert.equal(bare.bosId, 1);
-  assert.deepEqual(bare.eosIds, [2]);
-  assert.equal(bare.addBosByDefault, true);
-  assert.deepEqual(bare.encode("Hello world"), [1, 15043, 3186]);
+    // No tokenizer_config.json: BOS comes from the added tokens, and adding it from the post-processor.
+    const bare = await loadTokenizer(files({ "tokenizer.json": tokText }), "m");
+    assert.equal(bare.bosId, 1);
+    assert.deepEqual(bare.eosIds, [2]);
+    assert.equal(bare.addBosByDefault, true);
+    assert.deepEqual(bare.encode("Hello world"), [1, 15043, 3186]);
 
-  // Config with a chat template and add_bos_token false.
-  const withTemplate = await loadTokenizer(
-    files({
-      "tokenizer.json": tokText,
-      "tokenizer_config.json": JSON.stringify({
-        add_bos_token: false,
-        bos_token: { content: "<s>", special: true },
-        eos_token: "</s>",
-        chat_template: "{{ messages[0].content }}",
+    // Config with a chat template and add_bos_token false.
+    const withTemplate = await loadTokenizer(
+      files({
+        "tokenizer.json": tokText,
+        "tokenizer_config.json": JSON.stringify({
+          add_bos_token: false,
+          bos_token: { content: "<s>", special: true },
+          eos_token: "</s>",
+          chat_template: "{{ messages[0].content }}",
+        }),
       }),
-    }),
-    "m",
-  );
-  assert.equal(withTemplate.chatTemplate, "{{ messages[0].content }}");
-  assert.deepEqual(withTemplate.encode("Hello world"), [15043, 3186]);
-});
+      "m",
+    );
+    assert.equal(withTemplate.chatTemplate, "{{ messages[0].content }}");
+    assert.deepEqual(withTemplate.encode("Hello world"), [15043, 3186]);
+  },
+);
 
 // ---------------------------------------------------------------------------------------------------
 // Chat templates and built-in prompt formats
@@ -352,17 +374,21 @@ Deno.test("prompt formats: bad names and missing fields", () => {
   );
 });
 
-Deno.test("prompt formats tokenize as the CLLM scripts expect (BOS first, </s> as EOS)", async () => {
-  const tok = await llama2();
-  const ids = tok.encode(
-    formatPrompt("vicuna", {
-      messages: [{ role: "user", content: "a" }, { role: "assistant", content: "b" }, {
-        role: "user",
-        content: "c",
-      }],
-    }),
-  );
-  assert.equal(ids[0], 1);
-  assert.ok(ids.includes(2), "the literal </s> after an assistant turn is the EOS token");
-  assert.equal(ids.filter((id) => id === 2).length, 1);
-});
+sharedTest(
+  [LLAMA2_TOKENIZER_FIXTURE],
+  "prompt formats tokenize as the CLLM scripts expect (BOS first, </s> as EOS)",
+  async () => {
+    const tok = await llama2();
+    const ids = tok.encode(
+      formatPrompt("vicuna", {
+        messages: [{ role: "user", content: "a" }, { role: "assistant", content: "b" }, {
+          role: "user",
+          content: "c",
+        }],
+      }),
+    );
+    assert.equal(ids[0], 1);
+    assert.ok(ids.includes(2), "the literal </s> after an assistant turn is the EOS token");
+    assert.equal(ids.filter((id) => id === 2).length, 1);
+  },
+);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { sharedPath, sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 import { CliError } from "../../cli/args.ts";
 import { trajectoryCommand } from "../../cli/trajectory.ts";
 import { generateGreedy } from "../../decode/ar.ts";
@@ -17,7 +18,7 @@ import {
 } from "../../train/trajectory_file.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 
-const SHARED = new URL("../../../shared/models/stories260K/", import.meta.url).pathname;
+const SHARED = sharedPath(STORIES_FIXTURE);
 
 const PROMPTS: CollectPrompt[] = [
   { id: 0, text: "Once upon a time", label: " there was a cat." },
@@ -91,7 +92,8 @@ Deno.test("blockRecords: a final block cut short is dropped, repetition filtered
     }, { blockSize: 3, eosIds: [2] }), /decoder bug/);
 });
 
-Deno.test(
+sharedTest(
+  [STORIES_FIXTURE],
   "collectTrajectories on stories260K: fixed points, teachers, chaining, greedy AR, labels, partial blocks",
   gpuTest,
   async () => {
@@ -201,7 +203,8 @@ Deno.test(
   },
 );
 
-Deno.test(
+sharedTest(
+  [STORIES_FIXTURE],
   "cllm trajectory: resumes after a kill to the same file; shards cover every prompt",
   gpuTest,
   async () => {

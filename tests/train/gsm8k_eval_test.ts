@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { GSM8K_TEST_FIXTURE, sharedPath, sharedTest } from "../_fixtures.ts";
 import { evalCommand } from "../../cli/eval.ts";
 import { FormatError } from "../../model/format_error.ts";
 import { directoryFiles, loadPretrained } from "../../model/mod.ts";
@@ -53,8 +54,8 @@ Deno.test("answersEqual and scoreGeneration: numeric comparison", () => {
   assert.deepEqual(scoreGeneration("#### 3", "no gold here"), { gold: null, predicted: 3, correct: false });
 });
 
-Deno.test("parseGsm8k: the real test set; line numbers in errors", async () => {
-  const items = await readGsm8k("/work/shared/data/gsm8k/test.jsonl");
+sharedTest([GSM8K_TEST_FIXTURE], "parseGsm8k: the real test set; line numbers in errors", async () => {
+  const items = await readGsm8k(sharedPath(GSM8K_TEST_FIXTURE));
   assert.equal(items.length, 1319);
   assert.deepEqual(Object.keys(items[0]), ["question", "answer"]);
   assert.throws(() => parseGsm8k('{"question": "a", "answer": "#### 1"}\n{oops\n', "d.jsonl"), (e: Error) => {

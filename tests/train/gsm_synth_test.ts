@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { GSM8K_TEST_FIXTURE, sharedPath, sharedTest } from "../_fixtures.ts";
 import { TextTokenizer } from "../../model/tokenizer.ts";
 import { trainBpe } from "../../train/bpe.ts";
 import {
@@ -13,7 +14,7 @@ import {
   TEMPLATE_NAMES,
 } from "../../train/gsm_synth.ts";
 
-const GSM8K_TEST = "/work/shared/data/gsm8k/test.jsonl";
+const GSM8K_TEST = sharedPath(GSM8K_TEST_FIXTURE);
 
 /**
  * An independent evaluator for calculator annotations (not the generator's): recursive descent over
@@ -170,7 +171,7 @@ Deno.test("answerOf: the number after the last ####", () => {
   assert.equal(answerOf(""), null);
 });
 
-Deno.test("answerOf: real GSM8K test answers", async () => {
+sharedTest([GSM8K_TEST_FIXTURE], "answerOf: real GSM8K test answers", async () => {
   const lines = (await Deno.readTextFile(GSM8K_TEST)).split("\n").filter((l) => l.trim());
   const items = lines.map((l) => JSON.parse(l) as { question: string; answer: string });
   assert.equal(items.length, 1319);
