@@ -41,16 +41,26 @@ export async function runDecodeBench(gpu: Gpu): Promise<unknown> {
     const loops: [string, (prompt: number[]) => AsyncGenerator<number[], GenerationResult>][] = [
       [
         "ar (GPU-resident, 16 per readback)",
-        (x) => generateGreedy(p.model, x, { ...common, forwardsPerReadback: 16 }),
+        (x) => generateGreedy(p.model, x, { ...common, iterationsPerReadback: 16 }),
       ],
-      ["ar (readback per token)", (x) => generateGreedy(p.model, x, { ...common, forwardsPerReadback: 1 })],
+      [
+        "ar (readback per token)",
+        (x) =>
+          generateGreedy(p.model, x, { ...common, iterationsPerReadback: 1, iterationsBehindReadback: 0 }),
+      ],
       [
         "jacobi n=8 (GPU-resident, 8 per readback)",
         (x) => generateJacobi(p.model, x, { ...common, blockSize: 8, iterationsPerReadback: 8 }),
       ],
       [
         "jacobi n=8 (readback per iteration)",
-        (x) => generateJacobi(p.model, x, { ...common, blockSize: 8, iterationsPerReadback: 1 }),
+        (x) =>
+          generateJacobi(p.model, x, {
+            ...common,
+            blockSize: 8,
+            iterationsPerReadback: 1,
+            iterationsBehindReadback: 0,
+          }),
       ],
       [
         "lookahead N4 W5 G5 (GPU-resident)",
@@ -60,7 +70,7 @@ export async function runDecodeBench(gpu: Gpu): Promise<unknown> {
     for (const [, loop] of loops) await runToEnd(loop(prompts[0].slice(0, 3))); // compile pipelines
     const figures: Record<
       string,
-      { tokensPerSecond: number; tokensPerForward: number; forwardsPerReadback: number }
+      { tokensPerSecond: number; tokensPerForward: number; iterationsPerReadback: number }
     > = {};
     let reference: number[][] | null = null;
     let identical = true;
@@ -81,7 +91,7 @@ export async function runDecodeBench(gpu: Gpu): Promise<unknown> {
       figures[name] = {
         tokensPerSecond: tokens / seconds,
         tokensPerForward: tokens / forwards,
-        forwardsPerReadback: forwards / readbacks,
+        iterationsPerReadback: forwards / readbacks,
       };
     }
     const ar = figures[loops[0][0]].tokensPerSecond;
@@ -91,7 +101,7 @@ export async function runDecodeBench(gpu: Gpu): Promise<unknown> {
         `  ${name.padEnd(44)} ${f.tokensPerSecond.toFixed(1).padStart(7)} tok/s  ${
           f.tokensPerForward.toFixed(2)
         } tok/forward  ` +
-          `${f.forwardsPerReadback.toFixed(1).padStart(5)} forwards/readback  ${
+          `${f.iterationsPerReadback.toFixed(1).padStart(5)} iterations/readback  ${
             (f.tokensPerSecond / ar).toFixed(2)
           }x GPU-resident AR`,
       );

@@ -12,7 +12,7 @@ import { type Gpu, readTensors, Step, Tensor } from "../core/mod.ts";
 import { closeSession, prefill } from "../decode/generation.ts";
 import { directoryFiles, loadPretrained } from "../model/mod.ts";
 
-const MODEL = new URL("../models/gsm-tiny-cllm/", import.meta.url).pathname;
+const MODEL = new URL("../demo/models/gsm-tiny-cllm/", import.meta.url).pathname;
 const ROWS = [1, 8, 16, 32];
 const BATCHED = 64;
 

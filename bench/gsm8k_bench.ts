@@ -1,18 +1,18 @@
 /**
  * The embedded models on the held-out problems `make-models` evaluated them on (its default seed):
  * the base model's AR against the CLLM's Jacobi decoding, the table of the model cards measured
- * again on this machine's adapter, in one run (train/gsm8k_compare.ts).
+ * again on this machine's adapter, in one run (demo/gsm8k_compare.ts).
  *
  * @module
  */
 
 import type { Gpu } from "../core/mod.ts";
 import { directoryFiles } from "../model/mod.ts";
-import { DEMO_MAX_VALUE } from "../cli/demo_models.ts";
-import { compareBaseAndCllm, standardRuns } from "../train/gsm8k_compare.ts";
-import { generateProblems } from "../train/gsm_synth.ts";
+import { DEMO_MAX_VALUE } from "../demo/demo_models.ts";
+import { compareBaseAndCllm, standardRuns } from "../demo/gsm8k_compare.ts";
+import { generateProblems } from "../demo/gsm_synth.ts";
 
-const MODELS = new URL("../models/", import.meta.url).pathname;
+const MODELS = new URL("../demo/models/", import.meta.url).pathname;
 
 /** make-models draws its held-out split with seed + 1; its default seed is 1. */
 const HELDOUT_SEED = 2;

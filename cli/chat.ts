@@ -8,26 +8,31 @@
 import { generateFromIds } from "../decode/mod.ts";
 import { type ChatMessage, formatPrompt, renderChat } from "../model/mod.ts";
 import { numberOption, parse, required } from "./args.ts";
+import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
 import { loadModelDir } from "./load.ts";
 
-const HELP = `Usage: deno task cllm chat --model DIR [--max-new-tokens N] [--temperature T] [--seed S]
+const HELP = `Usage: deno task cllm chat --model DIR [options]
 
-Type a message and press Enter; an empty line or Ctrl-D ends the chat.`;
+Type a message and press Enter; an empty line or Ctrl-D ends the chat.
+
+Options:
+  --model DIR               Hugging Face-layout model directory
+  --max-new-tokens N        new-token budget per reply (default 256)
+  --dtype f32|f16           weight storage on the GPU (default f32)
+${DECODER_HELP}`;
 
 /** Runs `chat`. */
 export async function chatCommand(args: string[]): Promise<void> {
   const v = parse("chat", args, {
     model: { type: "string" },
     "max-new-tokens": { type: "string" },
-    temperature: { type: "string" },
-    seed: { type: "string" },
+    ...DECODER_FLAGS,
     dtype: { type: "string" },
   });
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "chat");
   const maxNewTokens = numberOption(v, "max-new-tokens", 256, { integer: true, min: 1 });
-  const temperature = numberOption(v, "temperature", 0, { min: 0 });
-  const seed = numberOption(v, "seed", 0, { integer: true });
+  const { decoder, seed, readback } = decoderFromFlags("chat", v);
   const p = await loadModelDir(dir, { dtype: v.dtype as string | undefined });
   const enc = new TextEncoder();
   const history: ChatMessage[] = [];
@@ -51,7 +56,7 @@ export async function chatCommand(args: string[]): Promise<void> {
           { addBos: false },
         )
         : p.tokenizer.encode(formatPrompt("vicuna", { messages: history }));
-      const gen = generateFromIds(p, ids, { maxNewTokens, temperature, seed });
+      const gen = generateFromIds(p, ids, { maxNewTokens, decoder, seed, ...readback });
       for await (const piece of gen.pieces) await Deno.stdout.write(enc.encode(piece));
       const result = await gen.result;
       history.push({ role: "assistant", content: p.tokenizer.decode(result.tokens).trim() });

@@ -1,13 +1,15 @@
 /**
  * `cllm eval gsm8k`: greedy solve rate on GSM8K-format JSONL (the real test set or generated
- * held-out problems), with AR or Jacobi decoding; prints accuracy and the decoder's speed, and
+ * held-out problems), with any decoder; prints accuracy and the decoder's speed, and
  * writes a per-item JSONL log.
  *
  * @module
  */
 
+import { decoderLabel } from "../decode/decoder.ts";
 import { type EvalItemResult, evaluateGsm8k, readGsm8k } from "../train/gsm8k_eval.ts";
-import { choiceOption, CliError, numberOption, parse, required } from "./args.ts";
+import { CliError, numberOption, parse, required } from "./args.ts";
+import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
 import { writeTextAtomic } from "./files.ts";
 import { loadModelDir } from "./load.ts";
 import { Progress } from "./progress.ts";
@@ -20,9 +22,7 @@ number after the last "####" of the item's answer.
 
 Options:
   --data FILE            JSONL with "question" and "answer" fields (GSM8K test.jsonl layout)
-  --decoder ar|jacobi|jacobi-sliding
-                         greedy AR or Jacobi decoding, fixed or sliding window (default ar)
-  --block N              Jacobi block size (default 16)
+${DECODER_HELP}
   --limit K              evaluate the first K items (default all)
   --dtype f32|f16        weight storage on the GPU (default f32; f16 halves memory, and is faster here)
   --max-new-tokens M     budget per item (default 256)
@@ -44,8 +44,7 @@ export async function evalCommand(args: string[]): Promise<void> {
   const v = parse("eval gsm8k", rest, {
     model: { type: "string" },
     data: { type: "string" },
-    decoder: { type: "string" },
-    block: { type: "string" },
+    ...DECODER_FLAGS,
     limit: { type: "string" },
     "max-new-tokens": { type: "string" },
     log: { type: "string" },
@@ -54,8 +53,8 @@ export async function evalCommand(args: string[]): Promise<void> {
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "eval gsm8k");
   const dataPath = required(v, "data", "eval gsm8k");
-  const decoder = choiceOption(v, "decoder", ["ar", "jacobi", "jacobi-sliding"] as const, "ar");
-  const blockSize = numberOption(v, "block", 16, { integer: true, min: 1, max: 64 });
+  const { decoder } = decoderFromFlags("eval gsm8k", v);
+  const label = decoderLabel(decoder);
   const limit = numberOption(v, "limit", Infinity, { min: 1 });
   if (limit !== Infinity && !Number.isInteger(limit)) {
     throw new CliError(`--limit must be an integer, not ${limit}`);
@@ -66,12 +65,11 @@ export async function evalCommand(args: string[]): Promise<void> {
   const items = (await readGsm8k(dataPath)).slice(0, limit);
   const p = await loadModelDir(dir, { dtype: v.dtype as string | undefined });
   try {
-    const progress = new Progress(`eval gsm8k (${decoder})`, items.length, "items");
+    const progress = new Progress(`eval gsm8k (${label})`, items.length, "items");
     let correct = 0;
     const done: EvalItemResult[] = [];
     const { summary } = await evaluateGsm8k(p, items, {
       decoder,
-      blockSize,
       maxNewTokens,
       onItem: async (r, n) => {
         done.push(r);
@@ -94,11 +92,10 @@ export async function evalCommand(args: string[]): Promise<void> {
         : "",
     ].filter((s) => s);
     if (notes.length) console.log(`  (${notes.join("; ")})`);
-    const block = decoder === "ar" ? "" : ` block ${blockSize}`;
     const tps = summary.tokensPerSecond.toFixed(1);
     const tpf = summary.tokensPerForward.toFixed(3);
     console.log(
-      `decoder ${decoder}${block}: ${summary.tokens} tokens in ${summary.seconds.toFixed(1)} s, ` +
+      `decoder ${label}: ${summary.tokens} tokens in ${summary.seconds.toFixed(1)} s, ` +
         `${tps} tokens/s, ${tpf} tokens per forward ` +
         `(mean over items ${summary.meanItemTokensPerForward.toFixed(3)})`,
     );

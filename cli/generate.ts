@@ -11,7 +11,8 @@ import {
   type LookaheadStats,
 } from "../decode/mod.ts";
 import { renderChat } from "../model/mod.ts";
-import { choiceOption, CliError, numberOption, parse, required } from "./args.ts";
+import { CliError, numberOption, parse, required } from "./args.ts";
+import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
 import { loadModelDir } from "./load.ts";
 import { renderJacobi } from "./show_jacobi.ts";
 
@@ -23,20 +24,7 @@ Options:
   --prompt-file F           read the prompt from a file
   --chat                    wrap the prompt as a user turn with the model's chat template
   --max-new-tokens N        new-token budget (default 128)
-  --temperature T           0 = greedy (default); > 0 samples
-  --top-k K                 sample among the K most likely tokens (default 0 = all)
-  --top-p P                 nucleus sampling mass (default 1)
-  --seed S                  sampling seed (default 0)
-  --decoder ar|jacobi|lookahead
-                            AR (default), Jacobi or lookahead decoding (greedy; same text as greedy AR)
-  --block N                 Jacobi block size (default 16)
-  --sliding                 Jacobi with a sliding window: refill the block after each partial acceptance
-  --jacobi-guesses random|context
-                            new Jacobi guesses: random context tokens (default) or copied spans
-  --ngram N --window W --guesses G
-                            lookahead n-gram size, window and candidates (default 4, 5, 5)
-  --forwards-per-readback N forwards (AR steps or Jacobi iterations) per GPU readback, fixed
-                            (default: adaptive, as many as fill each readback's wait)
+${DECODER_HELP}
   --show-jacobi             draw each block's Jacobi iterations after the text
   --dtype f32|f16           weight storage on the GPU (default f32; f16 halves memory)
   --stats                   print statistics after the text
@@ -51,7 +39,7 @@ export function formatStats(stats: GenerationStats | JacobiStats | LookaheadStat
     ["forward passes", `${stats.forwards}`],
     ["tokens per forward", stats.tokensPerForward.toFixed(2)],
     ["readbacks", `${stats.readbacks}`],
-    ["forwards per readback", stats.forwardsPerReadback.toFixed(1)],
+    ["iterations per readback", stats.iterationsPerReadback.toFixed(1)],
     ["prefill seconds", stats.prefillSeconds.toFixed(3)],
     ["decode seconds", stats.decodeSeconds.toFixed(3)],
     ["tokens/s", stats.tokensPerSecond.toFixed(1)],
@@ -59,7 +47,7 @@ export function formatStats(stats: GenerationStats | JacobiStats | LookaheadStat
   ];
   if ("acceptedFromPool" in stats) {
     rows.push(
-      ["n-gram / window / guesses", `${stats.ngram} / ${stats.window} / ${stats.guesses}`],
+      ["n-gram / window / cand.", `${stats.ngram} / ${stats.window} / ${stats.candidates}`],
       ["rows per forward", `${stats.rows}`],
       ["tokens from the pool", `${stats.acceptedFromPool}`],
     );
@@ -83,19 +71,8 @@ export async function generateCommand(args: string[]): Promise<void> {
     "prompt-file": { type: "string" },
     chat: { type: "boolean" },
     "max-new-tokens": { type: "string" },
-    temperature: { type: "string" },
-    "top-k": { type: "string" },
-    "top-p": { type: "string" },
-    seed: { type: "string" },
-    "forwards-per-readback": { type: "string" },
-    decoder: { type: "string" },
-    block: { type: "string" },
-    ngram: { type: "string" },
-    window: { type: "string" },
-    guesses: { type: "string" },
+    ...DECODER_FLAGS,
     "show-jacobi": { type: "boolean" },
-    sliding: { type: "boolean" },
-    "jacobi-guesses": { type: "string" },
     stats: { type: "boolean" },
     dtype: { type: "string" },
     json: { type: "boolean" },
@@ -109,22 +86,8 @@ export async function generateCommand(args: string[]): Promise<void> {
   }
   if (prompt === undefined) throw new CliError("generate: --prompt TEXT or --prompt-file F is required");
   const maxNewTokens = numberOption(v, "max-new-tokens", 128, { integer: true, min: 1 });
-  const temperature = numberOption(v, "temperature", 0, { min: 0 });
-  const topK = numberOption(v, "top-k", 0, { integer: true, min: 0 });
-  const topP = numberOption(v, "top-p", 1, { min: 0, max: 1 });
-  const seed = numberOption(v, "seed", 0, { integer: true });
-  const forwardsPerReadback = v["forwards-per-readback"] === undefined
-    ? undefined
-    : numberOption(v, "forwards-per-readback", 16, { integer: true, min: 1 });
-  const decoder = (v.decoder as string | undefined) ?? "ar";
-  if (decoder !== "ar" && decoder !== "jacobi" && decoder !== "lookahead") {
-    throw new CliError(`generate: --decoder must be ar, jacobi or lookahead, not "${decoder}"`);
-  }
-  const ngram = numberOption(v, "ngram", 4, { integer: true, min: 3 });
-  const window = numberOption(v, "window", 5, { integer: true, min: 1 });
-  const guesses = numberOption(v, "guesses", 5, { integer: true, min: 1 });
-  const blockSize = numberOption(v, "block", 16, { integer: true, min: 1, max: 64 });
-  if (v["show-jacobi"] && decoder !== "jacobi") {
+  const { decoder, seed, readback } = decoderFromFlags("generate", v);
+  if (v["show-jacobi"] && decoder.kind !== "jacobi") {
     throw new CliError("generate: --show-jacobi needs --decoder jacobi");
   }
 
@@ -155,21 +118,7 @@ export async function generateCommand(args: string[]): Promise<void> {
           `shorten the prompt or lower --max-new-tokens`,
       );
     }
-    const gen = generateFromIds(p, ids, {
-      maxNewTokens,
-      temperature,
-      topK,
-      topP,
-      seed,
-      forwardsPerReadback,
-      decoder,
-      blockSize,
-      sliding: Boolean(v.sliding),
-      jacobiGuesses: choiceOption(v, "jacobi-guesses", ["random", "context"] as const, "random"),
-      ngram,
-      window,
-      guesses,
-    });
+    const gen = generateFromIds(p, ids, { maxNewTokens, decoder, seed, ...readback });
     const out = Deno.stdout;
     const enc = new TextEncoder();
     for await (const piece of gen.pieces) if (!v.json) await out.write(enc.encode(piece));

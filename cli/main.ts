@@ -7,17 +7,13 @@
  * @module
  */
 
-import { GpuError } from "../core/mod.ts";
-import { FormatError } from "../model/mod.ts";
-import { CliError } from "./args.ts";
 import { benchCommand } from "./bench.ts";
 import { chatCommand } from "./chat.ts";
 import { convertCommand } from "./convert.ts";
-import { demoCommand } from "./demo.ts";
 import { evalCommand } from "./eval.ts";
 import { generateCommand } from "./generate.ts";
 import { infoCommand } from "./info.ts";
-import { makeModelsCommand } from "./make_models.ts";
+import { runCommand } from "./run.ts";
 import { pretrainCommand, trainCommand } from "./train.ts";
 import { trajectoryCommand } from "./trajectory.ts";
 
@@ -30,18 +26,15 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; summary
   trajectory: { run: trajectoryCommand, summary: "collect Jacobi trajectories (JSONL) for training" },
   train: { run: trainCommand, summary: "consistency training on Jacobi trajectories (CLLM)" },
   pretrain: { run: pretrainCommand, summary: "AR training from random weights on a text corpus" },
-  eval: { run: evalCommand, summary: "GSM8K accuracy with AR or Jacobi decoding, per-item JSONL log" },
-  "make-models": {
-    run: makeModelsCommand,
-    summary: "make the embedded demo models from nothing (about an hour)",
-  },
-  demo: { run: demoCommand, summary: "the demo: adapter, kernel self-test and a matmul figure" },
+  eval: { run: evalCommand, summary: "GSM8K accuracy with any decoder, per-item JSONL log" },
 };
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
   return `Usage: deno task cllm <command> [options]\n\nCommands:\n${lines.join("\n")}\n\n` +
-    `Run "deno task cllm <command> --help" for a command's options.`;
+    `Run "deno task cllm <command> --help" for a command's options.\n\n` +
+    `The demo lives in demo/: "deno task demo" streams held-out problems on the embedded base model and\n` +
+    `CLLM (AR vs Jacobi decoding); "deno task make-models" makes those models from nothing.`;
 }
 
 /** Runs the CLI with `argv` (without the program name); returns the exit code. */
@@ -56,28 +49,7 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`error: unknown command "${name}"\n\n${usage()}`);
     return 2;
   }
-  try {
-    await command.run(rest);
-    return 0;
-  } catch (e) {
-    if (Deno.env.get("CLLM_DEBUG")) console.error(e);
-    if (e instanceof CliError) {
-      console.error(`error: ${e.message}`);
-      return 2;
-    }
-    if (
-      e instanceof FormatError || e instanceof GpuError || e instanceof RangeError || e instanceof TypeError
-    ) {
-      console.error(`error: ${e.message}`);
-      return 1;
-    }
-    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-      console.error(`error: ${e.message}`);
-      return 1;
-    }
-    console.error(`error: ${(e as Error)?.message ?? e} (set CLLM_DEBUG=1 for details)`);
-    return 1;
-  }
+  return await runCommand(command.run, rest);
 }
 
 if (import.meta.main) {

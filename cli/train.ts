@@ -5,21 +5,13 @@
  * @module
  */
 
-import { requestGpu, SeededRandom } from "../core/mod.ts";
-import {
-  directoryFiles,
-  expectedTensorShapes,
-  FormatError,
-  llamaConfigToJson,
-  loadPretrained,
-  loadTokenizer,
-  parseLlamaConfig,
-  writeSafetensors,
-} from "../model/mod.ts";
-import { readGsm8k } from "../train/gsm8k_eval.ts";
-import { encodeDocuments } from "../train/gsm_synth.ts";
+import { requestGpu } from "../core/mod.ts";
+import { directoryFiles, FormatError, loadPretrained, loadTokenizer } from "../model/mod.ts";
+import { findLatestCheckpoint } from "../train/checkpoint.ts";
+import { encodeDocuments, readGsm8k } from "../train/gsm8k_eval.ts";
 import { readTrajectories } from "../train/trajectory_file.ts";
 import { type LogEntry, train, type TrainItem, type TrainResult } from "../train/trainer.ts";
+import { writeRandomModel } from "../train/random_init.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { Progress } from "./progress.ts";
 
@@ -83,15 +75,6 @@ function stopOnCtrlC(): { shouldStop: () => boolean; dispose: () => void } {
   return { shouldStop: () => stop, dispose: () => Deno.removeSignalListener("SIGINT", handler) };
 }
 
-async function latestCheckpoint(out: string): Promise<string | null> {
-  try {
-    const { checkpoint } = JSON.parse(await Deno.readTextFile(`${out}/latest.json`));
-    return `${out}/${checkpoint}`;
-  } catch {
-    return null;
-  }
-}
-
 function summarize(result: TrainResult): void {
   const last = result.history.at(-1);
   console.log(
@@ -150,9 +133,13 @@ export async function trainCommand(args: string[]): Promise<void> {
     throw new CliError(`train: --labels must be teacher or gold, not "${labels}"`);
   }
   const batch = numberOption(v, "batch", 4, { integer: true, min: 1 });
-  const resumeFrom = v.resume ? await latestCheckpoint(out) : null;
+  const resume = v.resume === true;
+  if (resume) {
+    const found = await findLatestCheckpoint(out);
+    if (found) console.error(`resuming from ${found.dir} (step ${found.state.step})`);
+  }
   const gpu = await requestGpu();
-  const pretrained = await loadPretrained(gpu, directoryFiles(resumeFrom ?? modelDir), { maxRows: 64 });
+  const pretrained = await loadPretrained(gpu, directoryFiles(modelDir), { maxRows: 64 });
   const skipped: string[] = [];
   const samples = readTrajectories(await Deno.readTextFile(trajPath), {
     vocabSize: pretrained.model.config.vocabSize,
@@ -189,7 +176,7 @@ export async function trainCommand(args: string[]): Promise<void> {
   try {
     const result = await train(pretrained, items, {
       out,
-      modelDir: resumeFrom ?? modelDir,
+      modelDir,
       steps,
       lr: numberOption(v, "lr", 2e-5, { min: 0 }),
       batch,
@@ -202,7 +189,7 @@ export async function trainCommand(args: string[]): Promise<void> {
       logEvery: numberOption(v, "log-every", 10, { integer: true, min: 1 }),
       seed: numberOption(v, "seed", 0, { integer: true }),
       eosIds: pretrained.eosIds,
-      resume: Boolean(resumeFrom),
+      resume,
       onLog: report.onLog,
       shouldStop: ctrlC.shouldStop,
     });
@@ -213,43 +200,6 @@ export async function trainCommand(args: string[]): Promise<void> {
     ctrlC.dispose();
     pretrained.model.destroy();
     gpu.destroy();
-  }
-}
-
-/** A standard-normal draw (Box-Muller) from a seeded uniform source. */
-function gaussian(next: () => number): number {
-  const u = Math.max(1e-12, next()), w = next();
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * w);
-}
-
-/** Writes a model directory with random weights (normal σ=0.02, norms 1) for `config`. */
-export async function writeRandomModel(
-  dir: string,
-  configJson: unknown,
-  configFile: string,
-  tokenizerDir: string,
-  seed: number,
-) {
-  const cfg = parseLlamaConfig(configJson, configFile);
-  const random = new SeededRandom(seed);
-  const next = () => random.next();
-  const tensors = [...expectedTensorShapes(cfg)].map(([name, shape]) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
-    if (name.endsWith("norm.weight")) data.fill(1);
-    else for (let i = 0; i < n; i++) data[i] = 0.02 * gaussian(next);
-    return { name, dtype: "F32" as const, shape, data };
-  });
-  await Deno.mkdir(dir, { recursive: true });
-  await writeSafetensors(`${dir}/model.safetensors`, tensors);
-  await Deno.writeTextFile(
-    `${dir}/config.json`,
-    JSON.stringify({ ...llamaConfigToJson(cfg) }, null, 2) + "\n",
-  );
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
-    await Deno.copyFile(`${tokenizerDir}/${f}`, `${dir}/${f}`).catch((e) => {
-      if (f === "tokenizer.json") throw e;
-    });
   }
 }
 
@@ -282,9 +232,10 @@ export async function pretrainCommand(args: string[]): Promise<void> {
   } catch (e) {
     throw new FormatError(configPath, `malformed JSON (${(e as Error).message})`, "fix the config file");
   }
-  const resumeFrom = v.resume ? await latestCheckpoint(out) : null;
+  // The random initial weights (written once; a resumed run loads them, then its checkpoint's).
   const initDir = `${out}/init`;
-  if (!resumeFrom) await writeRandomModel(initDir, configJson, configPath, tokenizerDir, seed);
+  const haveInit = await Deno.stat(initDir).then(() => true, () => false);
+  if (!haveInit) await writeRandomModel(initDir, configJson, configPath, tokenizerDir, seed);
   const tokenizer = await loadTokenizer(
     (name) => Deno.readTextFile(`${tokenizerDir}/${name}`).catch(() => null),
     tokenizerDir,
@@ -298,13 +249,13 @@ export async function pretrainCommand(args: string[]): Promise<void> {
     throw new FormatError(corpus, `the corpus has ${ids.length} tokens, fewer than --seq-len ${seqLen}`);
   }
   const gpu = await requestGpu();
-  const pretrained = await loadPretrained(gpu, directoryFiles(resumeFrom ?? initDir), { maxRows: 64 });
+  const pretrained = await loadPretrained(gpu, directoryFiles(initDir), { maxRows: 64 });
   const ctrlC = stopOnCtrlC();
   const report = reporter("pretrain");
   try {
     const result = await train(pretrained, items, {
       out,
-      modelDir: resumeFrom ?? initDir,
+      modelDir: initDir,
       steps: numberOption(v, "steps", 1000, { integer: true, min: 1 }),
       lr: numberOption(v, "lr", 1e-3, { min: 0 }),
       batch: numberOption(v, "batch", 8, { integer: true, min: 1 }),
@@ -313,7 +264,7 @@ export async function pretrainCommand(args: string[]): Promise<void> {
       logEvery: numberOption(v, "log-every", 10, { integer: true, min: 1 }),
       seed,
       eosIds: pretrained.eosIds,
-      resume: Boolean(resumeFrom),
+      resume: v.resume === true,
       onLog: report.onLog,
       shouldStop: ctrlC.shouldStop,
     });

@@ -155,10 +155,49 @@ export class Step {
 
   /**
    * Records one dispatch of a kernel. Host-side checks (missing bindings or parameters, too many
-   * workgroups, a tensor too small for its binding range) throw at once, naming the kernel.
+   * workgroups, a tensor too small for its binding range) throw at once, naming the kernel; the
+   * step is then abandoned (nothing of it runs), so the next step can open.
    */
   dispatch(spec: KernelSpec, args: DispatchArgs): void {
     if (this.#submitted) throw new Error(`Step "${this.label}" was already submitted`);
+    try {
+      this.#dispatch(spec, args);
+    } catch (e) {
+      this.abandon();
+      throw e;
+    }
+  }
+
+  /**
+   * Drops everything recorded and closes the step without running it, so that another step can
+   * open: for a recorder whose host-side check threw before `submit()`. Does nothing once the step
+   * was submitted or abandoned.
+   *
+   * @example Recording that may throw
+   * ```ts ignore
+   * const step = new Step(gpu, "layer");
+   * try {
+   *   record(step);
+   * } catch (e) {
+   *   step.abandon();
+   *   throw e;
+   * }
+   * step.submit();
+   * ```
+   */
+  abandon(): void {
+    if (this.#submitted) return;
+    this.#submitted = true;
+    this.#endPass();
+    this.#timing?.querySet.destroy();
+    // The error scopes were pushed by the constructor; nothing was submitted inside them.
+    const device = this.gpu.device;
+    device.popErrorScope().catch(() => {});
+    device.popErrorScope().catch(() => {});
+    openSteps--;
+  }
+
+  #dispatch(spec: KernelSpec, args: DispatchArgs): void {
     const gpu = this.gpu;
     const kernel = compileKernel(gpu, spec, args.variant ?? {});
     const [x, y = 1, z = 1] = args.workgroups;

@@ -21,31 +21,18 @@ import {
   type GenerationResult,
   makeStats,
   prefill,
-  readTokens,
-  trimAtStop,
 } from "./generation.ts";
-import { adaptiveCadence, fixedCadence, timedRead } from "./cadence.ts";
+import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
+import { decoderLabel } from "./decoder.ts";
+import { type GpuLoop, runGpuDecoder } from "./gpu_loop.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
 
 /** Options of greedy AR decoding. */
-export interface GreedyOptions extends GenerateOptions {
-  /**
-   * Forwards per readback, those behind the read included; setting it fixes the cadence (1 gives the
-   * one-readback-per-token loop). Default: adaptive (decode/cadence.ts), all of them behind the read.
-   */
-  forwardsPerReadback?: number;
-  /**
-   * Forwards submitted right after each readback is issued, to run during its fixed wait: with a
-   * fixed cadence, this many of the `forwardsPerReadback` (default 3; 0 leaves the GPU idle while the
-   * host waits); with the adaptive one, where it starts (default 3: ~10 ms of 1-row forwards on
-   * llvmpipe).
-   */
-  forwardsDuringReadback?: number;
-}
+export interface GreedyOptions extends GenerateOptions, ReadbackOptions {}
 
 /**
- * Greedy AR decoding with the loop on the GPU. Yields new tokens chunk by chunk (trimmed at EOS
- * and the budget); returns the full result.
+ * Greedy AR decoding with the loop on the GPU (decode/gpu_loop.ts). Yields new tokens chunk by
+ * chunk (trimmed at EOS and the budget); returns the full result.
  *
  * @example Greedy generation
  * ```ts ignore
@@ -53,93 +40,53 @@ export interface GreedyOptions extends GenerateOptions {
  * for (let r = await gen.next(); !r.done; r = await gen.next()) console.log(r.value);
  * ```
  */
-export async function* generateGreedy(
+export function generateGreedy(
   model: CausalLM,
   prompt: readonly number[],
   options: GreedyOptions,
 ): AsyncGenerator<number[], GenerationResult> {
   const budget = options.maxNewTokens;
-  const eos = options.eosIds ?? [];
-  // A fixed cadence of `chunk` forwards per readback puts `behind` of them behind the read.
-  const chunk = options.forwardsPerReadback === undefined
-    ? undefined
-    : Math.max(1, options.forwardsPerReadback);
-  const behind = Math.max(0, options.forwardsDuringReadback ?? 3);
-  const cadence = chunk === undefined
-    ? adaptiveCadence(model, "ar", behind)
-    : fixedCadence(chunk - Math.min(chunk, behind), Math.min(chunk, behind), chunk);
-  const t0 = performance.now();
-  const s = prefill(model, prompt, budget);
-  const P = s.promptLength;
-  try {
-    // tokens[P .. P+submitted) are being produced by submitted work (the first by prefill).
-    let submitted = 1;
-    let forwards = 1; // prefill yields the first new token
-    const record = (count: number) => {
-      const n = Math.min(count, budget - submitted);
-      if (n <= 0) return;
-      recordGreedySteps(s, P + submitted - 1, n);
-      submitted += n;
-      forwards += n;
-      cadence.submitted(n);
-    };
-    // Every readback waits ~10 ms after the GPU is done (webgpu-notes.md §2); the GPU spends that
-    // wait on forwards submitted after the read was issued (decode/cadence.ts). The prefill's token
-    // is read the same way, with the first forwards behind it.
-    const firstRead = timedRead(cadence, () => readTokens(s, P, 1));
-    record(cadence.first());
-    const first = trimAtStop(await firstRead, eos, budget);
-    const prefillSeconds = (performance.now() - t0) / 1000;
-    let out = first.tokens;
-    yield out;
-    let readbacks = 0;
-    let stopped = first.stopped;
-    while (stopped === null) {
-      const seen = submitted;
-      const pending = timedRead(cadence, () => readTokens(s, P + out.length, seen - out.length));
-      record(cadence.behind());
-      const ids = await pending;
-      readbacks++;
-      const trimmed = trimAtStop(ids, eos, budget - out.length);
-      out = out.concat(trimmed.tokens);
-      stopped = trimmed.stopped;
-      if (trimmed.tokens.length > 0) yield trimmed.tokens;
-      if (stopped === null) record(cadence.before());
-    }
-    // Forwards past an EOS inside the last chunk produced nothing useful; count those that did.
-    forwards = Math.min(forwards, out.length);
-    const seconds = (performance.now() - t0) / 1000;
-    return {
-      tokens: out,
-      stopReason: stopped,
-      stats: makeStats("ar", P, out.length, forwards, readbacks, prefillSeconds, seconds - prefillSeconds),
-    };
-  } finally {
-    closeSession(s);
-  }
+  // Three 1-row forwards fill a readback's ~10 ms wait on llvmpipe, where the adaptive cadence starts.
+  const cadence = chooseCadence(model, "ar", options, 3);
+  return runGpuDecoder(model, prompt, options, {
+    label: "ar",
+    cadence,
+    overshoot: 0,
+    setup: (s) => ({ loop: greedyLoop(s, budget), owned: [] }),
+    // Forwards past an EOS inside the last chunk produced nothing returned; count those that did.
+    forwards: (_last, run) => Math.min(1 + run.submitted, run.tokens),
+    finish: (common) => common,
+  });
 }
 
 /**
- * Records `n` greedy AR steps: the token at position p is embedded, run at position p, and the
- * argmax of its logits lands at p+1. No readback.
+ * Greedy AR as a GPU loop: iteration i embeds the token at position P + i (the prefill's token for
+ * i = 0), runs it at that position, and writes the argmax of its logits at P + i + 1. The host
+ * knows every position, so there is no loop state to read: after `seen` iterations the tokens up
+ * to P + 1 + seen are committed, and the skeleton cuts them at EOS and the budget.
  */
-function recordGreedySteps(s: DecodeSession, firstPos: number, n: number): void {
-  const step = new Step(s.model.gpu, "ar");
-  for (let i = 0; i < n; i++) {
-    const pos = firstPos + i;
-    s.model.forward(step, {
-      tokens: s.tokens,
-      tokenOffset: pos,
-      rows: 1,
-      position: s.cache.at(pos),
-      cache: s.cache,
-      logits: s.lastLogits,
-      lastOnly: true,
-    });
-    s.model.argmax(step, s.lastLogits, s.tokens, pos + 1);
-  }
-  step.submit();
-  s.cache.length = firstPos + n;
+function greedyLoop(s: DecodeSession, budget: number): GpuLoop {
+  const P = s.promptLength;
+  return {
+    iterate(step, i) {
+      const pos = P + i;
+      s.model.forward(step, {
+        tokens: s.tokens,
+        tokenOffset: pos,
+        rows: 1,
+        position: s.cache.at(pos),
+        cache: s.cache,
+        logits: s.lastLogits,
+        lastOnly: true,
+      });
+      s.model.argmax(step, s.lastLogits, s.tokens, pos + 1);
+      s.cache.length = pos + 1;
+    },
+    read: [],
+    committed: (_read, seen) => ({ done: false, end: P + 1 + seen }),
+    // Tokens P+1 .. P+budget-1 are still to come from iterations (the prefill's token is the first).
+    useful: (_known, _pending, submitted) => budget - 1 - submitted,
+  };
 }
 
 /**
@@ -198,7 +145,7 @@ export async function* generateSampled(
       tokens: out,
       stopReason,
       stats: makeStats(
-        "ar-sampled",
+        decoderLabel({ kind: "ar", sampling: options }),
         P,
         out.length,
         out.length,

@@ -138,25 +138,42 @@ export function adaptiveCadence(model: object, loop: string, start: number, max 
 }
 
 /**
- * The cadence a decoder's options ask for: fixed when `perReadback` is given (with `behind`
- * iterations behind each read, default `start`), else adaptive, starting from `behind` or `start`.
+ * How often a GPU-resident decoder reads back, in one vocabulary for every decoder: an
+ * *iteration* is one forward of the decoder's loop (a greedy AR step, a Jacobi iteration, a
+ * lookahead step).
+ */
+export interface ReadbackOptions {
+  /**
+   * Iterations submitted before each readback; setting it fixes the cadence (1 with
+   * `iterationsBehindReadback: 0` reads back after every iteration). Default: adaptive (nothing
+   * before each read, as many behind it as fill its wait).
+   */
+  iterationsPerReadback?: number;
+  /**
+   * Iterations submitted right after each readback is issued, to run during its fixed wait: with a
+   * fixed cadence always this many (0 leaves the GPU idle while the host waits); with the adaptive
+   * one, where it starts. Default: the decoder's (about 10 ms of its forwards on llvmpipe).
+   */
+  iterationsBehindReadback?: number;
+}
+
+/**
+ * The cadence `options` ask for: fixed when `iterationsPerReadback` is given (with
+ * `iterationsBehindReadback` behind each read, default `start`), else adaptive, starting from
+ * `iterationsBehindReadback` or `start`.
  *
  * @example
  * ```ts
  * import { chooseCadence } from "./cadence.ts";
- * const c = chooseCadence({}, "ar", { perReadback: 16, behind: 3 }, 3);
+ * const c = chooseCadence({}, "ar", { iterationsPerReadback: 16, iterationsBehindReadback: 3 }, 3);
  * console.log(c.before(), c.behind()); // 16 3
  * ```
  */
-export function chooseCadence(
-  model: object,
-  loop: string,
-  options: { perReadback?: number; behind?: number },
-  start: number,
-): Cadence {
-  return options.perReadback !== undefined
-    ? fixedCadence(options.perReadback, options.behind ?? start)
-    : adaptiveCadence(model, loop, options.behind ?? start);
+export function chooseCadence(model: object, loop: string, options: ReadbackOptions, start: number): Cadence {
+  const behind = options.iterationsBehindReadback;
+  return options.iterationsPerReadback !== undefined
+    ? fixedCadence(options.iterationsPerReadback, behind ?? start)
+    : adaptiveCadence(model, loop, behind ?? start);
 }
 
 /** The most iterations an adaptive cadence puts behind one read. */

@@ -21,11 +21,20 @@ export interface CausalLM {
   readonly maxRows: number;
   /** Context length in positions. */
   readonly maxLength: number;
-  /** A KV cache of the given capacity. */
+  /**
+   * A KV cache of the given capacity.
+   * @internal
+   */
   createCache(maxLength: number): KvCache;
-  /** Records a forward (see Llama.forward). */
+  /**
+   * Records a forward (see Llama.forward).
+   * @internal
+   */
   forward(step: Step, args: ForwardArgs): void;
-  /** Records out[outOffset + t] = argmax(logits[t]). */
+  /**
+   * Records out[outOffset + t] = argmax(logits[t]).
+   * @internal
+   */
   argmax(step: Step, logits: Tensor, out: Tensor, outOffset: number): void;
 }
 
@@ -51,8 +60,8 @@ export interface GenerationStats {
   tokensPerForward: number;
   /** GPU readbacks after prefill. */
   readbacks: number;
-  /** Forward passes per readback. */
-  forwardsPerReadback: number;
+  /** Forward passes (decoder iterations) per readback. */
+  iterationsPerReadback: number;
   /** Seconds spent in prefill (until the first new token was known on the GPU and read). */
   prefillSeconds: number;
   /** Seconds spent decoding after prefill. */
@@ -148,6 +157,13 @@ export function prefill(model: CausalLM, prompt: readonly number[], extra: numbe
   return { model, cache, tokens, lastLogits, promptLength: P };
 }
 
+/** The stop tokens as a u32 tensor for the acceptance kernels (one never-matching id when none). */
+export function eosTensor(gpu: Gpu, eosIds: readonly number[]): Tensor {
+  return Tensor.from(gpu, Uint32Array.from(eosIds.length ? eosIds : [0xffffffff]), [
+    Math.max(1, eosIds.length),
+  ], "eos");
+}
+
 /** Frees a session's GPU buffers. */
 export function closeSession(s: DecodeSession): void {
   s.cache.destroy();
@@ -179,7 +195,7 @@ export function makeStats(
     forwards,
     tokensPerForward: forwards > 0 ? tokens / forwards : 0,
     readbacks,
-    forwardsPerReadback: readbacks > 0 ? forwards / readbacks : 0,
+    iterationsPerReadback: readbacks > 0 ? forwards / readbacks : 0,
     prefillSeconds,
     decodeSeconds,
     tokensPerSecond: total > 0 ? tokens / total : 0,

@@ -1,120 +1,185 @@
 /**
- * The host side of a decoding loop that lives on the GPU (Jacobi, lookahead): after prefill, the
- * decoder's kernels hold the loop state in a GPU buffer, commit tokens and write the next input;
- * the host only records iterations, reads the state back now and then, and streams new tokens.
+ * The one skeleton of every GPU-resident decoder (greedy AR, Jacobi, lookahead): prefill, the
+ * decoder's own buffers, the readback cadence, the stop rules and the common statistics. A decoder
+ * plugs in as a {@linkcode GpuLoop}: the kernels that start and iterate its loop, and how to read
+ * its committed tokens from a readback.
+ *
+ * After prefill the decoder's kernels hold the loop state on the GPU, commit tokens and write the
+ * next input; the host only records iterations, reads the token buffer (and the decoder's state)
+ * back now and then, and streams new tokens.
  *
  * Cadence (decode/cadence.ts): some iterations before each read, some behind it to run during the
- * read's fixed wait (webgpu-notes.md §2). The decoders' acceptance kernels ignore iterations once
- * the loop is done, so iterations past the end (the rest of the last submit before the read that
- * sees the end, plus those behind it) waste GPU time but never change a token. The prefill's token
- * is read the same way, with the first submit behind it.
+ * read's fixed wait (docs/webgpu-notes.md §2). Iterations past the end (the rest of the last submit
+ * before the read that sees the end, plus those behind it) waste GPU time but never change a
+ * returned token: the Jacobi and lookahead kernels ignore iterations once their loop is done, and
+ * greedy AR's overshoot past EOS or the budget is cut on the host. The prefill's token is read the
+ * same way, with the first submit behind it.
  *
  * @module
  */
 
 import { type ReadData, readTensors, Step, type Tensor } from "../core/mod.ts";
 import { type Cadence, timedRead } from "./cadence.ts";
-import { type DecodeSession, readTokens, trimAtStop } from "./generation.ts";
+import {
+  type CausalLM,
+  closeSession,
+  type DecodeSession,
+  type GenerateOptions,
+  type GenerationStats,
+  makeStats,
+  prefill,
+  readTokens,
+  trimAtStop,
+} from "./generation.ts";
 
-/** What a GPU-resident decoder gives the loop. */
+/** What a GPU-resident decoder gives the skeleton once the prompt is prefilled. */
 export interface GpuLoop {
   /** Records the kernels that set up the loop state after prefill (once, before any iteration). */
-  start(step: Step): void;
-  /** Records one iteration: a forward over the decoder's rows and its acceptance kernel. */
-  iterate(step: Step): void;
-  /** The loop state, read back each time; first of the results. */
-  state: Tensor;
-  /** More tensors read back with the state each time (e.g. a trajectory log); last of the results. */
-  alsoRead?: Tensor[];
-  /** From a read state: whether the loop finished, and the end (exclusive) of the committed tokens. */
-  committed(state: ReadData): { done: boolean; end: number };
+  start?(step: Step): void;
   /**
-   * How many more iterations can still commit a token when `known` tokens are known to the host
-   * and `pending` iterations were submitted after the state it last saw (a bound on waste only).
+   * Records one iteration: a forward over the decoder's rows and its acceptance kernel.
+   * `index` counts the iterations recorded before this one (greedy AR places its row with it).
    */
-  useful(known: number, pending: number): number;
+  iterate(step: Step, index: number): void;
+  /** Tensors read back with the token buffer each time (loop state, a trajectory log...). */
+  read: Tensor[];
+  /**
+   * From one readback (`read`'s tensors, in order) and the number of iterations submitted before
+   * it: whether the loop finished, and the end (exclusive) of the committed tokens.
+   */
+  committed(read: ReadData[], iterationsSeen: number): { done: boolean; end: number };
+  /**
+   * How many more iterations can still commit a token when `known` new tokens are known to the
+   * host, `pending` iterations were submitted after the read it last saw and `submitted` in all (a
+   * bound on waste only).
+   */
+  useful(known: number, pending: number, submitted: number): number;
 }
 
-/** Cadence and stop rules of {@linkcode runGpuLoop}. */
-export interface GpuLoopOptions {
-  /** Token budget. */
-  budget: number;
-  /** Stop tokens (only for the prefill's token; the kernels handle the rest). */
-  eosIds: readonly number[];
-  /** How many iterations go before and behind each read (decode/cadence.ts). */
-  cadence: Cadence;
-  /** Decoder name for the internal-error message. */
+/** The decoder-specific half of a GPU-resident generation. */
+export interface GpuDecoderPlan<R> {
+  /** The decoder's label in statistics and errors (`decoderLabel`). */
   label: string;
+  /** Readback cadence of this generation. */
+  cadence: Cadence;
+  /** Token positions needed past the budget (a Jacobi block's overshoot...). */
+  overshoot: number;
+  /** Creates the decoder's buffers (freed by the skeleton) and its loop, after prefill. */
+  setup(session: DecodeSession): { loop: GpuLoop; owned: Tensor[] };
+  /** Forwards that produced the returned tokens, prefill included, from the last readback. */
+  forwards(last: ReadData[], run: { tokens: number; submitted: number }): number;
+  /** The decoder's result from the common one and the last readback (empty when prefill ended it). */
+  finish(common: DecodedTokens, last: ReadData[]): R;
 }
 
-/** What the loop returns: new tokens, readbacks, the prefill's time, and the last read tensors. */
-export interface GpuLoopResult {
-  /** New tokens (the prefill's first). */
+/** What the skeleton hands to a decoder's `finish`. */
+export interface DecodedTokens {
+  /** New token ids (the prompt excluded). */
   tokens: number[];
-  /** Readbacks after prefill. */
-  readbacks: number;
-  /** Seconds until the prefill's token was read back. */
-  prefillSeconds: number;
-  /** The last read state and `alsoRead` tensors (empty when the prefill's token ended generation). */
-  last: ReadData[];
+  /** Why generation stopped. */
+  stopReason: "eos" | "length";
+  /** The statistics every decoder reports. */
+  stats: GenerationStats;
 }
 
 /**
- * Runs a GPU-resident decoding loop after prefill; yields new tokens as they are read back.
+ * Runs a GPU-resident decoder: prefill, its loop with readbacks on the cadence, the stop rules,
+ * then its result. Yields new tokens as they are read back. The decoder's buffers and the session
+ * are freed however the generation ends (also when the caller stops iterating).
  *
- * @param s the session (prefilled)
- * @param loop the decoder's kernels and state
- * @param options cadence and stop rules
- * @param t0 when generation started (`performance.now()`), for the prefill time
+ * @example How greedy AR plugs in (decode/ar.ts)
+ * ```ts ignore
+ * return yield* runGpuDecoder(model, prompt, options, { label: "ar", cadence, overshoot: 0, setup, forwards, finish });
+ * ```
  */
-export async function* runGpuLoop(
-  s: DecodeSession,
-  loop: GpuLoop,
-  options: GpuLoopOptions,
-  t0: number,
-): AsyncGenerator<number[], GpuLoopResult> {
-  const gpu = s.model.gpu;
-  const P = s.promptLength;
-  let out: number[] = [];
-  let pending = 0; // iterations submitted after the state the host last saw
-  const cadence = options.cadence;
-  const record = (count: number, start = false) => {
-    // The prefill's token is known to come, so it counts as known from the start.
-    const n = Math.min(count, loop.useful(Math.max(1, out.length), pending));
-    if (n <= 0 && !start) return;
-    const step = new Step(gpu, options.label);
-    if (start) loop.start(step);
-    for (let i = 0; i < n; i++) loop.iterate(step);
-    step.submit();
-    pending += Math.max(0, n);
-    cadence.submitted(Math.max(0, n));
-  };
-  const firstRead = timedRead(cadence, () => readTokens(s, P, 1));
-  record(cadence.first(), true);
-  const first = trimAtStop(await firstRead, options.eosIds, options.budget);
-  const prefillSeconds = (performance.now() - t0) / 1000;
-  yield first.tokens;
-  out = first.tokens;
-  let readbacks = 0;
-  let done = first.stopped !== null;
-  let last: ReadData[] = [];
-  while (!done) {
-    if (pending === 0) throw new Error(`${options.label}: no iteration left to run (internal error)`);
-    const read = timedRead(cadence, () => readTensors(gpu, [loop.state, s.tokens, ...(loop.alsoRead ?? [])]));
-    pending = 0;
-    record(cadence.behind());
-    const [state, tokens, ...rest] = await read;
-    last = [state, ...rest];
-    readbacks++;
-    const c = loop.committed(state);
-    done = c.done;
-    // The prefill's token is re-committed by the first iteration; it was emitted already.
-    const fresh = Array.from(tokens.subarray(P + out.length, c.end));
-    if (fresh.length > 0) {
-      out = out.concat(fresh);
-      yield fresh;
-    }
-    if (!done) record(cadence.before());
+export async function* runGpuDecoder<R>(
+  model: CausalLM,
+  prompt: readonly number[],
+  options: GenerateOptions,
+  plan: GpuDecoderPlan<R>,
+): AsyncGenerator<number[], R> {
+  const budget = options.maxNewTokens;
+  if (!Number.isInteger(budget) || budget < 1) {
+    throw new RangeError(`maxNewTokens must be a positive integer, not ${budget}`);
   }
-  return { tokens: out, readbacks, prefillSeconds, last };
+  const eosIds = options.eosIds ?? [];
+  const t0 = performance.now();
+  const s = prefill(model, prompt, budget + plan.overshoot);
+  const owned: Tensor[] = [];
+  try {
+    const { loop, owned: buffers } = plan.setup(s);
+    owned.push(...buffers);
+    const gpu = model.gpu;
+    const P = s.promptLength;
+    const cadence = plan.cadence;
+    let out: number[] = [];
+    let pending = 0; // iterations submitted after the read the host last saw
+    let submitted = 0; // iterations submitted in all
+    const record = (count: number, start = false) => {
+      // The prefill's token is known to come, so it counts as known from the start.
+      const n = Math.min(count, loop.useful(Math.max(1, out.length), pending, submitted));
+      if (n <= 0 && !start) return;
+      const step = new Step(gpu, plan.label);
+      try {
+        if (start) loop.start?.(step);
+        for (let i = 0; i < n; i++) loop.iterate(step, submitted + i);
+      } catch (e) {
+        step.abandon();
+        throw e;
+      }
+      step.submit();
+      pending += Math.max(0, n);
+      submitted += Math.max(0, n);
+      cadence.submitted(Math.max(0, n));
+    };
+    const firstRead = timedRead(cadence, () => readTokens(s, P, 1));
+    record(cadence.first(), true);
+    const first = trimAtStop(await firstRead, eosIds, budget);
+    const prefillSeconds = (performance.now() - t0) / 1000;
+    yield first.tokens;
+    out = first.tokens;
+    let readbacks = 0;
+    let stopped = first.stopped;
+    let last: ReadData[] = [];
+    while (stopped === null) {
+      if (pending === 0) throw new Error(`${plan.label}: no iteration left to run (internal error)`);
+      const seen = submitted;
+      const read = timedRead(cadence, () => readTensors(gpu, [s.tokens, ...loop.read]));
+      pending = 0;
+      record(cadence.behind());
+      const [tokens, ...rest] = await read;
+      last = rest;
+      readbacks++;
+      const c = loop.committed(rest, seen);
+      // Tokens past the first EOS or the budget are cut here (greedy AR overshoots; the other
+      // decoders' kernels stop exactly, so for them this cuts nothing).
+      const fresh = trimAtStop(
+        Array.from(tokens.subarray(P + out.length, c.end)),
+        eosIds,
+        budget - out.length,
+      );
+      stopped = fresh.stopped ?? (c.done ? "length" : null);
+      if (fresh.tokens.length > 0) {
+        out = out.concat(fresh.tokens);
+        yield fresh.tokens;
+      }
+      if (stopped === null) record(cadence.before());
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const stopReason = out.length > 0 && eosIds.includes(out[out.length - 1]) ? "eos" : "length";
+    const forwards = plan.forwards(last, { tokens: out.length, submitted });
+    const stats = makeStats(
+      plan.label,
+      P,
+      out.length,
+      forwards,
+      readbacks,
+      prefillSeconds,
+      seconds - prefillSeconds,
+    );
+    return plan.finish({ tokens: out, stopReason, stats }, last);
+  } finally {
+    for (const t of owned) t.destroy();
+    closeSession(s);
+  }
 }

@@ -29,34 +29,22 @@ import {
 } from "../kernels/jacobi_accept.ts";
 import {
   type CausalLM,
-  closeSession,
+  eosTensor,
   type GenerateOptions,
   type GenerationResult,
   type GenerationStats,
-  makeStats,
-  prefill,
 } from "./generation.ts";
-import { chooseCadence } from "./cadence.ts";
-import { runGpuLoop } from "./gpu_loop.ts";
+import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
+import { decoderLabel } from "./decoder.ts";
+import { type GpuLoop, runGpuDecoder } from "./gpu_loop.ts";
 import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
 
 /** Options of Jacobi decoding. */
-export interface JacobiOptions extends GenerateOptions {
+export interface JacobiOptions extends GenerateOptions, ReadbackOptions {
   /** Block size n (1..model.maxRows; default 16). */
   blockSize?: number;
   /** Seed of the guess PRNG (default 0). */
   seed?: number;
-  /**
-   * Iterations recorded before each readback; setting it fixes the cadence (1 = read back every
-   * iteration). Default: adaptive (decode/cadence.ts), nothing before each read.
-   */
-  iterationsPerReadback?: number;
-  /**
-   * Iterations submitted right after each readback is issued, to run during its fixed wait: with a
-   * fixed cadence, always this many (default 2; 0 leaves the GPU idle while the host waits); with the
-   * adaptive one, where it starts (default 2, ~10 ms of 16-row forwards on llvmpipe).
-   */
-  iterationsDuringReadback?: number;
   /**
    * Sliding window (default false): after a partial acceptance the block is refilled to n tokens
    * with fresh guesses instead of shrinking to the unverified suffix, so no row of a forward is
@@ -68,7 +56,7 @@ export interface JacobiOptions extends GenerateOptions {
    * tokens that followed the latest earlier occurrence of the preceding ones (prompt lookup), which
    * raises tokens per forward where answers repeat the question. Same output either way.
    */
-  guesses?: JacobiGuesses;
+  guessSource?: JacobiGuesses;
 }
 
 /** Statistics of a Jacobi generation. */
@@ -103,7 +91,7 @@ export interface JacobiResult extends GenerationResult {
  * console.log(r.value.stats.tokensPerForward);
  * ```
  */
-export async function* generateJacobi(
+export function generateJacobi(
   model: CausalLM,
   prompt: readonly number[],
   options: JacobiOptions,
@@ -115,31 +103,28 @@ export async function* generateJacobi(
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
   const seed = options.seed ?? 0;
-  const cadence = chooseCadence(model, `jacobi n=${n}${options.sliding ? " sliding" : ""}`, {
-    perReadback: options.iterationsPerReadback,
-    behind: options.iterationsDuringReadback,
-  }, 2);
-  const gpu = model.gpu;
-  const t0 = performance.now();
-  const s = prefill(model, prompt, budget + n);
-  const P = s.promptLength;
-  const limit = P + budget;
+  const sliding = options.sliding ?? false;
+  const guesses = options.guessSource ?? "random";
+  const label = decoderLabel({ kind: "jacobi", blockSize: n, sliding, guessSource: guesses });
+  // Two 16-row forwards fill a readback's ~10 ms wait on llvmpipe, where the adaptive cadence starts.
+  const cadence = chooseCadence(model, label, options, 2);
   const logCapacity = budget + 2;
-  const st = new Tensor(gpu, [JACOBI_STATE_SIZE], "u32", "jacobi state");
-  const block = new Tensor(gpu, [n], "u32", "jacobi block");
-  const pred = new Tensor(gpu, [n], "u32", "jacobi predictions");
-  const logits = new Tensor(gpu, [n, model.config.vocabSize], "f32", "jacobi logits");
-  const eos = Tensor.from(gpu, Uint32Array.from(eosIds.length ? eosIds : [0xffffffff]), [
-    Math.max(1, eosIds.length),
-  ], "eos");
-  const traj = new Tensor(gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
-  const owned = [st, block, pred, logits, eos, traj];
-  try {
-    const loop = yield* runGpuLoop(
-      s,
-      {
-        start: (step) =>
-          jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses: options.guesses }),
+  return runGpuDecoder(model, prompt, options, {
+    label,
+    cadence,
+    overshoot: n,
+    setup(s) {
+      const gpu = model.gpu;
+      const P = s.promptLength;
+      const limit = P + budget;
+      const st = new Tensor(gpu, [JACOBI_STATE_SIZE], "u32", "jacobi state");
+      const block = new Tensor(gpu, [n], "u32", "jacobi block");
+      const pred = new Tensor(gpu, [n], "u32", "jacobi predictions");
+      const logits = new Tensor(gpu, [n, model.config.vocabSize], "f32", "jacobi logits");
+      const eos = eosTensor(gpu, eosIds);
+      const traj = new Tensor(gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
+      const loop: GpuLoop = {
+        start: (step) => jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses }),
         iterate: (step) => {
           model.forward(step, {
             tokens: block,
@@ -162,62 +147,44 @@ export async function* generateJacobi(
             n,
             limit,
             seed,
-            sliding: options.sliding,
-            guesses: options.guesses,
+            sliding,
+            guesses,
           });
         },
-        state: st,
         // The trajectory log rides along with every read, so no readback is needed at the end.
-        alsoRead: [traj],
-        committed: (state) => {
+        read: [st, traj],
+        committed: ([state]) => {
           const done = state[JACOBI_SLOTS.done] !== 0;
           return { done, end: done ? state[JACOBI_SLOTS.end] : state[JACOBI_SLOTS.base] };
         },
         // Every iteration commits at least one token until done; the prefill's token is
         // re-committed by block 0, hence the + 1.
         useful: (known, pending) => limit - (P + known) + 1 - pending,
-      },
-      { budget, eosIds, cadence, label: "jacobi" },
-      t0,
-    );
-    const out = loop.tokens;
-    const [state, log] = loop.last.length
-      ? loop.last
-      : [new Uint32Array(JACOBI_STATE_SIZE), new Uint32Array(0)];
-    const seconds = (performance.now() - t0) / 1000;
-    const trajectory = parseTrajectory(
-      log as Uint32Array,
-      Math.min(state[JACOBI_SLOTS.logCount], logCapacity),
-      n,
-    );
-    const forwards = 1 + state[JACOBI_SLOTS.forwards];
-    const stopReason = out.length > 0 && eosIds.includes(out[out.length - 1]) ? "eos" : "length";
-    const base = makeStats(
-      options.sliding ? "jacobi-sliding" : "jacobi",
-      P,
-      out.length,
-      forwards,
-      loop.readbacks,
-      loop.prefillSeconds,
-      seconds - loop.prefillSeconds,
-    );
-    const ts = trajectoryStats(trajectory);
-    return {
-      tokens: out,
-      stopReason,
-      trajectory,
-      stats: {
-        ...base,
-        blockSize: n,
-        blocks: trajectory.length,
-        fastForward: ts.fastForward,
-        stationary: ts.stationary,
-      },
-    };
-  } finally {
-    for (const t of owned) t.destroy();
-    closeSession(s);
-  }
+      };
+      return { loop, owned: [st, block, pred, logits, eos, traj] };
+    },
+    forwards: (last) => 1 + (last.length ? last[0][JACOBI_SLOTS.forwards] : 0),
+    finish(common, last) {
+      const [state, log] = last.length ? last : [new Uint32Array(JACOBI_STATE_SIZE), new Uint32Array(0)];
+      const trajectory = parseTrajectory(
+        log as Uint32Array,
+        Math.min(state[JACOBI_SLOTS.logCount], logCapacity),
+        n,
+      );
+      const ts = trajectoryStats(trajectory);
+      return {
+        ...common,
+        trajectory,
+        stats: {
+          ...common.stats,
+          blockSize: n,
+          blocks: trajectory.length,
+          fastForward: ts.fastForward,
+          stationary: ts.stationary,
+        },
+      };
+    },
+  });
 }
 
 /** Splits the GPU trajectory log into per-block state lists. */

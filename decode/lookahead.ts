@@ -38,30 +38,25 @@ import {
 } from "../kernels/lookahead.ts";
 import {
   type CausalLM,
-  closeSession,
+  eosTensor,
   type GenerateOptions,
   type GenerationResult,
   type GenerationStats,
-  makeStats,
-  prefill,
 } from "./generation.ts";
-import { chooseCadence } from "./cadence.ts";
-import { runGpuLoop } from "./gpu_loop.ts";
+import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
+import { decoderLabel } from "./decoder.ts";
+import { type GpuLoop, runGpuDecoder } from "./gpu_loop.ts";
 
 /** Options of lookahead decoding. */
-export interface LookaheadOptions extends GenerateOptions {
+export interface LookaheadOptions extends GenerateOptions, ReadbackOptions {
   /** N-gram size N ≥ 3 (default 4): N−1 window levels, candidates of N−1 tokens. */
   ngram?: number;
   /** Window width W ≥ 1 (default 5). */
   window?: number;
-  /** Candidates per step G ≥ 1, also the n-grams kept per pool key (default 5). */
-  guesses?: number;
+  /** Candidate n-grams verified per step G ≥ 1, also the n-grams kept per pool key (default 5). */
+  candidates?: number;
   /** Seed of the PRNG that fills the initial window from the prompt (default 0). */
   seed?: number;
-  /** Steps recorded before each readback; setting it fixes the cadence (default adaptive; decode/cadence.ts). */
-  iterationsPerReadback?: number;
-  /** Steps submitted behind each readback to run during its fixed wait (fixed), or where the adaptive cadence starts (default 2). */
-  iterationsDuringReadback?: number;
 }
 
 /** Statistics of a lookahead generation. */
@@ -71,7 +66,7 @@ export interface LookaheadStats extends GenerationStats {
   /** W. */
   window: number;
   /** G. */
-  guesses: number;
+  candidates: number;
   /** Rows of each decoding forward, T = (N−1)·(W+G). */
   rows: number;
   /** Tokens committed from verified candidates (beyond the one token every step commits). */
@@ -92,13 +87,13 @@ export interface LookaheadResult extends GenerationResult {
  *
  * @example Lookahead with 4-grams, a window of 5 and 5 guesses
  * ```ts ignore
- * const gen = generateLookahead(model, promptIds, { maxNewTokens: 128, eosIds: [2], ngram: 4, window: 5, guesses: 5 });
+ * const gen = generateLookahead(model, promptIds, { maxNewTokens: 128, eosIds: [2], ngram: 4, window: 5, candidates: 5 });
  * let r = await gen.next();
  * while (!r.done) r = await gen.next();
  * console.log(r.value.stats.tokensPerForward, r.value.stats.acceptedFromPool);
  * ```
  */
-export async function* generateLookahead(
+export function generateLookahead(
   model: CausalLM,
   prompt: readonly number[],
   options: LookaheadOptions,
@@ -106,47 +101,47 @@ export async function* generateLookahead(
   const shape: LookaheadShape = {
     ngram: options.ngram ?? 4,
     window: options.window ?? 5,
-    guesses: options.guesses ?? 5,
+    guesses: options.candidates ?? 5,
   };
   const layout = lookaheadLayout(shape); // validates N, W, G
   const T = layout.rows;
   if (T > model.maxRows) {
     throw new RangeError(
       `Lookahead with N=${shape.ngram}, W=${shape.window}, G=${shape.guesses} needs ${T} rows per forward, ` +
-        `over the model's maxRows of ${model.maxRows}; lower the window or the guesses, or load the model ` +
+        `over the model's maxRows of ${model.maxRows}; lower the window or the candidates, or load the model ` +
         `with a larger maxRows`,
     );
   }
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
   const seed = options.seed ?? 0;
-  const cadence = chooseCadence(model, `lookahead ${shape.ngram}/${shape.window}/${shape.guesses}`, {
-    perReadback: options.iterationsPerReadback,
-    behind: options.iterationsDuringReadback,
-  }, 2);
+  const label = decoderLabel({
+    kind: "lookahead",
+    ngram: shape.ngram,
+    window: shape.window,
+    candidates: shape.guesses,
+  });
+  const cadence = chooseCadence(model, label, options, 2);
   const V = model.config.vocabSize;
-  const gpu = model.gpu;
-  const t0 = performance.now();
-  const s = prefill(model, prompt, budget + 1);
-  const P = s.promptLength;
-  const limit = P + budget;
-  const st = new Tensor(gpu, [LOOKAHEAD_STATE_SIZE], "u32", "lookahead state");
-  const block = new Tensor(gpu, [T], "u32", "lookahead block");
-  const pred = new Tensor(gpu, [T], "u32", "lookahead predictions");
-  const logits = new Tensor(gpu, [T, V], "f32", "lookahead logits");
-  const relPositions = Tensor.from(gpu, layout.relPositions, [T], "lookahead positions");
-  const mask = Tensor.from(gpu, layout.mask, [T, layout.maskWords], "lookahead mask");
-  const pool = Tensor.from(gpu, encodePool(promptPool(prompt, shape), V, shape), [
-    V * (1 + shape.guesses * (shape.ngram - 1)),
-  ], "lookahead pool");
-  const eos = Tensor.from(gpu, Uint32Array.from(eosIds.length ? eosIds : [0xffffffff]), [
-    Math.max(1, eosIds.length),
-  ], "eos");
-  const owned = [st, block, pred, logits, relPositions, mask, pool, eos];
-  try {
-    const loop = yield* runGpuLoop(
-      s,
-      {
+  return runGpuDecoder(model, prompt, options, {
+    label,
+    cadence,
+    overshoot: 0,
+    setup(s) {
+      const gpu = model.gpu;
+      const P = s.promptLength;
+      const limit = P + budget;
+      const st = new Tensor(gpu, [LOOKAHEAD_STATE_SIZE], "u32", "lookahead state");
+      const block = new Tensor(gpu, [T], "u32", "lookahead block");
+      const pred = new Tensor(gpu, [T], "u32", "lookahead predictions");
+      const logits = new Tensor(gpu, [T, V], "f32", "lookahead logits");
+      const relPositions = Tensor.from(gpu, layout.relPositions, [T], "lookahead positions");
+      const mask = Tensor.from(gpu, layout.mask, [T, layout.maskWords], "lookahead mask");
+      const pool = Tensor.from(gpu, encodePool(promptPool(prompt, shape), V, shape), [
+        V * (1 + shape.guesses * (shape.ngram - 1)),
+      ], "lookahead pool");
+      const eos = eosTensor(gpu, eosIds);
+      const loop: GpuLoop = {
         start: (step) =>
           lookaheadStart(step, { st, tokens: s.tokens, block, pool, shape, vocabSize: V, base: P, seed }),
         iterate: (step) => {
@@ -175,47 +170,32 @@ export async function* generateLookahead(
           });
           for (let l = 0; l < s.cache.k.length; l++) lookaheadMoveKv(step, st, s.cache.k[l], s.cache.v[l]);
         },
-        state: st,
+        read: [st],
         // Committed: positions up to base (lst included), or up to end once stopped.
-        committed: (state) => {
+        committed: ([state]) => {
           const done = state[LOOKAHEAD_SLOTS.done] !== 0;
           return { done, end: done ? state[LOOKAHEAD_SLOTS.end] : state[LOOKAHEAD_SLOTS.base] + 1 };
         },
         // Every step commits at least one token until done.
         useful: (known, pending) => limit - (P + known) - pending,
-      },
-      { budget, eosIds, cadence, label: "lookahead" },
-      t0,
-    );
-    const out = loop.tokens;
-    const state = loop.last.length ? loop.last[0] : new Uint32Array(LOOKAHEAD_STATE_SIZE);
-    const seconds = (performance.now() - t0) / 1000;
-    const forwards = 1 + state[LOOKAHEAD_SLOTS.forwards];
-    const stopReason = out.length > 0 && eosIds.includes(out[out.length - 1]) ? "eos" : "length";
-    const base = makeStats(
-      "lookahead",
-      P,
-      out.length,
-      forwards,
-      loop.readbacks,
-      loop.prefillSeconds,
-      seconds - loop.prefillSeconds,
-    );
-    return {
-      tokens: out,
-      stopReason,
-      stats: {
-        ...base,
-        ngram: shape.ngram,
-        window: shape.window,
-        guesses: shape.guesses,
-        rows: T,
-        acceptedFromPool: state[LOOKAHEAD_SLOTS.accepted],
-        hitSteps: state[LOOKAHEAD_SLOTS.hitSteps],
-      },
-    };
-  } finally {
-    for (const t of owned) t.destroy();
-    closeSession(s);
-  }
+      };
+      return { loop, owned: [st, block, pred, logits, relPositions, mask, pool, eos] };
+    },
+    forwards: (last) => 1 + (last.length ? last[0][LOOKAHEAD_SLOTS.forwards] : 0),
+    finish(common, last) {
+      const state = last.length ? last[0] : new Uint32Array(LOOKAHEAD_STATE_SIZE);
+      return {
+        ...common,
+        stats: {
+          ...common.stats,
+          ngram: shape.ngram,
+          window: shape.window,
+          candidates: shape.guesses,
+          rows: T,
+          acceptedFromPool: state[LOOKAHEAD_SLOTS.accepted],
+          hitSteps: state[LOOKAHEAD_SLOTS.hitSteps],
+        },
+      };
+    },
+  });
 }

@@ -1,6 +1,7 @@
 /**
- * Decoders: greedy and sampled autoregressive decoding (more decoders build on the same session
- * and statistics), and the text layer that streams decoded pieces.
+ * Decoders: one typed description (`Decoder`, decode/decoder.ts) and one entry point (`decode`)
+ * for greedy and sampled AR, Jacobi and lookahead decoding, all on one GPU-resident skeleton
+ * (decode/gpu_loop.ts), and the text layer that streams decoded pieces.
  *
  * @example Greedy generation from a prompt
  * ```ts ignore
@@ -12,6 +13,8 @@
  * @module
  */
 export * from "./generation.ts";
+export * from "./decoder.ts";
+export * from "./decode.ts";
 export * from "./sampling.ts";
 export * from "./ar.ts";
 export * from "./cadence.ts";

@@ -5,37 +5,22 @@
  */
 
 import type { Pretrained } from "../model/mod.ts";
-import { generateGreedy, generateSampled } from "./ar.ts";
-import type { GenerationResult } from "./generation.ts";
-import type { JacobiGuesses } from "../kernels/jacobi_accept.ts";
-import { generateJacobi, type JacobiResult } from "./jacobi.ts";
-import { generateLookahead, type LookaheadResult } from "./lookahead.ts";
-import type { SamplingOptions } from "./sampling.ts";
+import { decode, type DecodeResult } from "./decode.ts";
+import { type Decoder, decoderLabel, isSampled } from "./decoder.ts";
+import type { ReadbackOptions } from "./cadence.ts";
 
 /** Options of {@linkcode generateText}. */
-export interface TextOptions extends SamplingOptions {
+export interface TextOptions extends ReadbackOptions {
   /** New-token budget. */
   maxNewTokens: number;
-  /** Decoder (default "ar"). Jacobi and lookahead decoding are greedy. */
-  decoder?: "ar" | "jacobi" | "lookahead";
-  /** Forwards per readback for GPU-resident greedy loops, fixed (default: adaptive; decode/cadence.ts). */
-  forwardsPerReadback?: number;
-  /** Jacobi block size n. */
-  blockSize?: number;
-  /** Jacobi with a sliding window (see JacobiOptions.sliding). */
-  sliding?: boolean;
-  /** Where new Jacobi guesses come from (see JacobiOptions.guesses). */
-  jacobiGuesses?: JacobiGuesses;
-  /** Lookahead n-gram size N. */
-  ngram?: number;
-  /** Lookahead window W. */
-  window?: number;
-  /** Lookahead candidates G. */
-  guesses?: number;
+  /** The decoder and its settings (default greedy AR: `{ kind: "ar" }`). */
+  decoder?: Decoder;
+  /** Seed of the decoder's PRNG (default 0). */
+  seed?: number;
 }
 
 /** The final result of a text generation; Jacobi results carry their trajectory and statistics. */
-export type TextResult = (GenerationResult | JacobiResult | LookaheadResult) & { text: string };
+export type TextResult = DecodeResult & { text: string };
 
 /** A generation in progress: text pieces as they come, then the final result. */
 export interface TextGeneration {
@@ -46,48 +31,27 @@ export interface TextGeneration {
 }
 
 /**
- * Generates from already-tokenised prompt ids; greedy when temperature is 0 or absent.
+ * Generates from already-tokenised prompt ids with the described decoder.
  *
- * @example Streaming text
+ * @example Streaming text, Jacobi decoding
  * ```ts ignore
- * const gen = generateFromIds(pretrained, ids, { maxNewTokens: 50 });
+ * const gen = generateFromIds(pretrained, ids, { maxNewTokens: 50, decoder: { kind: "jacobi", blockSize: 8 } });
  * for await (const piece of gen.pieces) console.log(piece);
  * console.log((await gen.result).stats);
  * ```
  */
 export function generateFromIds(p: Pretrained, ids: readonly number[], options: TextOptions): TextGeneration {
-  const greedy = options.temperature === undefined || options.temperature <= 0;
-  if (options.decoder && options.decoder !== "ar" && !greedy) {
-    throw new RangeError(`${options.decoder} decoding is greedy; drop --temperature or use --decoder ar`);
+  const decoder = options.decoder ?? { kind: "ar" };
+  if (decoder.kind !== "ar" && isSampled(decoder)) {
+    throw new RangeError(`${decoderLabel(decoder)} decoding is greedy; drop the temperature or use AR`);
   }
-  const tokens: AsyncGenerator<number[], GenerationResult | JacobiResult | LookaheadResult> =
-    options.decoder === "lookahead"
-      ? generateLookahead(p.model, ids, {
-        maxNewTokens: options.maxNewTokens,
-        eosIds: p.eosIds,
-        ngram: options.ngram,
-        window: options.window,
-        guesses: options.guesses,
-        seed: options.seed,
-        iterationsPerReadback: options.forwardsPerReadback,
-      })
-      : options.decoder === "jacobi"
-      ? generateJacobi(p.model, ids, {
-        maxNewTokens: options.maxNewTokens,
-        eosIds: p.eosIds,
-        blockSize: options.blockSize,
-        seed: options.seed,
-        iterationsPerReadback: options.forwardsPerReadback,
-        sliding: options.sliding,
-        guesses: options.jacobiGuesses,
-      })
-      : greedy
-      ? generateGreedy(p.model, ids, {
-        maxNewTokens: options.maxNewTokens,
-        eosIds: p.eosIds,
-        forwardsPerReadback: options.forwardsPerReadback,
-      })
-      : generateSampled(p.model, ids, { ...options, eosIds: p.eosIds });
+  const tokens = decode(p.model, ids, decoder, {
+    maxNewTokens: options.maxNewTokens,
+    eosIds: p.eosIds,
+    seed: options.seed,
+    iterationsPerReadback: options.iterationsPerReadback,
+    iterationsBehindReadback: options.iterationsBehindReadback,
+  });
   let resolve!: (r: TextResult) => void;
   let reject!: (e: unknown) => void;
   const result = new Promise<TextResult>((res, rej) => {

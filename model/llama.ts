@@ -65,7 +65,7 @@ export interface LoadOptions {
   /** Largest number of rows one forward takes (default 64; longer prompts are fed in chunks). */
   maxRows?: number;
   /** Called after each tensor is uploaded. */
-  onProgress?: LoadProgress;
+  onProgress?: (done: number, total: number, name: string) => void;
   /**
    * Storage of the weight matrices on the GPU (default "f32"). "f16" halves the memory and the
    * bytes a decoding step reads (matmuls still accumulate in f32); norms stay f32, and the
@@ -131,15 +131,30 @@ export class Llama {
   readonly gpu: Gpu;
   /** The parsed config.json. */
   readonly config: LlamaConfig;
-  /** Every weight by checkpoint name. */
+  /**
+   * Every weight by checkpoint name.
+   * @internal
+   */
   readonly weights: WeightMap;
-  /** Per-layer views of `weights`. */
+  /**
+   * Per-layer views of `weights`.
+   * @internal
+   */
   readonly layers: LayerWeights[];
-  /** model.embed_tokens.weight (V, C). */
+  /**
+   * model.embed_tokens.weight (V, C).
+   * @internal
+   */
   readonly embed: Tensor;
-  /** model.norm.weight (C). */
+  /**
+   * model.norm.weight (C).
+   * @internal
+   */
   readonly norm: Tensor;
-  /** lm_head.weight (V, C), or the embedding when tied. */
+  /**
+   * lm_head.weight (V, C), or the embedding when tied.
+   * @internal
+   */
   readonly lmHead: Tensor;
   /** Largest T a forward accepts. */
   readonly maxRows: number;
@@ -273,7 +288,10 @@ export class Llama {
     return new Llama(gpu, config, weights, options);
   }
 
-  /** A KV cache for this model (capacity defaults to {@linkcode Llama.maxLength}). */
+  /**
+   * A KV cache for this model (capacity defaults to {@linkcode Llama.maxLength}).
+   * @internal
+   */
   createCache(maxLength: number = this.maxLength): KvCache {
     const c = this.config;
     return new KvCache(this.gpu, {
@@ -301,6 +319,7 @@ export class Llama {
   /**
    * Records one forward pass of T rows at the position `args.position` reads on the GPU: writes
    * their K/V into the cache and their logits into `args.logits`. Nothing is read back.
+   * @internal
    */
   forward(step: Step, args: ForwardArgs): void {
     const c = this.config;
@@ -375,6 +394,7 @@ export class Llama {
    * @param logits (T, V) logits
    * @param out u32 token buffer
    * @param outOffset first index to write
+   * @internal
    */
   argmax(step: Step, logits: Tensor, out: Tensor, outOffset: number): void {
     argmaxForward(step, logits, out, { outOffset });

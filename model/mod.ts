@@ -25,3 +25,4 @@ export * from "./kv_cache.ts";
 export * from "./llama.ts";
 export * from "./llama_train.ts";
 export * from "./pretrained.ts";
+export * from "./save_model.ts";

@@ -12,13 +12,13 @@
  * @module
  */
 
-import { generateGreedy } from "../decode/ar.ts";
+import { decode } from "../decode/decode.ts";
+import { type Decoder, decoderLabel } from "../decode/decoder.ts";
 import { type GenerationResult, runToEnd } from "../decode/generation.ts";
-import { generateJacobi } from "../decode/jacobi.ts";
 import { formatPrompt } from "../model/chat_template.ts";
 import { FormatError } from "../model/format_error.ts";
 import type { Pretrained } from "../model/pretrained.ts";
-import { answerOf } from "./gsm_synth.ts";
+import type { TextTokenizer } from "../model/tokenizer.ts";
 
 // ===================================================================================================
 // Data
@@ -174,20 +174,17 @@ export function scoreGeneration(
  * @example
  * ```ts
  * import type { EvalOptions } from "./gsm8k_eval.ts";
- * const o: EvalOptions = { decoder: "jacobi", blockSize: 16, maxNewTokens: 256 };
+ * const o: EvalOptions = { decoder: { kind: "jacobi", blockSize: 16 }, maxNewTokens: 256 };
  * ```
  */
 export interface EvalOptions {
+  /** The decoder (greedy: every decoder gives the same answers, at different speeds). */
+  decoder: Decoder;
   /**
-   * Greedy AR or greedy Jacobi decoding, with a fixed or a sliding window (the same answers, in
-   * principle; different speed).
+   * Positions kept free at the end of the context (default 16, at least a Jacobi block), so every
+   * decoder gets the same budget on a model with a short context.
    */
-  decoder: EvalDecoder;
-  /**
-   * Jacobi block size (default 16). Also reserved at the end of the context for both decoders, so
-   * AR and Jacobi get the same budget on a model with a short context.
-   */
-  blockSize?: number;
+  contextReserve?: number;
   /** New-token budget per item (clipped to what the context leaves after the prompt). */
   maxNewTokens: number;
   /** Generate a few tokens first, outside the timings, to compile the GPU pipelines (default true). */
@@ -195,9 +192,6 @@ export interface EvalOptions {
   /** Called after each item (progress, incremental logs). */
   onItem?: (result: EvalItemResult, done: number) => void | Promise<void>;
 }
-
-/** The decoders an evaluation can run. */
-export type EvalDecoder = "ar" | "jacobi" | "jacobi-sliding";
 
 /**
  * One item's outcome; a line of the JSONL log.
@@ -245,10 +239,8 @@ export interface EvalItemResult {
  * ```
  */
 export interface EvalSummary {
-  /** The decoder. */
-  decoder: EvalDecoder;
-  /** Jacobi block size (also the context reserve). */
-  blockSize: number;
+  /** The decoder's label (`decoderLabel`). */
+  decoder: string;
   /** Items evaluated. */
   items: number;
   /** Items answered correctly. */
@@ -277,20 +269,15 @@ export interface EvalSummary {
  * Totals of item results.
  *
  * @param results the items' outcomes
- * @param decoder the decoder used
- * @param blockSize the block size used
+ * @param decoder the decoder's label
  * @returns the summary
  *
  * @example
  * ```ts ignore
- * const summary = summarizeEval(results, "ar", 16);
+ * const summary = summarizeEval(results, "ar");
  * ```
  */
-export function summarizeEval(
-  results: readonly EvalItemResult[],
-  decoder: EvalDecoder,
-  blockSize: number,
-): EvalSummary {
+export function summarizeEval(results: readonly EvalItemResult[], decoder: string): EvalSummary {
   let correct = 0, missingGold = 0, missingPrediction = 0, tokens = 0, forwards = 0, seconds = 0, tpf = 0;
   for (const r of results) {
     if (r.correct) correct++;
@@ -304,7 +291,6 @@ export function summarizeEval(
   const n = results.length;
   return {
     decoder,
-    blockSize,
     items: n,
     correct,
     accuracy: n ? correct / n : 0,
@@ -331,7 +317,7 @@ export function summarizeEval(
  *
  * @example
  * ```ts ignore
- * const { summary } = await evaluateGsm8k(pretrained, items, { decoder: "jacobi", maxNewTokens: 256 });
+ * const { summary } = await evaluateGsm8k(pretrained, items, { decoder: { kind: "jacobi" }, maxNewTokens: 256 });
  * ```
  */
 export async function evaluateGsm8k(
@@ -339,22 +325,15 @@ export async function evaluateGsm8k(
   items: readonly Gsm8kItem[],
   options: EvalOptions,
 ): Promise<{ results: EvalItemResult[]; summary: EvalSummary }> {
-  const n = options.blockSize ?? 16;
-  if (!Number.isInteger(n) || n < 1 || n > p.model.maxRows) {
-    throw new RangeError(`The Jacobi block size must be 1..${p.model.maxRows}, not ${n}`);
+  const d = options.decoder;
+  const block = d.kind === "jacobi" ? d.blockSize ?? 16 : 1;
+  if (!Number.isInteger(block) || block < 1 || block > p.model.maxRows) {
+    throw new RangeError(`The Jacobi block size must be 1..${p.model.maxRows}, not ${block}`);
   }
-  const run = async (prompt: number[], budget: number): Promise<GenerationResult> => {
-    const opts = { maxNewTokens: budget, eosIds: p.eosIds };
-    const gen = options.decoder === "ar"
-      ? generateGreedy(p.model, prompt, opts)
-      : generateJacobi(p.model, prompt, {
-        ...opts,
-        blockSize: n,
-        sliding: options.decoder === "jacobi-sliding",
-      });
-    return (await runToEnd(gen)).result;
-  };
-  // Room for the prompt, the budget, the Jacobi block and one token of slack (decode/generation.ts).
+  const n = Math.max(options.contextReserve ?? 16, block);
+  const run = async (prompt: number[], budget: number): Promise<GenerationResult> =>
+    (await runToEnd(decode(p.model, prompt, d, { maxNewTokens: budget, eosIds: p.eosIds }))).result;
+  // Room for the prompt, the budget, the reserve and one token of slack (decode/generation.ts).
   const budgetFor = (P: number) => Math.min(options.maxNewTokens, p.model.maxLength - P - n - 1);
 
   const prompts = items.map((it) => p.tokenizer.encode(formatPrompt("gsm8k", { question: it.question })));
@@ -402,5 +381,59 @@ export async function evaluateGsm8k(
     results.push(result);
     await options.onItem?.(result, results.length);
   }
-  return { results, summary: summarizeEval(results, options.decoder, n) };
+  return { results, summary: summarizeEval(results, decoderLabel(d)) };
+}
+
+/**
+ * The number after the last `####` in a GSM8K-style answer: the rest of that line, with `$`,
+ * thousands commas and spaces removed, up to the first number in it. The GSM8K convention.
+ *
+ * @param text an answer or a model's generation
+ * @returns the number, or null when there is no `####` or no number after it
+ *
+ * @example
+ * ```ts
+ * import { answerOf } from "./gsm8k_eval.ts";
+ * answerOf("5 * 4 = <<5*4=20>>20\n#### 20"); // 20
+ * answerOf("#### $1,000."); // 1000
+ * answerOf("no marker 12"); // null
+ * ```
+ */
+export function answerOf(text: string): number | null {
+  const at = text.lastIndexOf("####");
+  if (at < 0) return null;
+  let tail = text.slice(at + 4);
+  const nl = tail.indexOf("\n");
+  if (nl >= 0) tail = tail.slice(0, nl);
+  // "1,000" → "1000" (commas between digits only); "$18" → "18"; "- 3" → "-3".
+  const cleaned = tail.replace(/(?<=\d),(?=\d)/g, "").replaceAll("$", "").replace(/\s+/g, "");
+  const m = cleaned.match(/-?\d+(?:\.\d+)?/);
+  if (!m) return null;
+  const v = Number(m[0]);
+  return Number.isFinite(v) ? v : null;
+}
+
+/**
+ * Token ids per document: BOS (when the tokenizer has one) + prompt + answer + EOS. Encodes the text
+ * of each document without relying on special-token text.
+ *
+ * @param tokenizer the tokenizer (needs an EOS token)
+ * @param problems the problems
+ * @returns one id array per problem
+ * @throws {TypeError} when the tokenizer has no EOS token
+ *
+ * @example
+ * ```ts ignore
+ * const docs = encodeDocuments(tokenizer, generateProblems({ seed: 1, count: 1000 }));
+ * ```
+ */
+export function encodeDocuments(tokenizer: TextTokenizer, problems: readonly Gsm8kItem[]): number[][] {
+  const eos = tokenizer.eosIds[0];
+  if (eos === undefined) {
+    throw new TypeError("Cannot encode training documents: the tokenizer has no EOS token; set eos_token");
+  }
+  return problems.map((p) => {
+    const text = formatPrompt("gsm8k", { question: p.question }) + p.answer;
+    return [...tokenizer.encode(text, { addBos: tokenizer.bosId !== undefined }), eos];
+  });
 }

@@ -1,7 +1,7 @@
 /**
- * Consistency training: Jacobi-trajectory files and collection, the AR and consistency losses,
- * the trainer (AdamW, clipping, cosine schedule, atomic resumable checkpoints), and the GSM8K-style
- * data, tokenizer trainer and evaluation used to make the embedded demo models.
+ * Consistency training: Jacobi-trajectory files, their collection (and the resumable writer),
+ * the AR and consistency losses, the training step and loop (AdamW, clipping, cosine schedule),
+ * crash-safe checkpoints, and GSM8K evaluation.
  *
  * @example Training a CLLM from trajectories
  * ```ts ignore
@@ -17,7 +17,9 @@ export * from "./trajectory_file.ts";
 export * from "./collect.ts";
 export * from "./losses.ts";
 export * from "./schedule.ts";
+export * from "./train_step.ts";
+export * from "./checkpoint.ts";
 export * from "./trainer.ts";
-export * from "./gsm_synth.ts";
-export * from "./bpe.ts";
 export * from "./gsm8k_eval.ts";
+export * from "./trajectory_writer.ts";
+export * from "./random_init.ts";

@@ -116,12 +116,7 @@ export interface TrajectorySample {
  * const src: TrajectorySource = { vocabSize: 32000, file: "gsm8k_traj.jsonl" };
  * ```
  */
-export interface TrajectorySource {
-  /** Number of token ids; every id must be an integer in 0..vocabSize−1. */
-  vocabSize: number;
-  /** File name used in messages. */
-  file: string;
-}
+export type TrajectorySource = Pick<ReadTrajectoryOptions, "vocabSize" | "file">;
 
 /**
  * Options of {@linkcode readTrajectories}.
@@ -133,12 +128,16 @@ export interface TrajectorySource {
  * const opts: ReadTrajectoryOptions = { vocabSize: 512, file: "t.jsonl", onSkip: () => skipped++ };
  * ```
  */
-export interface ReadTrajectoryOptions extends TrajectorySource {
+export interface ReadTrajectoryOptions {
+  /** Number of token ids; every id must be an integer in 0..vocabSize−1. */
+  vocabSize: number;
+  /** File name used in messages. */
+  file: string;
   /**
    * Called once per skipped record with a one-line message (file, line, field, problem). Default:
    * `console.warn`, so nothing is dropped silently.
    */
-  onSkip?: (message: string, error: TrajectoryFormatError) => void;
+  onSkip?: (message: string, error: FormatError) => void;
   /** Throw on the first bad record instead of skipping it (default false). */
   strict?: boolean;
 }

@@ -3,12 +3,21 @@ import { sharedPath, sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
 
 const MAIN = new URL("../../cli/main.ts", import.meta.url).pathname;
+const DEMO = new URL("../../demo/main.ts", import.meta.url).pathname;
 const SHARED = sharedPath(STORIES_FIXTURE);
 
+/** Runs the CLI (or the demo's entry point) in a child process with XDG_RUNTIME_DIR unset. */
 async function cllm(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return await run(MAIN, args);
+}
+
+async function run(main: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = { ...Deno.env.toObject(), NO_COLOR: "1" };
+  delete (env as Record<string, string>).XDG_RUNTIME_DIR;
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env: { NO_COLOR: "1" },
+    args: ["run", "-A", main, ...args],
+    clearEnv: true,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -19,7 +28,7 @@ async function cllm(...args: string[]): Promise<{ code: number; stdout: string; 
 /** One clear error line naming `pattern`, a non-zero exit, and no stack trace. */
 function assertCleanError(r: { code: number; stderr: string }, pattern: RegExp): void {
   assert.notEqual(r.code, 0);
-  const lines = r.stderr.split("\n").filter((l) => l.startsWith("error: ") && !l.includes("XDG_RUNTIME_DIR"));
+  const lines = r.stderr.split("\n").filter((l) => l.startsWith("error: "));
   assert.equal(lines.length, 1, r.stderr);
   assert.match(lines[0], pattern);
   assert.ok(!/^\s+at /m.test(r.stderr), `stack trace printed:\n${r.stderr}`);
@@ -124,9 +133,9 @@ sharedTest([STORIES_FIXTURE], "CLI: generate --json on stories260K (Jacobi) prin
     const out = JSON.parse(r.stdout);
     assert.equal(out.tokens.length, 20);
     assert.match(out.text, /^, there was a little girl/);
-    assert.equal(out.stats.decoder, "jacobi");
+    assert.equal(out.stats.decoder, "jacobi n=4");
     assert.ok(out.stats.forwards > 0 && out.stats.tokensPerForward > 0.8, JSON.stringify(out.stats));
-    // --sliding and --jacobi-guesses reach the decoder: same text, the sliding decoder's name.
+    // --sliding and --guess-source reach the decoder: same text, that decoder's label.
     r = await cllm(
       "generate",
       "--model",
@@ -140,14 +149,14 @@ sharedTest([STORIES_FIXTURE], "CLI: generate --json on stories260K (Jacobi) prin
       "--block",
       "4",
       "--sliding",
-      "--jacobi-guesses",
+      "--guess-source",
       "context",
       "--json",
     );
     assert.equal(r.code, 0, r.stderr);
     const sliding = JSON.parse(r.stdout);
     assert.equal(sliding.text, out.text);
-    assert.equal(sliding.stats.decoder, "jacobi-sliding");
+    assert.equal(sliding.stats.decoder, "jacobi sliding n=4 guesses=context");
     r = await cllm(
       "generate",
       "--model",
@@ -156,11 +165,11 @@ sharedTest([STORIES_FIXTURE], "CLI: generate --json on stories260K (Jacobi) prin
       "x",
       "--decoder",
       "jacobi",
-      "--jacobi-guesses",
+      "--guess-source",
       "copy",
     );
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /--jacobi-guesses must be one of random, context, not "copy"/);
+    assert.match(r.stderr, /--guess-source must be one of random, context, not "copy"/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -171,8 +180,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
 }, async () => {
-  const r = await cllm("demo", "--problems", "1");
+  const r = await run(DEMO, ["--problems", "1"]);
   assert.equal(r.code, 0, r.stderr);
+  assert.ok(!/^error:/m.test(r.stderr), `no "error:" line when nothing failed:\n${r.stderr}`);
   assert.match(r.stdout, /--- problem 1: /);
   assert.match(r.stdout, /Jacobi iterations of the first two blocks/);
   assert.match(r.stdout, /^gold answer: \d+$/m);

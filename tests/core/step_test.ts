@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { GpuError, readTensors, Step, Tensor } from "../../core/mod.ts";
+import { GpuError, openStepCount, readTensors, Step, Tensor } from "../../core/mod.ts";
 import { addForward, addInPlace, addReference, addSpec } from "../../kernels/add.ts";
 import { assertClose, randomArray } from "../_assert.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
@@ -26,13 +26,14 @@ Deno.test("a step runs many dispatches with different parameters and one readbac
   });
 });
 
-Deno.test("host-side checks name the kernel at once", gpuTest, async () => {
+Deno.test("host-side checks name the kernel at once and abandon the step", gpuTest, async () => {
   const gpu = await testGpu();
   const a = new Tensor(gpu, [4], "f32", "a");
-  const step = new Step(gpu, "bad");
+  const before = openStepCount();
+  const bad = new Step(gpu, "bad");
   assert.throws(
     () =>
-      step.dispatch(addSpec, {
+      bad.dispatch(addSpec, {
         variant: { WG: 64 },
         bindings: { a, b: a, out: a },
         params: { n: 4, rowStride: 64 },
@@ -41,9 +42,13 @@ Deno.test("host-side checks name the kernel at once", gpuTest, async () => {
     (e: unknown) =>
       e instanceof GpuError && /add\[WG=64\]/.test(e.message) && /workgroup count/.test(e.message),
   );
+  // The failed step was abandoned: it can record nothing more, and the next step opens.
+  assert.equal(openStepCount(), before, "a throwing dispatch leaves no step open");
+  assert.throws(() => bad.submit(), /already submitted/);
+  const missing = new Step(gpu, "missing binding");
   assert.throws(
     () =>
-      step.dispatch(addSpec, {
+      missing.dispatch(addSpec, {
         variant: { WG: 64 },
         bindings: { a, b: a },
         params: { n: 4, rowStride: 64 },
@@ -51,8 +56,18 @@ Deno.test("host-side checks name the kernel at once", gpuTest, async () => {
       }),
     (e: unknown) => e instanceof GpuError && /binding "out"/.test(e.message),
   );
-  step.submit();
-  await readTensors(gpu, [a]);
+  assert.equal(openStepCount(), before);
+  // A recorder whose own check throws before any dispatch abandons the step explicitly.
+  const host = new Step(gpu, "host check");
+  host.abandon();
+  host.abandon(); // idempotent
+  assert.equal(openStepCount(), before);
+  const x = Tensor.from(gpu, new Float32Array([1, 2, 3, 4]), [4], "x");
+  const ok = new Step(gpu, "after");
+  addForward(ok, x, x, a);
+  ok.submit();
+  const [r] = await readTensors(gpu, [a]);
+  assertClose(r, [2, 4, 6, 8], { atol: 0, rtol: 0 });
 });
 
 Deno.test(

@@ -9,8 +9,12 @@ Deno.test("fixed cadence: the counts asked for, at least one iteration in the fi
   const none = fixedCadence(0, 0);
   assert.deepEqual([none.first(), none.before(), none.behind()], [1, 1, 0], "every read shows an iteration");
   assert.equal(fixedCadence(13, 3, 16).first(), 16);
-  assert.equal(chooseCadence({}, "ar", { perReadback: 4 }, 3).behind(), 3);
-  assert.equal(chooseCadence({}, "ar", {}, 3).before(), 0, "no perReadback: adaptive, nothing before a read");
+  assert.equal(chooseCadence({}, "ar", { iterationsPerReadback: 4 }, 3).behind(), 3);
+  assert.equal(
+    chooseCadence({}, "ar", {}, 3).before(),
+    0,
+    "no iterationsPerReadback: adaptive, nothing before a read",
+  );
 });
 
 // The adaptive cadence from synthetic timings (milliseconds): a read issued at `issued` whose call

@@ -1,4 +1,5 @@
 import { loadStories } from "../_stories.ts";
+import { decoderLabel } from "../../decode/decoder.ts";
 import { sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 import assert from "node:assert/strict";
 import { generateGreedy } from "../../decode/ar.ts";
@@ -24,10 +25,20 @@ async function compare(
 ): Promise<{ ar: GenerationResult; jacobi: JacobiResult }> {
   const ar = (await drain(generateGreedy(model, prompt, { maxNewTokens, eosIds }))).result;
   const { result: jacobi, streamed } = await drain(
-    generateJacobi(model, prompt, { maxNewTokens, eosIds, blockSize, seed: prompt.length, sliding, guesses }),
+    generateJacobi(model, prompt, {
+      maxNewTokens,
+      eosIds,
+      blockSize,
+      seed: prompt.length,
+      sliding,
+      guessSource: guesses,
+    }),
   );
   assert.deepEqual(jacobi.tokens, ar.tokens, `${what}: Jacobi (n=${blockSize}) differs from greedy AR`);
-  assert.equal(jacobi.stats.decoder, sliding ? "jacobi-sliding" : "jacobi");
+  assert.equal(
+    jacobi.stats.decoder,
+    decoderLabel({ kind: "jacobi", blockSize, sliding, guessSource: guesses }),
+  );
   assert.deepEqual(streamed, jacobi.tokens, `${what}: streamed pieces differ from the result`);
   assert.ok(jacobi.tokens.length <= maxNewTokens);
   return { ar, jacobi };

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { sharedPath, sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
-import { CliError } from "../../cli/args.ts";
 import { trajectoryCommand } from "../../cli/trajectory.ts";
 import { generateGreedy } from "../../decode/ar.ts";
 import { convertLlama2c, directoryFiles, loadPretrained, type Pretrained } from "../../model/mod.ts";
@@ -280,8 +279,15 @@ sharedTest(
       assert.deepEqual([...s0, ...s1].sort(), [...lines].sort());
 
       // Resuming with other prompts, or another block size, is refused.
-      await Deno.writeTextFile(prompts, "A different first prompt\nx\ny\n");
-      await assert.rejects(() => run(full, "--max-new-tokens", "32"), CliError);
+      await Deno.writeTextFile(
+        prompts,
+        [
+          { prompt: "A different first prompt", answer: "x" },
+          ...PROMPTS.slice(1).map((q) => ({ prompt: q.text, answer: q.label })),
+        ]
+          .map((o) => JSON.stringify(o)).join("\n") + "\n",
+      );
+      await assert.rejects(() => run(full, "--max-new-tokens", "32"), /different prompt/);
       await Deno.writeTextFile(
         prompts,
         PROMPTS.map((q) => JSON.stringify({ prompt: q.text, answer: q.label })).join("\n") + "\n",

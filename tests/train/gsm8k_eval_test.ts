@@ -3,7 +3,7 @@ import { GSM8K_TEST_FIXTURE, sharedPath, sharedTest } from "../_fixtures.ts";
 import { evalCommand } from "../../cli/eval.ts";
 import { FormatError } from "../../model/format_error.ts";
 import { directoryFiles, loadPretrained } from "../../model/mod.ts";
-import { trainBpe, writeTokenizer } from "../../train/bpe.ts";
+import { trainBpe, writeTokenizer } from "../../demo/bpe.ts";
 import {
   answersEqual,
   type EvalItemResult,
@@ -14,7 +14,7 @@ import {
   scoreGeneration,
   summarizeEval,
 } from "../../train/gsm8k_eval.ts";
-import { corpus, generateProblems, problemsToJsonl } from "../../train/gsm_synth.ts";
+import { corpus, generateProblems, problemsToJsonl } from "../../demo/gsm_synth.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
 
@@ -84,14 +84,14 @@ Deno.test("summarizeEval: totals and ratios", () => {
     stopReason: "eos",
     output: "",
   });
-  const s = summarizeEval([r(true, 10, 5, 1), r(false, 30, 10, 3)], "jacobi", 8);
+  const s = summarizeEval([r(true, 10, 5, 1), r(false, 30, 10, 3)], "jacobi n=8");
   assert.equal(s.correct, 1);
   assert.equal(s.accuracy, 0.5);
   assert.equal(s.missingPrediction, 1);
   assert.equal(s.tokensPerForward, 40 / 15);
   assert.equal(s.meanItemTokensPerForward, (2 + 3) / 2);
   assert.equal(s.tokensPerSecond, 10);
-  assert.equal(summarizeEval([], "ar", 16).accuracy, 0);
+  assert.equal(summarizeEval([], "ar").accuracy, 0);
 });
 
 Deno.test({
@@ -117,16 +117,16 @@ Deno.test({
       const p = await loadPretrained(gpu, directoryFiles(`${dir}/m`));
       try {
         const items = [...problems, long];
-        const ar = await evaluateGsm8k(p, items, { decoder: "ar", maxNewTokens: 12, blockSize: 4 });
-        const jac = await evaluateGsm8k(p, items, { decoder: "jacobi", maxNewTokens: 12, blockSize: 4 });
+        const common = { maxNewTokens: 12, contextReserve: 4 };
+        const ar = await evaluateGsm8k(p, items, { ...common, decoder: { kind: "ar" } });
+        const jac = await evaluateGsm8k(p, items, { ...common, decoder: { kind: "jacobi", blockSize: 4 } });
         assert.deepEqual(jac.results.map((r) => r.output), ar.results.map((r) => r.output));
         const sliding = await evaluateGsm8k(p, items, {
-          decoder: "jacobi-sliding",
-          maxNewTokens: 12,
-          blockSize: 4,
+          ...common,
+          decoder: { kind: "jacobi", blockSize: 4, sliding: true },
         });
         assert.deepEqual(sliding.results.map((r) => r.output), ar.results.map((r) => r.output));
-        assert.equal(sliding.summary.decoder, "jacobi-sliding");
+        assert.equal(sliding.summary.decoder, "jacobi sliding n=4");
         assert.equal(ar.summary.items, 4);
         assert.deepEqual(ar.results.map((r) => r.gold), [
           ...problems.map((q) => Number(q.answer.split("#### ")[1])),
@@ -161,7 +161,7 @@ Deno.test({
       }
       const text = printed.join("\n");
       assert.match(text, /accuracy: \d\/2 correct/);
-      assert.match(text, /decoder jacobi block 4: \d+ tokens in .* tokens\/s, .* tokens per forward/);
+      assert.match(text, /decoder jacobi n=4: \d+ tokens in .* tokens\/s, .* tokens per forward/);
       const lines = (await Deno.readTextFile(log)).trimEnd().split("\n").map((l) => JSON.parse(l));
       assert.equal(lines.length, 2);
       assert.deepEqual(Object.keys(lines[0]), [
@@ -190,6 +190,6 @@ Deno.test("eval: usage errors", async () => {
   await assert.rejects(() => evalCommand(["gsm8k", "--data", "x"]), /--model is required/);
   await assert.rejects(
     () => evalCommand(["gsm8k", "--model", "m", "--data", "x", "--decoder", "beam"]),
-    /--decoder must be one of ar, jacobi, jacobi-sliding/,
+    /Unknown decoder "beam"/,
   );
 });

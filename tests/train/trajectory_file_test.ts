@@ -44,7 +44,7 @@ function read(
     strict,
     onSkip: (m, e) => {
       messages.push(m);
-      skipped.push(e);
+      skipped.push(e as TrajectoryFormatError);
     },
   });
   for (let i = 0; i < messages.length; i++) {

@@ -23,7 +23,7 @@
  * @module
  */
 
-import { type HfTokenizerFiles, llamaTokenizerFiles } from "../model/llama_tokenizer_json.ts";
+import { type HfTokenizerFiles, llamaTokenizerFiles } from "../mod.ts";
 
 // ===================================================================================================
 // Layout

@@ -1,18 +1,17 @@
 import assert from "node:assert/strict";
 import { GSM8K_TEST_FIXTURE, sharedPath, sharedTest } from "../_fixtures.ts";
 import { TextTokenizer } from "../../model/tokenizer.ts";
-import { trainBpe } from "../../train/bpe.ts";
+import { trainBpe } from "../../demo/bpe.ts";
+import { answerOf, encodeDocuments } from "../../train/gsm8k_eval.ts";
 import {
-  answerOf,
   corpus,
-  encodeDocuments,
   generateProblems,
   MAX_VALUE,
   type Problem,
   problemsToJsonl,
   splitOf,
   TEMPLATE_NAMES,
-} from "../../train/gsm_synth.ts";
+} from "../../demo/gsm_synth.ts";
 
 const GSM8K_TEST = sharedPath(GSM8K_TEST_FIXTURE);
 

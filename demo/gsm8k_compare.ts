@@ -4,32 +4,23 @@
  * sliding window) on both models. Reports accuracy, tokens/s, tokens per forward and the speedup
  * over the base's fastest AR, and whether every Jacobi output equals the same model's AR output.
  *
- * `make-models` publishes this table in the model cards; `deno task bench --only gsm8k` measures it
+ * `deno task make-models` publishes this table in the model cards; `deno task bench --only gsm8k` measures it
  * again on the embedded models with whatever adapter the machine has.
  *
  * @module
  */
 
-import type { Gpu } from "../core/mod.ts";
-import { loadPretrained } from "../model/pretrained.ts";
-import type { ModelFiles } from "../model/model_files.ts";
 import {
-  type EvalDecoder,
+  type Decoder,
+  decoderLabel,
   type EvalItemResult,
   type EvalSummary,
   evaluateGsm8k,
+  type Gpu,
   type Gsm8kItem,
-} from "./gsm8k_eval.ts";
-
-/** One decoder setting of the comparison. */
-export interface DecoderRun {
-  /** Row name, e.g. `"jacobi-sliding n=8"`. */
-  name: string;
-  /** The decoder. */
-  decoder: EvalDecoder;
-  /** Jacobi block size (also the context reserve for AR). */
-  blockSize: number;
-}
+  loadPretrained,
+  type ModelFiles,
+} from "../mod.ts";
 
 /**
  * The runs at block size n: AR, Jacobi n, and the sliding window at n and n/2 (on a CPU adapter a
@@ -38,16 +29,17 @@ export interface DecoderRun {
  * @example
  * ```ts
  * import { standardRuns } from "./gsm8k_compare.ts";
- * console.log(standardRuns(16).map((r) => r.name)); // ["ar", "jacobi n=16", ...]
+ * import { decoderLabel } from "../mod.ts";
+ * console.log(standardRuns(16).map(decoderLabel)); // ["ar", "jacobi n=16", "jacobi sliding n=16", "jacobi sliding n=8"]
  * ```
  */
-export function standardRuns(n: number): DecoderRun[] {
+export function standardRuns(n: number): Decoder[] {
   const half = Math.max(2, n >> 1);
   return [
-    { name: "ar", decoder: "ar", blockSize: n },
-    { name: `jacobi n=${n}`, decoder: "jacobi", blockSize: n },
-    { name: `jacobi-sliding n=${n}`, decoder: "jacobi-sliding", blockSize: n },
-    { name: `jacobi-sliding n=${half}`, decoder: "jacobi-sliding", blockSize: half },
+    { kind: "ar" },
+    { kind: "jacobi", blockSize: n },
+    { kind: "jacobi", blockSize: n, sliding: true },
+    { kind: "jacobi", blockSize: half, sliding: true },
   ];
 }
 
@@ -85,29 +77,31 @@ export async function compareBaseAndCllm(
   models: { base: ModelFiles; cllm: ModelFiles },
   items: readonly Gsm8kItem[],
   options: {
-    runs?: readonly DecoderRun[];
+    runs?: readonly Decoder[];
     maxNewTokens?: number;
     onRow?: (row: string, summary: EvalSummary) => void;
   },
 ): Promise<Comparison> {
   const runs = options.runs ?? standardRuns(16);
-  if (runs[0]?.decoder !== "ar") {
+  if (runs[0]?.kind !== "ar") {
     throw new RangeError("The first run must be AR: it is the speedup's baseline");
   }
   const figures: Comparison["figures"] = {};
+  // Every row keeps the same positions free at the end of the context, so all get the same budget.
+  const reserve = Math.max(16, ...runs.map((r) => r.kind === "jacobi" ? r.blockSize ?? 16 : 1));
   const evaluate = async (
     files: ModelFiles,
     dtype: "f32" | "f16",
     label: string,
-    settings: readonly DecoderRun[],
+    settings: readonly Decoder[],
   ) => {
     const p = await loadPretrained(gpu, files, { maxLength: 512, dtype });
     try {
       for (const run of settings) {
-        const key = `${label} ${run.name}${dtype === "f32" ? " (f32 weights)" : ""}`;
+        const key = `${label} ${decoderLabel(run)}${dtype === "f32" ? " (f32 weights)" : ""}`;
         figures[key] = await evaluateGsm8k(p, items, {
-          decoder: run.decoder,
-          blockSize: run.blockSize,
+          decoder: run,
+          contextReserve: reserve,
           maxNewTokens: options.maxNewTokens ?? 200,
         });
         options.onRow?.(key, figures[key].summary);
@@ -121,13 +115,13 @@ export async function compareBaseAndCllm(
   await evaluate(models.cllm, "f16", "cllm", runs);
 
   const fastestBaseAr = Math.max(
-    figures[`base ${runs[0].name}`].summary.tokensPerSecond,
-    figures[`base ${runs[0].name} (f32 weights)`].summary.tokensPerSecond,
+    figures[`base ${decoderLabel(runs[0])}`].summary.tokensPerSecond,
+    figures[`base ${decoderLabel(runs[0])} (f32 weights)`].summary.tokensPerSecond,
   );
   const sameOutputs = (a: string, b: string) =>
     figures[a].results.every((r, i) => r.output === figures[b].results[i].output);
   const identical = (model: string) =>
-    runs.every((run) => sameOutputs(`${model} ${runs[0].name}`, `${model} ${run.name}`));
+    runs.every((run) => sameOutputs(`${model} ${decoderLabel(runs[0])}`, `${model} ${decoderLabel(run)}`));
   const row = (k: string) => {
     const s = figures[k].summary;
     return `| ${k} | ${(100 * s.accuracy).toFixed(1)} % | ${s.tokensPerSecond.toFixed(1)} | ${

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { loadTokenizer, TextTokenizer } from "../../model/tokenizer.ts";
-import { trainBpe, writeTokenizer } from "../../train/bpe.ts";
-import { corpus, generateProblems } from "../../train/gsm_synth.ts";
+import { trainBpe, writeTokenizer } from "../../demo/bpe.ts";
+import { corpus, generateProblems } from "../../demo/gsm_synth.ts";
 
 const SPACE = "\u2581";
 

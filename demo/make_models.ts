@@ -1,37 +1,45 @@
 /**
- * `deno task make-models`: makes the embedded demo models from nothing, reproducibly (fixed seeds):
- * 1. generate GSM8K-style problems (train and held-out splits share none) — train/gsm_synth.ts;
- * 2. train a BPE tokenizer on the training corpus — train/bpe.ts;
- * 3. pretrain a small Llama from random weights on the problems (AR loss) — train/trainer.ts;
- * 4. collect its Jacobi trajectories on training questions — train/collect.ts;
- * 5. consistency-train it into the CLLM — train/trainer.ts;
- * 6. write `models/<name>-base` and `models/<name>-cllm` (HF layout, f16 safetensors) with model
- *    cards holding the recipe and the figures measured on held-out problems.
+ * `deno task make-models`: makes the embedded demo models from nothing, reproducibly (fixed seeds),
+ * through the library's public API (mod.ts):
+ * 1. generate GSM8K-style problems (train and held-out splits share none) — demo/gsm_synth.ts;
+ * 2. train a BPE tokenizer on the training corpus — demo/bpe.ts;
+ * 3. pretrain a small Llama from random weights on the problems (AR loss) — `train`;
+ * 4. collect its Jacobi trajectories on training questions — `collectTrajectoryFile`;
+ * 5. consistency-train it into the CLLM — `train`;
+ * 6. write `demo/models/<name>-base` and `demo/models/<name>-cllm` (HF layout, f16 safetensors,
+ *    `saveModel`) with model cards holding the recipe and the figures measured on held-out problems.
  * Intermediate files live in `--work` (default .make-models/, git-ignored); each stage is skipped
- * when its output exists, so an interrupted run continues.
+ * when its output exists, and the training and trajectory stages resume from their checkpoints
+ * and files, so an interrupted run continues.
  *
  * @module
  */
 
-import { requestGpu } from "../core/mod.ts";
 import {
+  type CollectPrompt,
+  collectTrajectoryFile,
   directoryFiles,
-  fileSource,
+  encodeDocuments,
+  findLatestCheckpoint,
   formatPrompt,
   loadPretrained,
   loadTokenizer,
-  openSafetensors,
-  writeSafetensors,
-} from "../model/mod.ts";
-import { trainBpe, writeTokenizer } from "../train/bpe.ts";
-import { encodeDocuments, generateProblems, problemsToJsonl } from "../train/gsm_synth.ts";
-import { compareBaseAndCllm, type Comparison, standardRuns } from "../train/gsm8k_compare.ts";
-import { train, type TrainItem } from "../train/trainer.ts";
-import { numberOption, parse } from "./args.ts";
+  type LogEntry,
+  readGsm8k,
+  readTrajectories,
+  requestGpu,
+  saveModel,
+  train,
+  type TrainItem,
+  type TrainOptions,
+  writeRandomModel,
+} from "../mod.ts";
+import { numberOption, parse } from "../cli/args.ts";
+import { Progress } from "../cli/progress.ts";
+import { trainBpe, writeTokenizer } from "./bpe.ts";
 import { DEMO_MAX_VALUE } from "./demo_models.ts";
-import { main } from "./main.ts";
-import { Progress } from "./progress.ts";
-import { writeRandomModel } from "./train.ts";
+import { compareBaseAndCllm, type Comparison, standardRuns } from "./gsm8k_compare.ts";
+import { generateProblems, problemsToJsonl } from "./gsm_synth.ts";
 
 const HELP = `Usage: deno task make-models [--name gsm-tiny] [--work .make-models] [--out models] [options]
 
@@ -77,33 +85,28 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** The newest complete checkpoint of a training run's folder. */
 async function latest(out: string): Promise<string> {
-  const { checkpoint } = JSON.parse(await Deno.readTextFile(`${out}/latest.json`));
-  return `${out}/${checkpoint}`;
+  const found = await findLatestCheckpoint(out);
+  if (!found) {
+    throw new Error(`No complete checkpoint in ${out}; delete the folder to start that stage again`);
+  }
+  return found.dir;
 }
 
-/** Copies a checkpoint to a model directory with f16 weights (half the size; f32 on load). */
-async function publish(from: string, to: string, card: string): Promise<void> {
-  const tmp = `${to}.tmp`;
-  await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  await Deno.mkdir(tmp, { recursive: true });
-  const file = await openSafetensors(await fileSource(`${from}/model.safetensors`));
-  const tensors = [];
-  for (const [name, info] of file.tensors) {
-    tensors.push({
-      name,
-      dtype: "F16" as const,
-      shape: info.shape,
-      data: (await file.readTensor(name)).data,
-    });
-  }
-  await writeSafetensors(`${tmp}/model.safetensors`, tensors);
-  for (const f of ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {
-    if (await exists(`${from}/${f}`)) await Deno.copyFile(`${from}/${f}`, `${tmp}/${f}`);
-  }
-  await Deno.writeTextFile(`${tmp}/README.md`, card);
-  await Deno.remove(to, { recursive: true }).catch(() => {});
-  await Deno.rename(tmp, to);
+/** A progress bar for `train`'s log. */
+function trainingProgress(
+  label: string,
+  line: (e: LogEntry) => string,
+): Pick<TrainOptions, "onLog"> & { done(): void } {
+  let bar: Progress | null = null;
+  return {
+    onLog: (e, total) => {
+      bar ??= new Progress(label, total, "steps");
+      bar.update(e.step, line(e));
+    },
+    done: () => (bar as Progress | null)?.done(),
+  };
 }
 
 /** Runs `make-models`. */
@@ -126,7 +129,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   if (v.help) return console.log(HELP);
   const name = (v.name as string | undefined) ?? "gsm-tiny";
   const work = (v.work as string | undefined) ?? ".make-models";
-  const outRoot = (v.out as string | undefined) ?? "models";
+  const outRoot = (v.out as string | undefined) ?? new URL("./models", import.meta.url).pathname;
   const seed = numberOption(v, "seed", 1, { integer: true });
   const pretrainSteps = numberOption(v, "pretrain-steps", 4000, { integer: true, min: 1 });
   const pretrainLr = numberOption(v, "pretrain-lr", 2e-3, { min: 0 });
@@ -186,19 +189,24 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     if (resume && JSON.parse(await Deno.readTextFile(`${work}/base/latest.json`)).step >= pretrainSteps) {
       return;
     }
-    let from = `${work}/init`;
-    if (resume) from = await latest(`${work}/base`);
-    else {
+    // The random initial weights; a resumed run loads them too, then `train` replaces them with
+    // its newest complete checkpoint's.
+    const init = `${work}/init`;
+    if (!(await exists(`${init}/model.safetensors`))) {
       const config = { ...DEMO_CONFIG, vocab_size: tokenizer.vocabSize };
-      await writeRandomModel(from, config, "demo config", `${work}/tokenizer`, seed);
+      await writeRandomModel(init, config, "demo config", `${work}/tokenizer`, seed);
     }
     const gpu = await requestGpu();
-    const p = await loadPretrained(gpu, directoryFiles(from), { maxRows: 64 });
-    let bar: Progress | null = null;
+    const p = await loadPretrained(gpu, directoryFiles(init), { maxRows: 64 });
     const items: TrainItem[] = encodeDocuments(tokenizer, trainSet).map((tokens) => ({ kind: "ar", tokens }));
+    const progress = trainingProgress(
+      "pretrain",
+      (e) =>
+        `loss ${e.arLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s ${e.gflops.toFixed(2)} GFLOP/s`,
+    );
     const result = await train(p, items, {
       out: `${work}/base`,
-      modelDir: from,
+      modelDir: init,
       steps: pretrainSteps,
       lr: pretrainLr,
       batch: PRETRAIN_BATCH,
@@ -210,84 +218,106 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       checkpointEvery: 250,
       eosIds: p.eosIds,
       resume,
-      onLog: (e, total) => {
-        bar ??= new Progress("pretrain", total, "steps");
-        bar.update(
-          e.step,
-          `loss ${e.arLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s ${e.gflops.toFixed(2)} GFLOP/s`,
-        );
-      },
+      onLog: progress.onLog,
     });
-    (bar as Progress | null)?.done();
+    progress.done();
     p.model.destroy();
     gpu.destroy();
     if (result.stopReason !== "done") throw new Error(`pretraining stopped: ${result.stopReason}`);
   });
   const baseDir = await latest(`${work}/base`);
 
-  // 4. Trajectories (through the CLI command: resumable).
+  // 4. Trajectories (resumable: the writer picks up what an interrupted run left in the file).
   await stage("trajectories", async () => {
     if (await exists(`${work}/trajectories.done`)) return;
-    const prompts = trainSet.slice(0, trajectoryPrompts).map((p) =>
-      JSON.stringify({ question: p.question, answer: p.answer })
-    );
-    await Deno.writeTextFile(`${work}/trajectory_prompts.jsonl`, prompts.join("\n") + "\n");
-    const code = await main([
-      "trajectory",
-      "--model",
-      baseDir,
-      "--prompts",
-      `${work}/trajectory_prompts.jsonl`,
-      "--out",
-      `${work}/trajectories.jsonl`,
-      "--block",
-      `${block}`,
-      "--max-new-tokens",
-      "256",
-      "--format",
-      "gsm8k",
-      "--seed",
-      `${seed}`,
-      "--labels",
-    ]);
-    if (code !== 0) throw new Error("trajectory collection failed");
-    // A finished stage is skipped outright (resuming the command would only load the model and scan
-    // its file), which keeps the stage's recorded time.
+    const chosen = trainSet.slice(0, trajectoryPrompts);
+    const prompts: CollectPrompt[] = chosen.map((p, id) => ({ id, text: p.question, label: p.answer }));
+    const gpu = await requestGpu();
+    const model = await loadPretrained(gpu, directoryFiles(baseDir));
+    let bar: Progress | null = null;
+    try {
+      const { summary } = await collectTrajectoryFile({
+        model,
+        prompts,
+        texts: prompts.map((p) => p.text),
+        out: `${work}/trajectories.jsonl`,
+        blockSize: block,
+        maxNewTokens: 256,
+        labels: true,
+        seed,
+        format: "gsm8k",
+        onNote: (m) => console.error(`trajectory: ${m}`),
+        onProgress: (finished, total, records) => {
+          bar ??= new Progress("trajectory", total, "prompts");
+          bar.update(finished, `${records} records`);
+        },
+      });
+      (bar as Progress | null)?.done();
+      console.log(
+        `trajectories: ${summary.records} records from ${summary.prompts} prompts; ` +
+          `${summary.tokensPerForward.toFixed(3)} tokens per forward`,
+      );
+    } finally {
+      model.model.destroy();
+      gpu.destroy();
+    }
+    // A finished stage is skipped outright (resuming would only load the model and scan its file),
+    // which keeps the stage's recorded time.
     await Deno.writeTextFile(`${work}/trajectories.done`, "");
   });
 
-  // 5. Consistency training.
+  // 5. Consistency training: global consistency + AR loss on the gold answers, with as many fresh
+  // training problems mixed in as AR samples (resumable from its checkpoints).
   await stage("consistency training", async () => {
     if (await exists(`${work}/cllm/DONE`)) return;
-    const code = await main([
-      "train",
-      "--model",
-      baseDir,
-      "--trajectories",
-      `${work}/trajectories.jsonl`,
-      "--out",
-      `${work}/cllm`,
-      "--epochs",
-      `${cllmEpochs}`,
-      "--lr",
-      `${cllmLr}`,
-      "--batch",
-      "4",
-      "--labels",
-      "gold",
-      "--mix",
-      `${work}/train.jsonl`,
-      "--ar-weight",
-      `${cllmArWeight}`,
-      "--seed",
-      `${seed}`,
-      "--checkpoint-every",
-      "200",
-      "--log-every",
-      "20",
-      ...((await exists(`${work}/cllm/latest.json`)) ? ["--resume"] : []),
-    ]);
-    if (code !== 0) throw new Error("consistency training failed");
+    const gpu = await requestGpu();
+    const p = await loadPretrained(gpu, directoryFiles(baseDir), { maxRows: 64 });
+    try {
+      const trajPath = `${work}/trajectories.jsonl`;
+      const samples = readTrajectories(await Deno.readTextFile(trajPath), {
+        vocabSize: p.model.config.vocabSize,
+        file: trajPath,
+      });
+      const items: TrainItem[] = samples.map((s) => ({
+        kind: "cllm",
+        context: s.context,
+        states: s.states,
+        fixedPoint: s.fixedPoint,
+        labels: s.labels,
+      }));
+      const mixed = (await readGsm8k(`${work}/train.jsonl`)).slice(0, samples.length);
+      for (const tokens of encodeDocuments(p.tokenizer, mixed)) {
+        items.push({ kind: "ar", tokens, weight: cllmArWeight });
+      }
+      const batch = 4;
+      const progress = trainingProgress(
+        "train",
+        (e) =>
+          `ar ${e.arLoss.toFixed(3)} cons ${e.consistencyLoss.toFixed(3)} ${
+            e.tokensPerSecond.toFixed(0)
+          } tok/s`,
+      );
+      const result = await train(p, items, {
+        out: `${work}/cllm`,
+        modelDir: baseDir,
+        steps: Math.max(1, Math.ceil((cllmEpochs * items.length) / batch)),
+        lr: cllmLr,
+        batch,
+        arWeight: cllmArWeight,
+        arTargets: "gold",
+        seed,
+        checkpointEvery: 200,
+        logEvery: 20,
+        eosIds: p.eosIds,
+        resume: true,
+        onLog: progress.onLog,
+      });
+      progress.done();
+      if (result.stopReason !== "done") throw new Error(`consistency training stopped: ${result.stopReason}`);
+    } finally {
+      p.model.destroy();
+      gpu.destroy();
+    }
     await Deno.writeTextFile(`${work}/cllm/DONE`, "");
   });
   const cllmDir = await latest(`${work}/cllm`);
@@ -324,18 +354,16 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     `Pretraining: ${pretrainSteps} AdamW steps x ${PRETRAIN_BATCH} problems (one per sequence), lr ${pretrainLr} cosine. CLLM: Jacobi trajectories (n = ${block}) of ` +
     `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + ${cllmArWeight}x AR loss on the gold answers (--labels gold) with as many fresh training problems mixed in as AR samples (--mix), lr ${cllmLr}.\n\n` +
     `Measured on 100 held-out problems, greedy, max 200 new tokens, same run:\n\n${summary}\n`;
-  await publish(
-    baseDir,
-    `${outRoot}/${name}-base`,
-    `# ${name}-base\n\nA tiny Llama pretrained from scratch on generated grade-school ` +
+  await saveModel(baseDir, `${outRoot}/${name}-base`, {
+    dtype: "F16",
+    readme: `# ${name}-base\n\nA tiny Llama pretrained from scratch on generated grade-school ` +
       `arithmetic word problems.\n\n${recipe}`,
-  );
-  await publish(
-    cllmDir,
-    `${outRoot}/${name}-cllm`,
-    `# ${name}-cllm\n\n${name}-base after consistency training (CLLM): it ` +
+  });
+  await saveModel(cllmDir, `${outRoot}/${name}-cllm`, {
+    dtype: "F16",
+    readme: `# ${name}-cllm\n\n${name}-base after consistency training (CLLM): it ` +
       `decodes several tokens per forward with Jacobi decoding, with the same greedy output.\n\n${recipe}`,
-  );
+  });
   console.log(
     `\n${summary}\nwrote ${outRoot}/${name}-base and ${outRoot}/${name}-cllm (the whole recipe: about ${
       minutes.toFixed(0)

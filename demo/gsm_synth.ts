@@ -29,9 +29,7 @@
  * @module
  */
 
-import { seededRandom } from "../core/random.ts";
-import { formatPrompt } from "../model/chat_template.ts";
-import type { TextTokenizer } from "../model/tokenizer.ts";
+import { formatPrompt, seededRandom } from "../mod.ts";
 
 // ===================================================================================================
 // Public types and constants
@@ -956,35 +954,6 @@ export function generateProblems(options: GenerateProblemsOptions): Problem[] {
 // Answers, corpus, files
 // ===================================================================================================
 
-/**
- * The number after the last `####` in a GSM8K-style answer: the rest of that line, with `$`,
- * thousands commas and spaces removed, up to the first number in it. The GSM8K convention.
- *
- * @param text an answer or a model's generation
- * @returns the number, or null when there is no `####` or no number after it
- *
- * @example
- * ```ts
- * import { answerOf } from "./gsm_synth.ts";
- * answerOf("5 * 4 = <<5*4=20>>20\n#### 20"); // 20
- * answerOf("#### $1,000."); // 1000
- * answerOf("no marker 12"); // null
- * ```
- */
-export function answerOf(text: string): number | null {
-  const at = text.lastIndexOf("####");
-  if (at < 0) return null;
-  let tail = text.slice(at + 4);
-  const nl = tail.indexOf("\n");
-  if (nl >= 0) tail = tail.slice(0, nl);
-  // "1,000" → "1000" (commas between digits only); "$18" → "18"; "- 3" → "-3".
-  const cleaned = tail.replace(/(?<=\d),(?=\d)/g, "").replaceAll("$", "").replace(/\s+/g, "");
-  const m = cleaned.match(/-?\d+(?:\.\d+)?/);
-  if (!m) return null;
-  const v = Number(m[0]);
-  return Number.isFinite(v) ? v : null;
-}
-
 /** The text of one training document: `<s>` + GSM8K prompt + answer + `</s>`. */
 function _document(p: Problem): string {
   return `<s>${formatPrompt("gsm8k", { question: p.question })}${p.answer}</s>`;
@@ -1010,31 +979,6 @@ function _document(p: Problem): string {
  */
 export function corpus(problems: readonly Problem[]): string {
   return problems.map(_document).join("");
-}
-
-/**
- * Token ids per document: BOS (when the tokenizer has one) + prompt + answer + EOS. Encodes the text
- * of each document without relying on special-token text.
- *
- * @param tokenizer the tokenizer (needs an EOS token)
- * @param problems the problems
- * @returns one id array per problem
- * @throws {TypeError} when the tokenizer has no EOS token
- *
- * @example
- * ```ts ignore
- * const docs = encodeDocuments(tokenizer, generateProblems({ seed: 1, count: 1000 }));
- * ```
- */
-export function encodeDocuments(tokenizer: TextTokenizer, problems: readonly Problem[]): number[][] {
-  const eos = tokenizer.eosIds[0];
-  if (eos === undefined) {
-    throw new TypeError("Cannot encode training documents: the tokenizer has no EOS token; set eos_token");
-  }
-  return problems.map((p) => {
-    const text = formatPrompt("gsm8k", { question: p.question }) + p.answer;
-    return [...tokenizer.encode(text, { addBos: tokenizer.bosId !== undefined }), eos];
-  });
 }
 
 /**
