@@ -1,7 +1,7 @@
 /**
  * The OpenBLAS sgemm throughput of this machine's CPUs, measured in the same run as a benchmark so
  * that kernels running on a software adapter can be reported as a ratio to it
- * (webgpu-notes.md §3). Runs `../shared/tools/sgemm-peak` from the repository root.
+ * (docs/webgpu.md §3). Runs `../shared/tools/sgemm-peak` from the repository root.
  *
  * @module
  */

@@ -2,12 +2,12 @@
  * Matmul benchmark: the forward product y = x · Wᵀ at decode and Jacobi-block sizes (T = 1, 16, 64
  * rows against a 1024 × 1024 weight) and at 1024³, plus the backward forms at 1024³.
  *
- * Method (style.md §18; correctness is tests/kernels/matmul_test.ts's job): each case is warmed up
+ * Method (correctness is tests/kernels/matmul_test.ts's job): each case is warmed up
  * (compile + one run + readback), then timed as `reps` dispatches recorded into ONE step with ONE
  * readback inside the timed region, five times; the figures use the best round (other processes
  * on the same CPUs only ever slow a round down) and the median is reported beside it. The fixed
  * submit + readback round trip
- * (~10 ms in Deno, webgpu-notes.md §2) is measured separately and subtracted; `reps` is chosen so the
+ * (~10 ms in Deno, docs/webgpu.md §2) is measured separately and subtracted; `reps` is chosen so the
  * timed region is ~0.5 s, so the correction is a few percent. GFLOP/s count 2·T·N·K; GB/s count the
  * bytes of x, W and y once (the memory-bound view that fits T = 1). The ratio is to OpenBLAS sgemm
  * on the same CPUs, measured in the same run.

@@ -1,5 +1,5 @@
 /**
- * `cllm trajectory`: collects Jacobi trajectories for consistency training (cllm-method.md §3) into
+ * `cllm trajectory`: collects Jacobi trajectories for consistency training (docs/method.md §3) into
  * a JSON Lines file, one record per n-token block, resuming an earlier run's file
  * (train/trajectory_writer.ts).
  *

@@ -216,7 +216,7 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
   const timestamps = options.timestamps !== false && adapter.features.has("timestamp-query");
   if (f16) wanted.push("shader-f16");
   if (timestamps) wanted.push("timestamp-query");
-  // lavapipe accepts "subgroups" without listing it (webgpu-notes.md §4), so try it and fall back.
+  // lavapipe accepts "subgroups" without listing it (docs/webgpu.md §4), so try it and fall back.
   let device: GPUDevice;
   let subgroups = true;
   try {

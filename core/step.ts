@@ -1,7 +1,7 @@
 /**
  * A step records many dispatches into one command buffer and submits them together.
  *
- * Every wait for the GPU costs ~10 ms in Deno (webgpu-notes.md §2), so the unit of execution is a
+ * Every wait for the GPU costs ~10 ms in Deno (docs/webgpu.md §2), so the unit of execution is a
  * step (a forward pass, a Jacobi iteration, a training step, or several), not an op:
  * - per-dispatch parameters are packed into a CPU-side arena and uploaded with one queue write
  *   before the submit; each dispatch binds its slice through a dynamic uniform offset;

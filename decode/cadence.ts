@@ -3,7 +3,7 @@
  * how much work they submit around each read.
  *
  * In Deno a read (`mapAsync`) blocks the calling thread until the GPU has finished the work
- * submitted before it, then resolves only after a fixed wait of ~10 ms (webgpu-notes.md §2). Work
+ * submitted before it, then resolves only after a fixed wait of ~10 ms (docs/webgpu.md §2). Work
  * submitted right after the read is issued runs during that wait, so a loop submits some iterations
  * "before" each read (the host sees their result) and some "behind" it (they fill the wait; the
  * host sees them at the next read).

@@ -9,7 +9,7 @@
  * back now and then, and streams new tokens.
  *
  * Cadence (decode/cadence.ts): some iterations before each read, some behind it to run during the
- * read's fixed wait (docs/webgpu-notes.md §2). Iterations past the end (the rest of the last submit
+ * read's fixed wait (docs/docs/webgpu.md §2). Iterations past the end (the rest of the last submit
  * before the read that sees the end, plus those behind it) waste GPU time but never change a
  * returned token: the Jacobi and lookahead kernels ignore iterations once their loop is done, and
  * greedy AR's overshoot past EOS or the budget is cut on the host. The prefill's token is read the

@@ -1,5 +1,5 @@
 /**
- * Jacobi decoding with a KV cache, as in CLLM's inference (cllm-method.md §2.1), with its loop on
+ * Jacobi decoding with a KV cache, as in CLLM's inference (docs/method.md §2.1), with its loop on
  * the GPU.
  *
  * After prefill, each block of n tokens starts with the known next token and n−1 guesses drawn
@@ -65,9 +65,9 @@ export interface JacobiStats extends GenerationStats {
   blockSize: number;
   /** Blocks started. */
   blocks: number;
-  /** Mean newly-correct prefix tokens per iteration (cllm-method.md §5.1), averaged over blocks. */
+  /** Mean newly-correct prefix tokens per iteration (docs/method.md §5.1), averaged over blocks. */
   fastForward: number;
-  /** Stationary tokens: correct before all their predecessors were, and unchanged since (§5.1). */
+  /** Stationary tokens: correct before all their predecessors were, and unchanged since (docs/method.md §5.1). */
   stationary: number;
 }
 

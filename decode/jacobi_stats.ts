@@ -1,5 +1,5 @@
 /**
- * Trajectory statistics of Jacobi decoding (cllm-method.md §5.1): fast-forwarded and stationary
+ * Trajectory statistics of Jacobi decoding (docs/method.md §5.1): fast-forwarded and stationary
  * token counts, computed from the states of each block.
  *
  * @module

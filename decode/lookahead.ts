@@ -1,5 +1,5 @@
 /**
- * Lookahead decoding (LADE: Jacobi iteration + an n-gram pool, cllm-method.md §10) with its loop
+ * Lookahead decoding (LADE: Jacobi iteration + an n-gram pool, docs/method.md §10) with its loop
  * on the GPU.
  *
  * Each step is ONE forward over T = (N−1)·(W+G) rows: `lst` (the last committed token), a window

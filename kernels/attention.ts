@@ -13,7 +13,7 @@
  * possible with a mask at base 0) gets a zero output.
  *
  * Schedule (tuned for llvmpipe, where every storage load is one scalar load per SIMD lane, about
- * as costly as 30-70 arithmetic operations, and barriers are expensive; webgpu-notes.md §3): one
+ * as costly as 30-70 arithmetic operations, and barriers are expensive; docs/webgpu.md §3): one
  * invocation per R queries of one kv head walks the keys those queries may see, KB keys per step,
  * with online softmax. No workgroup memory, no barrier. Each K/V vector an invocation loads serves
  * its R queries, and one rescale of the accumulators serves KB keys; the accumulators live in

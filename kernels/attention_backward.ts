@@ -22,7 +22,7 @@
  * 2. `attention_backward_dkv`: one invocation per R keys of one kv head loops over the queries
  *    i ≥ first key and the group's heads, recomputes P_ij = exp2(s_ij − lse_i), and accumulates dk
  *    and dv.
- * Tuned for llvmpipe (webgpu-notes.md §3): no barrier; each K/V (or Q/dO) vec4 an invocation loads
+ * Tuned for llvmpipe (docs/webgpu.md §3): no barrier; each K/V (or Q/dO) vec4 an invocation loads
  * serves its R rows, whose head vectors (q, dO, dq or k, v, dk, dv) stay in registers: the WGSL is
  * generated with the loops over the R rows and the D/4 vec4 lanes unrolled (5-8x faster than
  * keeping them in memory). Above D = 64 the vectors move to the invocation's own slice of

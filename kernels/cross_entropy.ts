@@ -1,7 +1,7 @@
 /**
  * The training losses, forward and backward fused (the loss ends the graph, so its gradient is
  * known as soon as its value is): label-smoothed cross-entropy for the AR loss and soft
- * cross-entropy for the global consistency loss (cllm-method.md §4.3).
+ * cross-entropy for the global consistency loss (docs/method.md §4.3).
  *
  * Dimension letters: T rows (positions), V vocabulary. With `q = softmax(logits_t)`:
  *

@@ -1,5 +1,5 @@
 /**
- * The Jacobi acceptance step, on the GPU (cllm-method.md §2.1, with the reference's quirks fixed).
+ * The Jacobi acceptance step, on the GPU (docs/method.md §2.1, with the reference's quirks fixed).
  *
  * After a forward over the active block `block[0..m)` at position `base`, with `pred[j]` the greedy
  * prediction for position base+j+1:

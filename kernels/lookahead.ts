@@ -1,5 +1,5 @@
 /**
- * Lookahead decoding (LADE, cllm-method.md §10) on the GPU: the static block layout, the n-gram
+ * Lookahead decoding (LADE, docs/method.md §10) on the GPU: the static block layout, the n-gram
  * pool, and the kernels of one decoding step.
  *
  * Dimension letters: N n-gram size, W window width, G guesses (candidates per step), V vocabulary,
@@ -680,7 +680,7 @@ export interface LookaheadAcceptReferenceArgs {
 }
 
 /**
- * CPU reference of one acceptance step, written from the LADE description (cllm-method.md §10)
+ * CPU reference of one acceptance step, written from the LADE description (docs/method.md §10)
  * with lists for the window levels and a Map for the pool.
  *
  * @example A candidate that matches fully: 3 tokens committed (2 matched + the bonus)

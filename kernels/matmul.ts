@@ -17,7 +17,7 @@
  * f16 weights are read as packed u32 words and widened with `unpack2x16float` (core WGSL, so no
  * `shader-f16` feature is needed); products and sums stay f32.
  *
- * Why this shape (measured on llvmpipe, webgpu-notes.md §3): llvmpipe runs 8 invocations as one SIMD
+ * Why this shape (measured on llvmpipe, docs/webgpu.md §3): llvmpipe runs 8 invocations as one SIMD
  * thread, and every storage load whose address is not a compile-time constant is executed lane by
  * lane (a scalar loop with a bounds check per component, a few cycles per element). Loads, not
  * FMAs, bound a matmul there: at 1024³ with R = 32, C = 4 the FMAs alone ran at ~140 GFLOP/s, the
@@ -95,7 +95,7 @@ export function llvmpipeLanes(description: string): number | null {
  *
  * The table is keyed by what the adapter is: `fallback` for software adapters (llvmpipe,
  * SwiftShader), tuned on llvmpipe; `gpu` for everything else, a plain register-blocked default until
- * someone tunes it on real hardware (shared-memory tiling wins there, webgpu-notes.md §3 and §5).
+ * someone tunes it on real hardware (shared-memory tiling wins there, docs/webgpu.md §3 and §5).
  */
 export const MATMUL_TUNING: Record<
   "fallback" | "gpu",

@@ -4,7 +4,7 @@
  * Dimension letters: T rows, C channels. One workgroup per row: each invocation sums the squares
  * of a strided slice in f32, one barrier publishes the partial sums, and every invocation adds them
  * in the same order (so all agree bit for bit) before it scales its slice. One barrier per row is
- * the cheapest reduction on llvmpipe, where barriers are expensive (webgpu-notes.md §3).
+ * the cheapest reduction on llvmpipe, where barriers are expensive (docs/webgpu.md §3).
  *
  * @module
  */

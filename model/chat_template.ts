@@ -3,7 +3,7 @@
  *
  * A checkpoint with `chat_template` in `tokenizer_config.json` is rendered with
  * `@huggingface/jinja`, exactly as `transformers`' `apply_chat_template` would. The CLLM checkpoints
- * mostly have no template; they were trained on fixed prompt formats (docs/cllm-method.md §3), which
+ * mostly have no template; they were trained on fixed prompt formats (docs/docs/method.md §3), which
  * `PROMPT_FORMATS` reproduces character for character, since a Jacobi-trained model only speeds up on
  * the prompt distribution it was trained on.
  *
@@ -101,7 +101,7 @@ export function renderChat(
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Built-in prompt formats (docs/cllm-method.md §3)
+// Built-in prompt formats (docs/docs/method.md §3)
 
 /**
  * Inputs to a built-in prompt format: named strings, or `messages` for multi-turn chat formats.
@@ -226,7 +226,7 @@ export function spiderSchema(tables: readonly { name: string; columns: readonly 
 export type PromptFormatName = "gsm8k" | "vicuna" | "spider" | "code";
 
 /**
- * The built-in prompt formats of the CLLM task families (docs/cllm-method.md §3).
+ * The built-in prompt formats of the CLLM task families (docs/docs/method.md §3).
  *
  * - `gsm8k` (`question`): `"Question:\n{question}\nAnswer:\nLet's think step by step.\n"`.
  * - `vicuna` (`question`, or `messages` for several turns): FastChat `vicuna_v1.1`.

@@ -1,7 +1,7 @@
 /**
  * The key/value cache of a Llama model: per layer, K and V rows for every committed position.
  *
- * Truncation is a length, not a copy (design-sketch.md §2): rows past the length are simply
+ * Truncation is a length, not a copy (docs/method.md §2.1): rows past the length are simply
  * overwritten by the next forward. The length the kernels use lives on the GPU (a slot of a u32
  * tensor), so decoding loops can advance it without the host; `positions` is a u32 tensor holding
  * 0, 1, 2, ... so a host-known position p is just slot p of it.

@@ -2,7 +2,7 @@
  * A Llama-family transformer on WebGPU, top to bottom like llama2.c's `run.c`:
  * config → weights (named exactly as in the checkpoint) → KV cache → `forward`.
  *
- * One forward serves every caller (design-sketch.md §3): prefill (T = prompt rows), AR decoding
+ * One forward serves every caller: prefill (T = prompt rows), AR decoding
  * (T = 1) and Jacobi verification (T = n rows), all at a start position read from the GPU.
  *
  * Dimension letters: T rows (tokens), C channels (hidden size), H heads, KVH key/value heads,

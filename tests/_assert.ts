@@ -1,7 +1,7 @@
 import { seededRandom } from "../core/random.ts";
 
 /**
- * The one numeric comparison helper of the test suite (style.md §14).
+ * The one numeric comparison helper of the test suite.
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * Jacobi trajectory collection (cllm-method.md §3, `data/generate_trajectory.py`): per prompt, one
+ * Jacobi trajectory collection (docs/method.md §3, `data/generate_trajectory.py`): per prompt, one
  * greedy Jacobi generation, then one record per n-token block.
  *
  * Per prompt:
@@ -15,14 +15,14 @@
  *    ({@linkcode augmentStates}), seeded per prompt.
  *
  * Differences from the reference, on purpose:
- * - Block initialisation. Our Jacobi decoder uses the KV cache, as CLLM inference does (§2.1): each
+ * - Block initialisation. Our Jacobi decoder uses the KV cache, as CLLM inference does (docs/method.md §2.1): each
  *   block starts with the known next token (the previous block's bonus token) followed by n−1
- *   guesses drawn from the context. The reference's data generator (§2.3) has no cache, and its
+ *   guesses drawn from the context. The reference's data generator (docs/method.md §2.3) has no cache, and its
  *   block position 0 is a random guess too. So our first state is always right at position 0,
  *   trajectories can be shorter, and a block may converge on its first forward (a single state:
- *   the trainer must cope with T = 1, §7.8). These are the states a CLLM meets at inference.
+ *   the trainer must cope with T = 1, docs/method.md §7.8). These are the states a CLLM meets at inference.
  * - The final block. The reference keeps the last block whatever it holds, post-EOS tokens
- *   included (§7.6), and stops only after a whole block. Our decoder stops exactly at EOS or at
+ *   included (docs/method.md §7.6), and stops only after a whole block. Our decoder stops exactly at EOS or at
  *   the budget, so the final block may end early. Decision: a block is written only when its last
  *   state is a full n-token fixed point, i.e. all n tokens were committed from it. A final block
  *   cut short by EOS or by the budget is dropped (counted in `droppedPartial`); one that ends

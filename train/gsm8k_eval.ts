@@ -1,5 +1,5 @@
 /**
- * GSM8K accuracy (cllm-method.md §5.2): greedy solve rate on `question`/`answer` JSONL, with AR or
+ * GSM8K accuracy (docs/method.md §5.2): greedy solve rate on `question`/`answer` JSONL, with AR or
  * Jacobi decoding, and the decoder's speed on the same run.
  *
  * Scoring follows the reference's `eval/gsm8k/acc.py` where it matters for numeric answers: the

@@ -1,5 +1,5 @@
 /**
- * The two CLLM losses as named step functions (cllm-method.md §4.2-4.3), each recording its
+ * The two CLLM losses as named step functions (docs/method.md §4.2-4.3), each recording its
  * forward(s), its loss kernel and its backward into one step. Loss values accumulate on the GPU.
  *
  * - AR loss: label-smoothed cross-entropy over the shifted positions of a sequence, weighted

@@ -1,5 +1,5 @@
 /**
- * Jacobi trajectory files (cllm-method.md §3): the record schema of CLLM's
+ * Jacobi trajectory files (docs/method.md §3): the record schema of CLLM's
  * `data/generate_trajectory.py`, a validating reader, the writer, the repetition filter and the
  * state augmentation.
  *
@@ -17,7 +17,7 @@
  * | `complete_teacher_output_ids` | `[...]` | the prompt's full final sequence (prompt ⊕ response) |
  *
  * We write JSON Lines (one record per line). The reader also takes the reference's single JSON list
- * file, and its nesting quirks (`prompt_ids` is `[[[...]]]` for GSM8K's `itr_0`; §7.10).
+ * file, and its nesting quirks (`prompt_ids` is `[[[...]]]` for GSM8K's `itr_0`; docs/method.md §7.10).
  *
  * Reading policy: every field is validated (types, token ids in the vocabulary, lengths that must
  * agree). A bad record is reported through `onSkip` with the file, its 1-based line and the field,

@@ -132,7 +132,9 @@ Deno.test(
         }
       }
       console.log(
-        `steps reached at the 10 kills: ${steps.join(", ")} (of 120); ${midWrite} left a temporary checkpoint directory`,
+        `steps reached at the 10 kills: ${
+          steps.join(", ")
+        } (of 120); ${midWrite} left a temporary checkpoint directory`,
       );
       assert.ok(
         steps.filter((s) => s > 0 && s < 120).length >= 5,

@@ -1,5 +1,5 @@
 /**
- * Finite-difference helpers for the backward kernels' CPU references (style.md §15).
+ * Finite-difference helpers for the backward kernels' CPU references.
  *
  * The forward references return f32 arrays, so a scalar built from their output carries f32
  * rounding (~6e-8 relative per element). To keep that noise small against the step, inputs are
