@@ -311,7 +311,7 @@ export function sumSquaresReference(arrays: readonly Float32Array[]): number {
  * @example
  * ```ts
  * import { clipScaleReference } from "./grad_norm.ts";
- * clipScaleReference(25, 1); // { norm: 5, scale: ≈ 0.2 }
+ * clipScaleReference(25, 1); // ≈ { norm: 5, scale: 0.2 }
  * ```
  */
 export function clipScaleReference(sumSq: number, maxNorm: number): { norm: number; scale: number } {

@@ -195,7 +195,7 @@ export function poolInsert(pool: NgramPool, key: number, value: readonly number[
  * @example
  * ```ts
  * import { promptPool } from "./lookahead.ts";
- * promptPool([5, 6, 7, 5, 6, 8], { ngram: 3, guesses: 2 }); // 5 → [[6, 7], [6, 8]], 6 → [[7, 5]], 7 → [[5, 6]]
+ * [...promptPool([5, 6, 7, 5, 6, 8], { ngram: 3, guesses: 2 })]; // [[5, [[6, 7], [6, 8]]], [6, [[7, 5]]], [7, [[5, 6]]]]
  * ```
  */
 export function promptPool(

@@ -256,7 +256,7 @@ export interface RopeReferenceOptions {
  * @example One head of size 2 at position 1 (angle 1 rad)
  * ```ts
  * import { ropeReference } from "./rope.ts";
- * ropeReference(new Float32Array([1, 0]), { heads: 1, headDim: 2, theta: 10000, base: 1 }); // ≈ [cos 1, sin 1]
+ * ropeReference(new Float32Array([1, 0]), { heads: 1, headDim: 2, theta: 10000, base: 1 }); // ≈ [0.5403, 0.8415] (cos 1, sin 1)
  * ```
  */
 export function ropeReference(x: Float32Array, options: RopeReferenceOptions): Float32Array {

@@ -27,7 +27,7 @@ export const LOSS_SLOTS = { ar: 0, consistency: 1 } as const;
  * @example Labels with an EOS
  * ```ts
  * import { arLabels, IGNORE } from "./losses.ts";
- * arLabels([1, 5, 2, 7], [2]); // [5, 2, IGNORE, IGNORE]
+ * arLabels([1, 5, 2, 7], [2]); // Uint32Array [5, 2, 0xffffffff, 0xffffffff] (IGNORE after the EOS)
  * ```
  */
 export function arLabels(seq: readonly number[], eosIds: readonly number[]): Uint32Array {

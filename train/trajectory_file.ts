@@ -513,7 +513,8 @@ function _splitJsonArray(text: string, file: string): _Element[] {
  *   file: "t.jsonl",
  *   onSkip: (m) => messages.push(m),
  * });
- * console.log(samples.length, messages[0]); // 0, 'Skipped line 1 of "t.jsonl", field "data_id": ...'
+ * console.log(samples.length); // 0
+ * console.log(messages[0]); // Skipped line 1 of "t.jsonl", field "data_id": ...
  * ```
  */
 export function readTrajectories(text: string, options: ReadTrajectoryOptions): TrajectorySample[] {
