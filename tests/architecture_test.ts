@@ -1,0 +1,85 @@
+/**
+ * The architecture's rules, checked on the real import graph (`deno info --json`): no import
+ * cycles, and dependencies that point one way, cli/demo/bench → decode/train → model → kernels →
+ * core. The library (core, kernels, model, decode, train) never imports the CLI, the demo or the
+ * benches, and the demo reaches the library only through mod.ts.
+ */
+import assert from "node:assert/strict";
+
+const ROOT = new URL("../", import.meta.url);
+
+interface Graph {
+  modules: { specifier: string; dependencies?: { specifier: string; code?: { specifier?: string } }[] }[];
+}
+
+async function importGraph(entries: string[]): Promise<Map<string, string[]>> {
+  const local = (s: string) => s.startsWith(ROOT.href) ? s.slice(ROOT.href.length) : null;
+  const edges = new Map<string, string[]>();
+  for (const entry of entries) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json", new URL(entry, ROOT).href],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as Graph;
+    for (const m of graph.modules) {
+      const from = local(m.specifier);
+      if (!from) continue;
+      const to = (m.dependencies ?? []).map((d) => local(d.code?.specifier ?? "")).filter((x): x is string =>
+        !!x
+      );
+      edges.set(from, to);
+    }
+  }
+  return edges;
+}
+
+/** The layer of a file: its top folder (mod.ts is the library's entry). */
+function layer(file: string): string {
+  return file.includes("/") ? file.slice(0, file.indexOf("/")) : file;
+}
+
+/** Which layers each layer may import (itself included). */
+const ALLOWED: Record<string, string[]> = {
+  core: ["core"],
+  kernels: ["kernels", "core"],
+  model: ["model", "kernels", "core"],
+  decode: ["decode", "model", "kernels", "core"],
+  train: ["train", "decode", "model", "kernels", "core"],
+  "mod.ts": ["core", "kernels", "model", "decode", "train"],
+  cli: ["cli", "train", "decode", "model", "kernels", "core"],
+  demo: ["demo", "mod.ts", "cli"],
+  bench: ["bench", "demo", "cli", "train", "decode", "model", "kernels", "core"],
+  dev: ["dev", "cli", "train", "decode", "model", "kernels", "core"],
+};
+
+Deno.test("imports: no cycles, and every dependency points down the layers", async () => {
+  const edges = await importGraph(["mod.ts", "cli/main.ts", "demo/main.ts", "bench/main.ts"]);
+  assert.ok(edges.size > 50, `only ${edges.size} modules in the graph`);
+  // Layering.
+  const wrong: string[] = [];
+  for (const [from, tos] of edges) {
+    for (const to of tos) {
+      const allowed = ALLOWED[layer(from)];
+      assert.ok(allowed, `no layer rule for ${from}`);
+      if (!allowed.includes(layer(to))) wrong.push(`${from} → ${to}`);
+    }
+  }
+  assert.deepEqual(wrong, [], "imports against the layering");
+  // Cycles: depth-first search with colours.
+  const state = new Map<string, "open" | "done">();
+  const cycles: string[] = [];
+  const visit = (m: string, path: string[]) => {
+    if (state.get(m) === "done") return;
+    if (state.get(m) === "open") {
+      cycles.push([...path.slice(path.indexOf(m)), m].join(" → "));
+      return;
+    }
+    state.set(m, "open");
+    for (const to of edges.get(m) ?? []) visit(to, [...path, m]);
+    state.set(m, "done");
+  };
+  for (const m of edges.keys()) visit(m, []);
+  assert.deepEqual(cycles, [], "import cycles");
+});
