@@ -16,40 +16,26 @@
  */
 
 import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
-
-/** Slots of the Jacobi state tensor `st` (u32). */
-export const JACOBI_SLOTS = {
-  /** Committed length = KV cache length = position of block[0]. */
-  base: 0,
-  /** Active block length m. */
-  active: 1,
-  /** 1 once generation has stopped (EOS or budget). */
-  done: 2,
-  /** Forward passes counted while not done. */
-  forwards: 3,
-  /** PRNG draws so far. */
-  rng: 4,
-  /** Position where the current block started. */
-  blockStart: 5,
-  /** Trajectory states logged. */
-  logCount: 6,
-  /** Final committed length once done. */
-  end: 7,
-  /** Forwards in the current block so far. */
-  blockIters: 8,
-  /** Blocks started so far (the first block is 0). */
-  blocks: 9,
-} as const;
+import {
+  COMMIT_WGSL,
+  DECODE_STATE_SIZE,
+  decoderSlots,
+  PCG_WGSL,
+  pcgHash,
+  slotConstantsWgsl,
+} from "./decode_state.ts";
 
 /**
- * WGSL of `pcg(v)`: the PCG hash (Jarzynski & Olano 2020), a stateless 32-bit generator keyed by
- * seed and counter, shared by the kernels that draw guesses. {@linkcode pcgHash} is its CPU twin.
+ * Slots of the Jacobi state tensor `st` (u32): the common ones of every decoder
+ * (kernels/decode_state.ts: base = committed length = KV cache length = position of block[0],
+ * done, forwards, end, rng), then Jacobi's own:
+ * - `active`: active block length m;
+ * - `blockStart`: position where the current block started;
+ * - `logCount`: trajectory states logged;
+ * - `blockIters`: forwards in the current block so far;
+ * - `blocks`: blocks started so far (the first block is 0).
  */
-export const PCG_WGSL = `fn pcg(v: u32) -> u32 {
-  let state = v * 747796405u + 2891336453u;
-  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-  return (word >> 22u) ^ word;
-}`;
+export const JACOBI_SLOTS = decoderSlots(["active", "blockStart", "logCount", "blockIters", "blocks"]);
 
 /**
  * WGSL of `fillGuesses(known, base, r)`, shared by both Jacobi kernels: fills `block[known..N)`
@@ -96,7 +82,7 @@ fn fillGuesses(known: u32, base: u32, r0: u32) -> u32 {
 }`;
 
 /** Number of u32 slots in the state tensor. */
-export const JACOBI_STATE_SIZE = 16;
+export const JACOBI_STATE_SIZE = DECODE_STATE_SIZE;
 
 /** Words per trajectory log entry: block index, iteration in block, then the n tokens. */
 export function jacobiLogStride(n: number): number {
@@ -122,23 +108,11 @@ export const jacobiAcceptSpec: KernelSpec = {
     { name: "logCapacity", type: "u32" },
   ],
   wgsl: () => `
-const BASE = ${JACOBI_SLOTS.base}u;
-const ACTIVE = ${JACOBI_SLOTS.active}u;
-const DONE = ${JACOBI_SLOTS.done}u;
-const FORWARDS = ${JACOBI_SLOTS.forwards}u;
-const RNG = ${JACOBI_SLOTS.rng}u;
-const BLOCK_START = ${JACOBI_SLOTS.blockStart}u;
-const LOG_COUNT = ${JACOBI_SLOTS.logCount}u;
-const END = ${JACOBI_SLOTS.end}u;
-const BLOCK_ITERS = ${JACOBI_SLOTS.blockIters}u;
-const BLOCKS = ${JACOBI_SLOTS.blocks}u;
+${slotConstantsWgsl(JACOBI_SLOTS)}
 
 ${PCG_WGSL}
 
-fn isEos(t: u32) -> bool {
-  for (var i = 0u; i < EOS_COUNT; i++) { if (eos[i] == t) { return true; } }
-  return false;
-}
+${COMMIT_WGSL}
 
 ${GUESSES_WGSL}
 
@@ -173,14 +147,11 @@ fn main() {
 
   // 3. Commit block[0..a), stopping at the first EOS (kept) or at the budget.
   for (var j = 0u; j < a; j++) {
-    let pos = base + j;
-    if (pos >= P.limit) { st[DONE] = 1u; st[END] = P.limit; st[BASE] = P.limit; return; }
-    tokens[pos] = block[j];
-    if (isEos(block[j])) { st[DONE] = 1u; st[END] = pos + 1u; st[BASE] = pos + 1u; return; }
+    if (!commit(base + j, block[j])) { st[BASE] = st[END]; return; }
   }
   base = base + a;
   st[BASE] = base;
-  if (base >= P.limit) { st[DONE] = 1u; st[END] = P.limit; return; }
+  if (base >= P.limit) { stopAt(P.limit); return; }
 
   // 4. Next input: the tokens already known, then seeded guesses drawn from the context
   //    tokens[0..base) for a new block (converged: the bonus token pred[m-1] starts it) or, with
@@ -224,16 +195,17 @@ export const jacobiStartSpec: KernelSpec = {
   ],
   params: [{ name: "base", type: "u32" }, { name: "seed", type: "u32" }],
   wgsl: () => `
+${slotConstantsWgsl(JACOBI_SLOTS)}
 ${PCG_WGSL}
 ${GUESSES_WGSL}
 @compute @workgroup_size(1)
 fn main() {
   for (var i = 0u; i < ${JACOBI_STATE_SIZE}u; i++) { st[i] = 0u; }
-  st[${JACOBI_SLOTS.base}u] = P.base;
-  st[${JACOBI_SLOTS.blockStart}u] = P.base;
-  st[${JACOBI_SLOTS.active}u] = N;
+  st[BASE] = P.base;
+  st[BLOCK_START] = P.base;
+  st[ACTIVE] = N;
   block[0] = tokens[P.base];
-  st[${JACOBI_SLOTS.rng}u] = fillGuesses(1u, P.base, 0u);
+  st[RNG] = fillGuesses(1u, P.base, 0u);
 }`,
 };
 
@@ -322,13 +294,6 @@ export function jacobiAccept(step: Step, a: JacobiAcceptArgs): void {
   });
 }
 
-/** PCG hash, as in the kernel (for the CPU reference). */
-export function pcgHash(v: number): number {
-  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
-  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
-  return ((word >>> 22) ^ word) >>> 0;
-}
-
 /**
  * CPU twin of the kernels' `fillGuesses`: fills `block[known..n)` with guesses from the context
  * `tokens[0..base)` and returns the PRNG counter after its draws.
@@ -378,12 +343,17 @@ export function fillGuessesReference(
  *
  * @example
  * ```ts
- * import { JACOBI_STATE_SIZE, jacobiAcceptReference } from "./jacobi_accept.ts";
- * const st = new Uint32Array(JACOBI_STATE_SIZE); st[0] = 1; st[1] = 2; st[5] = 1;
+ * import { JACOBI_SLOTS, JACOBI_STATE_SIZE, jacobiAcceptReference } from "./jacobi_accept.ts";
+ * const st = new Uint32Array(JACOBI_STATE_SIZE);
+ * st[JACOBI_SLOTS.base] = 1;
+ * st[JACOBI_SLOTS.active] = 2;
+ * st[JACOBI_SLOTS.blockStart] = 1;
  * const tokens = new Uint32Array(8); tokens[0] = 1;
  * const block = new Uint32Array([5, 6]);
  * jacobiAcceptReference({ st, tokens, block, pred: new Uint32Array([6, 7]), eos: [2], traj: [], n: 2, limit: 8, seed: 0 });
- * // converged: tokens[1..3) = [5, 6], next block starts with the bonus token 7
+ * // Converged: tokens[1..3) = [5, 6], and the next block starts with the bonus token 7.
+ * Array.from(tokens.subarray(1, 3)); // [5, 6]
+ * block[0]; // 7
  * ```
  */
 export function jacobiAcceptReference(a: {

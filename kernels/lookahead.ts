@@ -28,36 +28,37 @@
 
 import type { KernelSpec, Step, Tensor, Variant } from "../core/mod.ts";
 import { grid1d } from "./add.ts";
-import { PCG_WGSL, pcgHash } from "./jacobi_accept.ts";
+import {
+  COMMIT_WGSL,
+  DECODE_STATE_SIZE,
+  decoderSlots,
+  PCG_WGSL,
+  pcgHash,
+  slotConstantsWgsl,
+} from "./decode_state.ts";
 
-/** Slots of the lookahead state tensor `st` (u32). */
-export const LOOKAHEAD_SLOTS = {
-  /** KV cache length = position of `lst` (block row 0). Tokens at positions ≤ base are committed. */
-  base: 0,
-  /** 1 once generation has stopped (EOS or budget). */
-  done: 1,
-  /** Decoding forwards counted while not done (prefill excluded). */
-  forwards: 2,
-  /** Exclusive end of the committed tokens once done. */
-  end: 3,
-  /** Tokens committed beyond the one guaranteed token per step (verified candidate tokens). */
-  accepted: 4,
-  /** Valid candidates in the current block (the rest are padding that can never win). */
-  valid: 5,
-  /** KV move of the last step: first source slot. */
-  moveSrc: 6,
-  /** KV move of the last step: first destination slot. */
-  moveDst: 7,
-  /** KV move of the last step: number of rows. */
-  moveCount: 8,
-  /** Steps that committed at least one verified candidate token. */
-  hitSteps: 9,
-  /** PRNG draws so far (initial window). */
-  rng: 10,
-} as const;
+/**
+ * Slots of the lookahead state tensor `st` (u32): the common ones of every decoder
+ * (kernels/decode_state.ts: base = KV cache length = position of `lst`, block row 0, so tokens at
+ * positions ≤ base are committed; done; forwards; end; rng, the draws of the initial window), then
+ * lookahead's own:
+ * - `accepted`: tokens committed beyond the one guaranteed token per step (verified candidates);
+ * - `valid`: valid candidates in the current block (the rest are padding that can never win);
+ * - `moveSrc`, `moveDst`, `moveCount`: the last step's KV move (first source and destination slot,
+ *   rows);
+ * - `hitSteps`: steps that committed at least one verified candidate token.
+ */
+export const LOOKAHEAD_SLOTS = decoderSlots([
+  "accepted",
+  "valid",
+  "moveSrc",
+  "moveDst",
+  "moveCount",
+  "hitSteps",
+]);
 
 /** Number of u32 slots in the state tensor. */
-export const LOOKAHEAD_STATE_SIZE = 16;
+export const LOOKAHEAD_STATE_SIZE = DECODE_STATE_SIZE;
 
 // ----------------------------------------------------------------------------------------------
 // Static layout (host)
@@ -272,21 +273,9 @@ export function decodePool(
 
 /** WGSL shared by the start and acceptance kernels: slots, layout, pool and the PRNG. */
 function _common(): string {
-  const S = LOOKAHEAD_SLOTS;
   return `
-const BASE = ${S.base}u;
-const DONE = ${S.done}u;
-const FORWARDS = ${S.forwards}u;
-const END = ${S.end}u;
-const ACCEPTED = ${S.accepted}u;
-const VALID = ${S.valid}u;
-const MOVE_SRC = ${S.moveSrc}u;
-const MOVE_DST = ${S.moveDst}u;
-const MOVE_COUNT = ${S.moveCount}u;
-const HIT_STEPS = ${S.hitSteps}u;
-const RNG = ${S.rng}u;
+${slotConstantsWgsl(LOOKAHEAD_SLOTS)}
 
-// PCG hash (Jarzynski & Olano 2020), as in jacobi_accept.ts.
 ${PCG_WGSL}
 
 fn windowRow(l: u32, i: u32) -> u32 { return l * WINDOW + i; }
@@ -370,25 +359,17 @@ export const lookaheadAcceptSpec: KernelSpec = {
     { name: "eos", access: "read", type: "u32" },
     { name: "pool", access: "read_write", type: "u32" }, // (V + V·G·(N−1))
   ],
-  params: [{ name: "limit", type: "u32" }, { name: "eosCount", type: "u32" }],
+  // The EOS count is a compile-time constant (variant EOS_COUNT), as in every decoder's commit step.
+  params: [{ name: "limit", type: "u32" }],
   wgsl: () =>
     `${_common()}
 
-fn isEos(t: u32) -> bool {
-  for (var i = 0u; i < P.eosCount; i++) { if (eos[i] == t) { return true; } }
-  return false;
-}
+${COMMIT_WGSL}
 
 // The token corr[k] of candidate g: t0, then the predictions at the candidate's rows.
 fn corr(g: u32, k: u32) -> u32 {
   if (k == 0u) { return pred[0]; }
   return pred[candRow(g, k - 1u)];
-}
-
-fn stop(end: u32) {
-  st[DONE] = 1u;
-  st[END] = end;
-  st[MOVE_COUNT] = 0u;
 }
 
 // Shifts n-grams j+1..last of a key down by one (dropping n-gram j).
@@ -449,14 +430,13 @@ fn main() {
   }
 
   // 2. Commit corr[0..h] at base+1.., stopping at the first EOS (kept) or at the budget.
+  // (MOVE_COUNT is still 0 here, so a stop moves no K/V.)
   for (var j = 0u; j <= h; j++) {
-    let pos = base + 1u + j;
-    if (pos >= P.limit) { stop(P.limit); return; }
-    let t = corr(best, j);
-    tokens[pos] = t;
-    if (j > 0u) { st[ACCEPTED] = st[ACCEPTED] + 1u; }
-    if (j == 1u) { st[HIT_STEPS] = st[HIT_STEPS] + 1u; }
-    if (isEos(t)) { stop(pos + 1u); return; }
+    if (base + 1u + j < P.limit && j > 0u) {
+      st[ACCEPTED] = st[ACCEPTED] + 1u;
+      if (j == 1u) { st[HIT_STEPS] = st[HIT_STEPS] + 1u; }
+    }
+    if (!commit(base + 1u + j, corr(best, j))) { return; }
   }
 
   // 3. The winner's first h rows hold the K/V of positions base+1..base+h; lst moves past them.
@@ -465,7 +445,11 @@ fn main() {
   st[MOVE_DST] = base + 1u;
   st[MOVE_COUNT] = h;
   st[BASE] = newBase;
-  if (newBase + 1u >= P.limit) { stop(P.limit); return; }
+  if (newBase + 1u >= P.limit) {
+    st[MOVE_COUNT] = 0u; // nothing left to decode, so no K/V to move
+    stopAt(P.limit);
+    return;
+  }
   let lst = corr(best, h);
 
   // 4. Pool update from the window's columns (before the shift: keys and values are this step's).
@@ -613,9 +597,9 @@ export interface LookaheadAcceptArgs {
 export function lookaheadAccept(step: Step, a: LookaheadAcceptArgs): void {
   checkLookaheadShape(a.shape);
   step.dispatch(lookaheadAcceptSpec, {
-    variant: _variant(a.shape, a.vocabSize),
+    variant: { ..._variant(a.shape, a.vocabSize), EOS_COUNT: a.eosCount },
     bindings: { st: a.st, tokens: a.tokens, block: a.block, pred: a.pred, eos: a.eos, pool: a.pool },
-    params: { limit: a.limit, eosCount: a.eosCount },
+    params: { limit: a.limit },
     workgroups: [1],
   });
 }
@@ -687,12 +671,16 @@ export interface LookaheadAcceptReferenceArgs {
  * ```ts
  * import { LOOKAHEAD_STATE_SIZE, lookaheadAcceptReference } from "./lookahead.ts";
  * const shape = { ngram: 3, window: 1, guesses: 1 }; // rows: lst, level 1, candidate (2 tokens)
- * const st = new Uint32Array(LOOKAHEAD_STATE_SIZE); st[5] = 1; // one valid candidate
+ * import { LOOKAHEAD_SLOTS } from "./lookahead.ts";
+ * const st = new Uint32Array(LOOKAHEAD_STATE_SIZE);
+ * st[LOOKAHEAD_SLOTS.valid] = 1; // one valid candidate
  * const tokens = new Uint32Array(16);
  * const block = new Uint32Array([4, 9, 5, 6]);
  * const pred = new Uint32Array([5, 1, 6, 7]);
  * lookaheadAcceptReference({ st, tokens, block, pred, pool: new Map(), eos: [], shape, vocabSize: 16, limit: 16 });
- * // tokens[1..4) = [5, 6, 7]; base = 3; the next lst is 7
+ * Array.from(tokens.subarray(1, 4)); // [5, 6, 7]
+ * st[LOOKAHEAD_SLOTS.base]; // 3
+ * block[0]; // 7 (the next lst)
  * ```
  */
 export function lookaheadAcceptReference(a: LookaheadAcceptReferenceArgs): void {

@@ -61,3 +61,4 @@ export * from "./adamw.ts";
 export * from "./grad_norm.ts";
 export * from "./jacobi_accept.ts";
 export * from "./lookahead.ts";
+export * from "./decode_state.ts";

@@ -20,8 +20,11 @@
  * few 1e-7 rad at any position up to 65535 (beyond that the error grows like an f32 product).
  * Measured against an f64 reference with |x| ≤ 1 on llvmpipe: max |error| ~1.1e-6 at base 0, 1000,
  * 4000, 20000 and 65000 alike (a plain f32 angle is off by 2.4e-4 rad at 4000, 3.9e-3 at 65000).
- * The split table is a small tensor built once per (D, theta, scale) and device; it is shared with
- * the backward kernel (rope_backward.ts), so its layout is part of the contract.
+ * The split table is a small tensor built once per (D, theta, scale) and device.
+ *
+ * The backward (rope_backward.ts) is this same kernel with variant `INV`: a rotation's transpose is
+ * the rotation by minus the angle, so it negates the sine and nothing else, and forward and backward
+ * rotate by exactly the same f32 angle.
  *
  * @module
  */
@@ -33,14 +36,15 @@ const WG = 64;
 
 /**
  * Rotary embedding of `rows × heads` head vectors, one invocation per rotated pair (t, h, i).
- * Variant `REL` adds the `rel` binding (per-row position offsets).
+ * Variant `REL` adds the `rel` binding (per-row position offsets); variant `INV` rotates by minus
+ * the angle (the transpose, used by the backward).
  *
  * @example Dispatching the spec directly (prefer {@linkcode ropeForward})
  * ```ts ignore
  * const n = T * H * (D / 2);
  * const { workgroups, rowStride } = grid1d(n, 64);
  * step.dispatch(ropeSpec, {
- *   variant: { WG: 64, REL: false },
+ *   variant: { WG: 64, REL: false, INV: false },
  *   bindings: { x, out, state, table: ropeTable(gpu, D, 10000, 1) },
  *   params: { n, rowStride, heads: H, half: D / 2, baseSlot: 0, toCache: 0, outRows: T },
  *   workgroups,
@@ -88,7 +92,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   turns = turns - round(turns); // [-0.5, 0.5]
   let angle = turns * TWO_PI;
   let c = cos(angle);
-  let s = sin(angle);
+  let s = ${variant.INV ? "-sin(angle); // the transpose: minus the angle" : "sin(angle);"}
   let D = 2u * P.half;
   let src = th * D + i;
   let dst = (outRow * P.heads + (th - t * P.heads)) * D + i;
@@ -163,6 +167,8 @@ export interface RopeOptions {
   relPositions?: Tensor;
   /** Write row t to output row base + t (a KV cache) instead of row t (default false). */
   toCache?: boolean;
+  /** Rotate by minus the angle: the transpose, i.e. the backward (default false). */
+  inverse?: boolean;
 }
 
 /**
@@ -185,28 +191,44 @@ export interface RopeOptions {
  * ```
  */
 export function ropeForward(step: Step, x: Tensor, out: Tensor, state: Tensor, options: RopeOptions): void {
+  recordRope("ropeForward", step, x, out, state, options);
+}
+
+/** Records {@linkcode ropeSpec} after the checks; `fn` names the caller in errors. */
+export function recordRope(
+  fn: string,
+  step: Step,
+  x: Tensor,
+  out: Tensor,
+  state: Tensor,
+  options: RopeOptions,
+): void {
   const { baseSlot, theta, heads, headDim } = options;
   const scale = options.scale ?? 1;
   const rows = options.rows ?? x.shape[0];
   const rowSize = heads * headDim;
-  checkRopeArgs("ropeForward", headDim, theta, scale, state, baseSlot);
+  checkRopeArgs(fn, headDim, theta, scale, state, baseSlot);
   if (x.dtype !== "f32" || out.dtype !== "f32") {
-    throw new TypeError(`ropeForward: x "${x.label}" and out "${out.label}" must be f32`);
+    throw new TypeError(`${fn}: x "${x.label}" and out "${out.label}" must be f32`);
+  }
+  if (!Number.isInteger(rows) || rows < 0) {
+    throw new RangeError(`${fn}: rows must be a whole number, not ${rows}`);
+  }
+  if (x.buffer === out.buffer) {
+    throw new RangeError(`${fn}: out "${out.label}" must be a different tensor from x`);
   }
   if (
     x.size < rows * rowSize || out.size % rowSize !== 0 || (!options.toCache && out.size < rows * rowSize)
   ) {
     throw new RangeError(
-      `ropeForward: x "${x.label}" [${x.shape.join(", ")}] and out "${out.label}" [${
-        out.shape.join(", ")
-      }] ` +
+      `${fn}: x "${x.label}" [${x.shape.join(", ")}] and out "${out.label}" [${out.shape.join(", ")}] ` +
         `do not hold ${rows} rows of ${heads} heads × ${headDim}`,
     );
   }
   const rel = options.relPositions;
   if (rel && (rel.dtype !== "u32" || rel.size < rows)) {
     throw new RangeError(
-      `ropeForward: relPositions "${rel.label}" must be u32 with at least ${rows} elements`,
+      `${fn}: relPositions "${rel.label}" must be u32 with at least ${rows} elements`,
     );
   }
   if (rows === 0 || heads === 0) return;
@@ -215,7 +237,7 @@ export function ropeForward(step: Step, x: Tensor, out: Tensor, state: Tensor, o
   const { workgroups, rowStride } = grid1d(n, WG);
   const table = ropeTable(step.gpu, headDim, theta, scale);
   step.dispatch(ropeSpec, {
-    variant: { WG, REL: rel !== undefined },
+    variant: { WG, REL: rel !== undefined, INV: options.inverse === true },
     bindings: rel ? { x, out, state, table, rel } : { x, out, state, table },
     params: {
       n,
@@ -244,6 +266,8 @@ export interface RopeReferenceOptions {
   base: number;
   /** Per-row offsets; row t is at base + relPositions[t] (default t). */
   relPositions?: Uint32Array;
+  /** Rotate by minus the angle (the transpose; default false). */
+  inverse?: boolean;
 }
 
 /**
@@ -273,7 +297,7 @@ export function ropeReference(x: Float32Array, options: RopeReferenceOptions): F
         const freq = Math.pow(theta, (-2 * i) / D);
         const angle = (pos / scale) * freq;
         const c = Math.cos(angle);
-        const s = Math.sin(angle);
+        const s = options.inverse ? -Math.sin(angle) : Math.sin(angle);
         out[o + i] = x[o + i] * c - x[o + i + half] * s;
         out[o + i + half] = x[o + i + half] * c + x[o + i] * s;
       }

@@ -126,7 +126,11 @@ function instrument(ex: Example): string {
   const code = ex.code.split("\n").map((line, k) => {
     const fixed = line.replace(/from "(\.{1,2}\/[^"]+)"/g, (_, rel) => `from "${new URL(rel, dir).href}"`);
     const m = /^(\s*)(.*?);\s*\/\/\s*(.+)$/.exec(fixed);
-    if (!m || /^(const|let|var|import|export|for|if|return)\b/.test(m[2])) return fixed;
+    // Declarations, statements and assignments are not claims (their comments are notes).
+    if (!m) return fixed;
+    const statement = /^(const|let|var|import|export|for|if|return)\b/.test(m[2]) ||
+      /^[\w.$[\]]+\s*(?:[-+*/%|&^]|<<|>>>?)?=(?!=)/.test(m[2]);
+    if (statement) return fixed;
     claims++;
     const where = JSON.stringify(`${ex.file}:${ex.line + 1 + k}`);
     const log = /^console\.log\((.*)\)$/.exec(m[2]);
