@@ -41,7 +41,8 @@ import { DEMO_MAX_VALUE } from "./demo_models.ts";
 import { compareBaseAndCllm, type Comparison, standardRuns } from "./gsm8k_compare.ts";
 import { generateProblems, problemsToJsonl } from "./gsm_synth.ts";
 
-const HELP = `Usage: deno task make-models [--name gsm-tiny] [--work .make-models] [--out models] [options]
+const HELP =
+  `Usage: deno task make-models [--name gsm-tiny] [--work .make-models] [--out demo/models] [options]
 
 Options:
   --problems N           training problems (default 60000)
