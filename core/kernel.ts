@@ -40,21 +40,21 @@ export type Variant = Record<string, number | string | boolean>;
  * order from binding 1, then `const` lines for every numeric or boolean variant field, so the body
  * refers to them by name.
  */
-export interface KernelSpec {
+export interface KernelSpec<V extends Variant = Variant> {
   /** Kernel name, used in labels and error messages. */
   name: string;
   /** Storage bindings, in binding order. A binding's type may depend on the variant. */
-  bindings: readonly BindingSpec[] | ((variant: Variant) => readonly BindingSpec[]);
+  bindings: readonly BindingSpec[] | ((variant: V) => readonly BindingSpec[]);
   /** Scalar parameters, in struct order. */
   params: readonly ParamSpec[];
   /** The WGSL body (entry point `main`) for a variant. */
-  wgsl: (variant: Variant) => string;
+  wgsl: (variant: V) => string;
 }
 
 /** A compiled variant of a kernel. */
 export interface CompiledKernel {
   /** The spec it came from. */
-  spec: KernelSpec;
+  spec: KernelSpec<never>;
   /** The variant it was compiled for. */
   variant: Variant;
   /** `name[key=value,...]`, used in labels and errors. */
@@ -74,7 +74,11 @@ export interface CompiledKernel {
 let nextKernelId = 1;
 
 /** Builds the full WGSL source of a kernel variant: preamble + body. Exposed for tests and docs. */
-export function kernelSource(spec: KernelSpec, variant: Variant, bindings: readonly BindingSpec[]): string {
+export function kernelSource<V extends Variant>(
+  spec: KernelSpec<V>,
+  variant: V,
+  bindings: readonly BindingSpec[],
+): string {
   const lines: string[] = [];
   const usesF16 = bindings.some((b) => (b.type ?? "f32").includes("f16")) || variant.f16 === true;
   if (usesF16) lines.push("enable f16;");
@@ -117,12 +121,16 @@ function variantLabel(name: string, variant: Variant): string {
  * console.log(compiled.label); // add[WG=64]
  * ```
  */
-export function compileKernel(gpu: Gpu, spec: KernelSpec, variant: Variant = {}): CompiledKernel {
+export function compileKernel<V extends Variant>(
+  gpu: Gpu,
+  spec: KernelSpec<V>,
+  variant: V = {} as V,
+): CompiledKernel {
   let cache = gpu.caches.get("kernels") as Map<string, CompiledKernel> | undefined;
   if (!cache) gpu.caches.set("kernels", cache = new Map());
   const label = variantLabel(spec.name, variant);
   const hit = cache.get(label);
-  if (hit && hit.spec === spec) return hit;
+  if (hit && hit.spec === (spec as KernelSpec<never>)) return hit;
   const bindings = typeof spec.bindings === "function" ? spec.bindings(variant) : spec.bindings;
   const code = kernelSource(spec, variant, bindings);
   const device = gpu.device;

@@ -20,9 +20,9 @@ import { Tensor } from "./tensor.ts";
 export type BindingArg = Tensor | { tensor: Tensor; offset: number; size: number };
 
 /** Arguments of one dispatch. */
-export interface DispatchArgs {
-  /** Compile-time variant (default `{}`). */
-  variant?: Variant;
+export interface DispatchArgs<V extends Variant = Variant> {
+  /** Compile-time variant (default `{}`), typed by the kernel's spec. */
+  variant?: V;
   /** Tensors for each storage binding, by binding name. */
   bindings: Record<string, BindingArg>;
   /** Scalar parameters by name; every declared parameter must be given. */
@@ -158,7 +158,7 @@ export class Step {
    * workgroups, a tensor too small for its binding range) throw at once, naming the kernel; the
    * step is then abandoned (nothing of it runs), so the next step can open.
    */
-  dispatch(spec: KernelSpec, args: DispatchArgs): void {
+  dispatch<V extends Variant>(spec: KernelSpec<V>, args: DispatchArgs<V>): void {
     if (this.#submitted) throw new Error(`Step "${this.label}" was already submitted`);
     try {
       this.#dispatch(spec, args);
@@ -197,9 +197,9 @@ export class Step {
     openSteps--;
   }
 
-  #dispatch(spec: KernelSpec, args: DispatchArgs): void {
+  #dispatch<V extends Variant>(spec: KernelSpec<V>, args: DispatchArgs<V>): void {
     const gpu = this.gpu;
-    const kernel = compileKernel(gpu, spec, args.variant ?? {});
+    const kernel = compileKernel(gpu, spec, args.variant ?? ({} as V));
     const [x, y = 1, z = 1] = args.workgroups;
     const maxWg = gpu.limits.maxComputeWorkgroupsPerDimension;
     for (const n of [x, y, z]) {

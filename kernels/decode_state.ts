@@ -28,6 +28,9 @@ export const DECODE_SLOTS = {
 /** Number of u32 slots in every decoder's state tensor. */
 export const DECODE_STATE_SIZE = 16;
 
+/** A decoder's slot table: the common slots and the decoder's own, by name. */
+export type DecoderSlots<K extends string> = typeof DECODE_SLOTS & { readonly [k in K]: number };
+
 /**
  * A decoder's slot table: the common slots, then `own` slots numbered from the first free index.
  *
@@ -37,9 +40,7 @@ export const DECODE_STATE_SIZE = 16;
  * decoderSlots(["active", "blocks"]); // { base: 0, done: 1, forwards: 2, end: 3, rng: 4, active: 5, blocks: 6 }
  * ```
  */
-export function decoderSlots<const K extends string>(
-  own: readonly K[],
-): typeof DECODE_SLOTS & { readonly [k in K]: number } {
+export function decoderSlots<const K extends string>(own: readonly K[]): DecoderSlots<K> {
   const first = Object.keys(DECODE_SLOTS).length;
   if (first + own.length > DECODE_STATE_SIZE) {
     throw new RangeError(
@@ -49,7 +50,7 @@ export function decoderSlots<const K extends string>(
   return Object.freeze({
     ...DECODE_SLOTS,
     ...Object.fromEntries(own.map((k, i) => [k, first + i])),
-  }) as typeof DECODE_SLOTS & { readonly [k in K]: number };
+  }) as DecoderSlots<K>;
 }
 
 /**

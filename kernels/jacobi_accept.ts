@@ -19,6 +19,7 @@ import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
 import {
   COMMIT_WGSL,
   DECODE_STATE_SIZE,
+  type DecoderSlots,
   decoderSlots,
   PCG_WGSL,
   pcgHash,
@@ -35,7 +36,8 @@ import {
  * - `blockIters`: forwards in the current block so far;
  * - `blocks`: blocks started so far (the first block is 0).
  */
-export const JACOBI_SLOTS = decoderSlots(["active", "blockStart", "logCount", "blockIters", "blocks"]);
+export const JACOBI_SLOTS: DecoderSlots<"active" | "blockStart" | "logCount" | "blockIters" | "blocks"> =
+  decoderSlots(["active", "blockStart", "logCount", "blockIters", "blocks"]);
 
 /**
  * WGSL of `fillGuesses(known, base, r)`, shared by both Jacobi kernels: fills `block[known..N)`

@@ -31,6 +31,7 @@ import { grid1d } from "./add.ts";
 import {
   COMMIT_WGSL,
   DECODE_STATE_SIZE,
+  type DecoderSlots,
   decoderSlots,
   PCG_WGSL,
   pcgHash,
@@ -48,7 +49,9 @@ import {
  *   rows);
  * - `hitSteps`: steps that committed at least one verified candidate token.
  */
-export const LOOKAHEAD_SLOTS = decoderSlots([
+export const LOOKAHEAD_SLOTS: DecoderSlots<
+  "accepted" | "valid" | "moveSrc" | "moveDst" | "moveCount" | "hitSteps"
+> = decoderSlots([
   "accepted",
   "valid",
   "moveSrc",

@@ -31,7 +31,7 @@
  * @module
  */
 
-import type { Gpu, KernelSpec, Step, Tensor, Variant } from "../core/mod.ts";
+import type { Gpu, KernelSpec, Step, Tensor } from "../core/mod.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Variants
@@ -47,7 +47,7 @@ import type { Gpu, KernelSpec, Step, Tensor, Variant } from "../core/mod.ts";
 export type MatmulLayout = "nt" | "nn" | "tn";
 
 /** The register-blocking choices of a matmul variant, the part an adapter table can tune. */
-export interface MatmulTiling {
+export type MatmulTiling = {
   /** Output rows per invocation, shared by the whole workgroup (a multiple of 4 for `tn`). */
   R: number;
   /** Output columns per invocation (a multiple of 4 for `nn` and `tn`). */
@@ -61,10 +61,10 @@ export interface MatmulTiling {
    * vec4 per lane. A device whose subgroups differ gets NaN outputs, never a wrong product.
    */
   SGS: number;
-}
+};
 
 /** A full matmul variant: the tiling plus what the shapes and dtypes dictate. */
-export interface MatmulVariant extends MatmulTiling {
+export type MatmulVariant = MatmulTiling & {
   /** The product's layout. */
   LAYOUT: MatmulLayout;
   /** A's row length is a multiple of 4, so A is read as `vec4<f32>`; otherwise element by element. */
@@ -73,7 +73,7 @@ export interface MatmulVariant extends MatmulTiling {
   VB: boolean;
   /** B holds f16 values (read as packed u32 words with `unpack2x16float`; accumulation is f32). */
   F16: boolean;
-}
+};
 
 /**
  * The subgroup size of an llvmpipe adapter: one lane per 32 bits of its vector width, which its
@@ -197,8 +197,7 @@ const XYZW = "xyzw";
  * products measured ~1.6× faster on llvmpipe than vec4 accumulators updated with scalar × vec4,
  * because the accumulators live in spill slots and each update reloads and stores them.
  */
-function wgslOf(variant: Variant): string {
-  const v = variant as unknown as MatmulVariant;
+function wgslOf(v: MatmulVariant): string {
   const { LAYOUT: layout, R, C, SG, SGS } = v;
   const CV = C / 4; // vec4 column groups per invocation (nn, tn)
   const lines: string[] = [];
@@ -331,10 +330,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * Bindings: `a` (read), `b` (read; packed f16 pairs as u32 words when `F16`), `y` (read-write).
  * Parameters: M, N, K and `acc` (1: add to y). Dispatch: ceil(N / (WG·C)) × ceil(M / R) workgroups.
  */
-export const matmulSpec: KernelSpec = {
+export const matmulSpec: KernelSpec<MatmulVariant> = {
   name: "matmul",
-  bindings: (variant) => {
-    const v = variant as unknown as MatmulVariant;
+  bindings: (v) => {
     return [
       { name: "a", access: "read", type: v.VA ? "vec4<f32>" : "f32" },
       { name: "b", access: "read", type: v.F16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32" },
@@ -419,7 +417,7 @@ function dispatchMatmul(
   const variant = matmulVariant(step.gpu, layout, M, N, K, b.dtype === "f16", opts.variant);
   const workgroups: [number, number] = [Math.ceil(N / (variant.WG * variant.C)), Math.ceil(M / variant.R)];
   step.dispatch(matmulSpec, {
-    variant: variant as unknown as Variant,
+    variant,
     bindings: { a, b, y },
     params: { M, N, K, acc: opts.accumulate ? 1 : 0 },
     workgroups,
