@@ -8,13 +8,7 @@
  */
 
 import type { Gpu } from "../core/mod.ts";
-import {
-  generateGreedy,
-  generateJacobi,
-  generateLookahead,
-  type GenerationResult,
-  runToEnd,
-} from "../decode/mod.ts";
+import { decode, type Decoder, decoderLabel, type ReadbackOptions, runToEnd } from "../decode/mod.ts";
 import { convertLlama2c, directoryFiles, loadPretrained } from "../model/mod.ts";
 
 const SHARED = new URL("../../shared/models/stories260K/", import.meta.url).pathname;
@@ -38,35 +32,17 @@ export async function runDecodeBench(gpu: Gpu): Promise<unknown> {
     const p = await loadPretrained(gpu, directoryFiles(`${dir}/m`), { maxLength: 512 });
     const prompts = PROMPTS.map((t) => p.tokenizer.encode(t));
     const common = { maxNewTokens: 128, eosIds: [] as number[] }; // no EOS: every loop makes 128 tokens
-    const loops: [string, (prompt: number[]) => AsyncGenerator<number[], GenerationResult>][] = [
+    // Each decoder with its default (adaptive, GPU-resident) cadence and with a readback after
+    // every iteration, the loop the GPU-resident design replaces.
+    const perIteration: ReadbackOptions = { iterationsPerReadback: 1, iterationsBehindReadback: 0 };
+    const decoders: Decoder[] = [{ kind: "ar" }, { kind: "jacobi", blockSize: 8 }, { kind: "lookahead" }];
+    const loops: [string, (prompt: number[]) => ReturnType<typeof decode>][] = decoders.flatMap((d) =>
       [
-        "ar (GPU-resident, 16 per readback)",
-        (x) => generateGreedy(p.model, x, { ...common, iterationsPerReadback: 16 }),
-      ],
-      [
-        "ar (readback per token)",
-        (x) =>
-          generateGreedy(p.model, x, { ...common, iterationsPerReadback: 1, iterationsBehindReadback: 0 }),
-      ],
-      [
-        "jacobi n=8 (GPU-resident, 8 per readback)",
-        (x) => generateJacobi(p.model, x, { ...common, blockSize: 8, iterationsPerReadback: 8 }),
-      ],
-      [
-        "jacobi n=8 (readback per iteration)",
-        (x) =>
-          generateJacobi(p.model, x, {
-            ...common,
-            blockSize: 8,
-            iterationsPerReadback: 1,
-            iterationsBehindReadback: 0,
-          }),
-      ],
-      [
-        "lookahead N4 W5 G5 (GPU-resident)",
-        (x) => generateLookahead(p.model, x, { ...common, iterationsPerReadback: 8 }),
-      ],
-    ];
+        [`${decoderLabel(d)} (GPU-resident)`, (x: number[]) => decode(p.model, x, d, common)],
+        [`${decoderLabel(d)} (readback per iteration)`, (x: number[]) =>
+          decode(p.model, x, d, { ...common, ...perIteration })],
+      ] as [string, (prompt: number[]) => ReturnType<typeof decode>][]
+    );
     for (const [, loop] of loops) await runToEnd(loop(prompts[0].slice(0, 3))); // compile pipelines
     const figures: Record<
       string,
