@@ -77,3 +77,40 @@ export class Progress {
     if (this.#tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
   }
 }
+
+/** A training log entry, as far as the progress line needs it. */
+interface LoggedStep {
+  step: number;
+  arLoss: number;
+  consistencyLoss: number;
+  tokensPerSecond: number;
+  gflops: number;
+}
+
+/**
+ * A progress bar for `train`'s log callback: created at the first entry (which brings the total),
+ * one line per entry with the losses and throughput (`line` overrides what it shows).
+ *
+ * @example
+ * ```ts ignore
+ * const progress = trainingProgress("train");
+ * await train(p, items, { ...options, onLog: progress.onLog });
+ * progress.done();
+ * ```
+ */
+export function trainingProgress<E extends LoggedStep>(
+  label: string,
+  line: (e: E) => string = (e) =>
+    `ar ${e.arLoss.toFixed(3)} cons ${e.consistencyLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s ${
+      e.gflops.toFixed(2)
+    } GFLOP/s`,
+): { onLog: (e: E, total: number) => void; done: () => void } {
+  let bar: Progress | null = null;
+  return {
+    onLog: (e, total) => {
+      bar ??= new Progress(label, total, "steps");
+      bar.update(e.step, line(e));
+    },
+    done: () => (bar as Progress | null)?.done(),
+  };
+}

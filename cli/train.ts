@@ -10,10 +10,10 @@ import { directoryFiles, FormatError, loadPretrained, loadTokenizer } from "../m
 import { findLatestCheckpoint } from "../train/checkpoint.ts";
 import { encodeDocuments, readGsm8k } from "../train/gsm8k_eval.ts";
 import { readTrajectories } from "../train/trajectory_file.ts";
-import { type LogEntry, train, type TrainItem, type TrainResult } from "../train/trainer.ts";
+import { train, type TrainItem, type TrainResult } from "../train/trainer.ts";
 import { writeRandomModel } from "../train/random_init.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
-import { Progress } from "./progress.ts";
+import { trainingProgress } from "./progress.ts";
 
 const TRAIN_HELP = `Usage: deno task cllm train --model DIR --trajectories FILE --out DIR [options]
 
@@ -45,24 +45,6 @@ Options:
   --lr X                   peak learning rate (default 1e-3)
   --batch B                windows per step (default 8)
   --checkpoint-every N, --log-every K, --seed S, --resume as for train`;
-
-function reporter(label: string) {
-  let bar: Progress | null = null;
-  return {
-    onLog(e: LogEntry, total: number) {
-      bar ??= new Progress(label, total, "steps");
-      bar.update(
-        e.step,
-        `ar ${e.arLoss.toFixed(3)} cons ${e.consistencyLoss.toFixed(3)} ${
-          e.tokensPerSecond.toFixed(0)
-        } tok/s ${e.gflops.toFixed(2)} GFLOP/s`,
-      );
-    },
-    done() {
-      bar?.done();
-    },
-  };
-}
 
 function stopOnCtrlC(): { shouldStop: () => boolean; dispose: () => void } {
   let stop = false;
@@ -172,7 +154,7 @@ export async function trainCommand(args: string[]): Promise<void> {
     min: 1,
   });
   const ctrlC = stopOnCtrlC();
-  const report = reporter("train");
+  const report = trainingProgress("train");
   try {
     const result = await train(pretrained, items, {
       out,
@@ -251,7 +233,7 @@ export async function pretrainCommand(args: string[]): Promise<void> {
   const gpu = await requestGpu();
   const pretrained = await loadPretrained(gpu, directoryFiles(initDir), { maxRows: 64 });
   const ctrlC = stopOnCtrlC();
-  const report = reporter("pretrain");
+  const report = trainingProgress("pretrain");
   try {
     const result = await train(pretrained, items, {
       out,

@@ -18,12 +18,15 @@
  * @module
  */
 
-import { type ReadData, readTensors, Step, type Tensor } from "../core/mod.ts";
+import { type ReadData, readTensors, Step, Tensor } from "../core/mod.ts";
+import { DECODE_SLOTS, DECODE_STATE_SIZE } from "../kernels/decode_state.ts";
+import type { ForwardArgs } from "../model/mod.ts";
 import { type Cadence, timedRead } from "./cadence.ts";
 import {
   type CausalLM,
   closeSession,
   type DecodeSession,
+  eosTensor,
   type GenerateOptions,
   type GenerationStats,
   makeStats,
@@ -182,4 +185,63 @@ export async function* runGpuDecoder<R>(
     for (const t of owned) t.destroy();
     closeSession(s);
   }
+}
+
+/**
+ * The buffers of a decoder whose loop runs a block of rows per iteration (Jacobi, lookahead): the
+ * loop state (kernels/decode_state.ts), the block's input tokens, their greedy predictions, the
+ * logits and the stop tokens.
+ */
+export interface BlockBuffers {
+  /** Loop state (u32, {@linkcode DECODE_STATE_SIZE}). */
+  st: Tensor;
+  /** Input tokens of the block (u32, rows). */
+  block: Tensor;
+  /** Greedy prediction after each row (u32, rows). */
+  pred: Tensor;
+  /** (rows, V) logits. */
+  logits: Tensor;
+  /** Stop tokens (u32, ≥ 1). */
+  eos: Tensor;
+  /** All of them, for the skeleton to free. */
+  all: Tensor[];
+}
+
+/** Allocates the {@linkcode BlockBuffers} of a decoder named `name` with `rows` rows per forward. */
+export function blockBuffers(
+  model: CausalLM,
+  name: string,
+  rows: number,
+  eosIds: readonly number[],
+): BlockBuffers {
+  const gpu = model.gpu;
+  const st = new Tensor(gpu, [DECODE_STATE_SIZE], "u32", `${name} state`);
+  const block = new Tensor(gpu, [rows], "u32", `${name} block`);
+  const pred = new Tensor(gpu, [rows], "u32", `${name} predictions`);
+  const logits = new Tensor(gpu, [rows, model.config.vocabSize], "f32", `${name} logits`);
+  const eos = eosTensor(gpu, eosIds);
+  return { st, block, pred, logits, eos, all: [st, block, pred, logits, eos] };
+}
+
+/**
+ * Records a forward over the block at the committed position (`st[base]`, read on the GPU) and
+ * the greedy prediction of every row into `pred`; `extra` adds per-row positions and a mask.
+ */
+export function recordBlockForward(
+  step: Step,
+  s: DecodeSession,
+  b: BlockBuffers,
+  rows: number,
+  extra: Pick<ForwardArgs, "relPositions" | "mask"> = {},
+): void {
+  s.model.forward(step, {
+    tokens: b.block,
+    tokenOffset: 0,
+    rows,
+    position: { state: b.st, slot: DECODE_SLOTS.base },
+    cache: s.cache,
+    logits: b.logits,
+    ...extra,
+  });
+  s.model.argmax(step, b.logits, b.pred, 0);
 }

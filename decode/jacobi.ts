@@ -27,16 +27,10 @@ import {
   jacobiLogStride,
   jacobiStart,
 } from "../kernels/jacobi_accept.ts";
-import {
-  type CausalLM,
-  eosTensor,
-  type GenerateOptions,
-  type GenerationResult,
-  type GenerationStats,
-} from "./generation.ts";
+import type { CausalLM, GenerateOptions, GenerationResult, GenerationStats } from "./generation.ts";
 import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
 import { decoderLabel } from "./decoder.ts";
-import { type GpuLoop, runGpuDecoder } from "./gpu_loop.ts";
+import { blockBuffers, type GpuLoop, recordBlockForward, runGpuDecoder } from "./gpu_loop.ts";
 import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
 
 /** Options of Jacobi decoding. */
@@ -114,27 +108,15 @@ export function generateJacobi(
     cadence,
     overshoot: n,
     setup(s) {
-      const gpu = model.gpu;
       const P = s.promptLength;
       const limit = P + budget;
-      const st = new Tensor(gpu, [JACOBI_STATE_SIZE], "u32", "jacobi state");
-      const block = new Tensor(gpu, [n], "u32", "jacobi block");
-      const pred = new Tensor(gpu, [n], "u32", "jacobi predictions");
-      const logits = new Tensor(gpu, [n, model.config.vocabSize], "f32", "jacobi logits");
-      const eos = eosTensor(gpu, eosIds);
-      const traj = new Tensor(gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
+      const b = blockBuffers(model, "jacobi", n, eosIds);
+      const { st, block, pred, eos } = b;
+      const traj = new Tensor(model.gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
       const loop: GpuLoop = {
         start: (step) => jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses }),
         iterate: (step) => {
-          model.forward(step, {
-            tokens: block,
-            tokenOffset: 0,
-            rows: n,
-            position: { state: st, slot: JACOBI_SLOTS.base },
-            cache: s.cache,
-            logits,
-          });
-          model.argmax(step, logits, pred, 0);
+          recordBlockForward(step, s, b, n);
           jacobiAccept(step, {
             st,
             tokens: s.tokens,
@@ -161,7 +143,7 @@ export function generateJacobi(
         // re-committed by block 0, hence the + 1.
         useful: (known, pending) => limit - (P + known) + 1 - pending,
       };
-      return { loop, owned: [st, block, pred, logits, eos, traj] };
+      return { loop, owned: [...b.all, traj] };
     },
     forwards: (last) => 1 + (last.length ? last[0][JACOBI_SLOTS.forwards] : 0),
     finish(common, last) {

@@ -36,16 +36,10 @@ import {
   lookaheadStart,
   promptPool,
 } from "../kernels/lookahead.ts";
-import {
-  type CausalLM,
-  eosTensor,
-  type GenerateOptions,
-  type GenerationResult,
-  type GenerationStats,
-} from "./generation.ts";
+import type { CausalLM, GenerateOptions, GenerationResult, GenerationStats } from "./generation.ts";
 import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
 import { decoderLabel } from "./decoder.ts";
-import { type GpuLoop, runGpuDecoder } from "./gpu_loop.ts";
+import { blockBuffers, type GpuLoop, recordBlockForward, runGpuDecoder } from "./gpu_loop.ts";
 
 /** Options of lookahead decoding. */
 export interface LookaheadOptions extends GenerateOptions, ReadbackOptions {
@@ -131,31 +125,18 @@ export function generateLookahead(
       const gpu = model.gpu;
       const P = s.promptLength;
       const limit = P + budget;
-      const st = new Tensor(gpu, [LOOKAHEAD_STATE_SIZE], "u32", "lookahead state");
-      const block = new Tensor(gpu, [T], "u32", "lookahead block");
-      const pred = new Tensor(gpu, [T], "u32", "lookahead predictions");
-      const logits = new Tensor(gpu, [T, V], "f32", "lookahead logits");
+      const b = blockBuffers(model, "lookahead", T, eosIds);
+      const { st, block, pred, eos } = b;
       const relPositions = Tensor.from(gpu, layout.relPositions, [T], "lookahead positions");
       const mask = Tensor.from(gpu, layout.mask, [T, layout.maskWords], "lookahead mask");
       const pool = Tensor.from(gpu, encodePool(promptPool(prompt, shape), V, shape), [
         V * (1 + shape.guesses * (shape.ngram - 1)),
       ], "lookahead pool");
-      const eos = eosTensor(gpu, eosIds);
       const loop: GpuLoop = {
         start: (step) =>
           lookaheadStart(step, { st, tokens: s.tokens, block, pool, shape, vocabSize: V, base: P, seed }),
         iterate: (step) => {
-          model.forward(step, {
-            tokens: block,
-            tokenOffset: 0,
-            rows: T,
-            position: { state: st, slot: LOOKAHEAD_SLOTS.base },
-            cache: s.cache,
-            logits,
-            relPositions,
-            mask,
-          });
-          model.argmax(step, logits, pred, 0);
+          recordBlockForward(step, s, b, T, { relPositions, mask });
           lookaheadAccept(step, {
             st,
             tokens: s.tokens,
@@ -179,7 +160,7 @@ export function generateLookahead(
         // Every step commits at least one token until done.
         useful: (known, pending) => limit - (P + known) - pending,
       };
-      return { loop, owned: [st, block, pred, logits, relPositions, mask, pool, eos] };
+      return { loop, owned: [...b.all, relPositions, mask, pool] };
     },
     forwards: (last) => 1 + (last.length ? last[0][LOOKAHEAD_SLOTS.forwards] : 0),
     finish(common, last) {

@@ -24,18 +24,16 @@ import {
   formatPrompt,
   loadPretrained,
   loadTokenizer,
-  type LogEntry,
   readGsm8k,
   readTrajectories,
   requestGpu,
   saveModel,
   train,
   type TrainItem,
-  type TrainOptions,
   writeRandomModel,
 } from "../mod.ts";
 import { numberOption, parse } from "../cli/args.ts";
-import { Progress } from "../cli/progress.ts";
+import { Progress, trainingProgress } from "../cli/progress.ts";
 import { trainBpe, writeTokenizer } from "./bpe.ts";
 import { DEMO_MAX_VALUE } from "./demo_models.ts";
 import { compareBaseAndCllm, type Comparison, standardRuns } from "./gsm8k_compare.ts";
@@ -77,14 +75,7 @@ export const DEMO_CONFIG = {
   eos_token_id: 2,
 };
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const exists = (path: string): Promise<boolean> => Deno.stat(path).then(() => true, () => false);
 
 /** The newest complete checkpoint of a training run's folder. */
 async function latest(out: string): Promise<string> {
@@ -93,21 +84,6 @@ async function latest(out: string): Promise<string> {
     throw new Error(`No complete checkpoint in ${out}; delete the folder to start that stage again`);
   }
   return found.dir;
-}
-
-/** A progress bar for `train`'s log. */
-function trainingProgress(
-  label: string,
-  line: (e: LogEntry) => string,
-): Pick<TrainOptions, "onLog"> & { done(): void } {
-  let bar: Progress | null = null;
-  return {
-    onLog: (e, total) => {
-      bar ??= new Progress(label, total, "steps");
-      bar.update(e.step, line(e));
-    },
-    done: () => (bar as Progress | null)?.done(),
-  };
 }
 
 /** Runs `make-models`. */

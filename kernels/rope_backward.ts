@@ -20,23 +20,10 @@
  */
 
 import type { Step, Tensor } from "../core/mod.ts";
-import { recordRope, ropeReference } from "./rope.ts";
+import { recordRope, type RopeOptions, ropeReference, type RopeReferenceOptions } from "./rope.ts";
 
-/** Options of {@linkcode ropeBackward} (those of the forward it undoes). */
-export interface RopeBackwardOptions {
-  /** Index in `state` of base, the position of row 0. */
-  baseSlot: number;
-  /** Rope base theta. */
-  theta: number;
-  /** Linear scaling factor: positions are divided by it (default 1). */
-  scale?: number;
-  /** Rows (default `dOut.shape[0]`). */
-  rows?: number;
-  /** Heads per row. */
-  heads: number;
-  /** Head size D (even). */
-  headDim: number;
-}
+/** Options of {@linkcode ropeBackward}: those of the forward it undoes (without per-row positions or the cache). */
+export type RopeBackwardOptions = Omit<RopeOptions, "relPositions" | "toCache" | "inverse">;
 
 /**
  * Records the backward of {@linkcode ropeForward} (without `relPositions` or `toCache`): writes
@@ -64,19 +51,8 @@ export function ropeBackward(
   recordRope("ropeBackward", step, dOut, dx, state, { ...options, inverse: true });
 }
 
-/** Arguments of {@linkcode ropeBackwardReference}. */
-export interface RopeBackwardReferenceOptions {
-  /** Heads per row. */
-  heads: number;
-  /** Head size D. */
-  headDim: number;
-  /** Rope base theta. */
-  theta: number;
-  /** Linear scaling factor (default 1). */
-  scale?: number;
-  /** Position of row 0; row t is at base + t. */
-  base: number;
-}
+/** Arguments of {@linkcode ropeBackwardReference}: those of the forward's reference. */
+export type RopeBackwardReferenceOptions = Omit<RopeReferenceOptions, "relPositions" | "inverse">;
 
 /**
  * CPU reference: the transposed rotate-half rotation (the forward's reference by minus the angle),

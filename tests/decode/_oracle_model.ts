@@ -90,3 +90,77 @@ export class OracleModel implements CausalLM {
     argmaxForward(step, logits, out, { outOffset });
   }
 }
+
+// ----------------------------------------------------------------------------------------------
+// The oracle model with per-row positions
+
+/** pos[t] = state[slot] + rel[t]: each row's absolute position, for the per-row oracle calls. */
+const rowPositionsSpec: KernelSpec = {
+  name: "test_row_positions",
+  bindings: [
+    { name: "state", access: "read", type: "u32" },
+    { name: "rel", access: "read", type: "u32" },
+    { name: "pos", access: "read_write", type: "u32" },
+  ],
+  params: [{ name: "slot", type: "u32" }, { name: "rows", type: "u32" }],
+  wgsl: () => `
+@compute @workgroup_size(1)
+fn main() {
+  for (var t = 0u; t < P.rows; t++) { pos[t] = state[P.slot] + rel[t]; }
+}`,
+};
+
+/**
+ * The OracleModel (it predicts target[p+1] at position p) where a forward with `relPositions`
+ * places row t at base + rel[t]: each row is one oracle call at its own position, its logits
+ * copied into row t. Without relPositions it is the plain oracle.
+ */
+export class RowOracle implements CausalLM {
+  readonly gpu: Gpu;
+  readonly config: { vocabSize: number };
+  readonly maxRows: number;
+  readonly maxLength: number;
+  readonly #inner: OracleModel;
+  readonly #pos: Tensor;
+  readonly #row: Tensor;
+
+  constructor(gpu: Gpu, target: number[], vocabSize: number) {
+    this.#inner = new OracleModel(gpu, target, vocabSize);
+    this.gpu = gpu;
+    this.config = this.#inner.config;
+    this.maxRows = this.#inner.maxRows;
+    this.maxLength = this.#inner.maxLength;
+    this.#pos = new Tensor(gpu, [this.maxRows], "u32", "oracle row positions");
+    this.#row = new Tensor(gpu, [1, vocabSize], "f32", "oracle row logits");
+  }
+
+  createCache(maxLength: number): KvCache {
+    return this.#inner.createCache(maxLength);
+  }
+
+  forward(step: Step, args: ForwardArgs): void {
+    if (!args.relPositions) return this.#inner.forward(step, args);
+    step.dispatch(rowPositionsSpec, {
+      bindings: { state: args.position.state, rel: args.relPositions, pos: this.#pos },
+      params: { slot: args.position.slot, rows: args.rows },
+      workgroups: [1],
+    });
+    const V = this.config.vocabSize;
+    for (let t = 0; t < args.rows; t++) {
+      this.#inner.forward(step, {
+        ...args,
+        tokenOffset: args.tokenOffset + t,
+        rows: 1,
+        position: { state: this.#pos, slot: t },
+        logits: this.#row,
+        relPositions: undefined,
+        mask: undefined,
+      });
+      step.copy(this.#row, 0, args.logits, t * V * 4, V * 4);
+    }
+  }
+
+  argmax(step: Step, logits: Tensor, out: Tensor, outOffset: number): void {
+    this.#inner.argmax(step, logits, out, outOffset);
+  }
+}

@@ -5,6 +5,7 @@ import { runToEnd } from "../../decode/generation.ts";
 import { directoryFiles, Llama } from "../../model/mod.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
+import { RowOracle } from "./_oracle_model.ts";
 
 /** Every decoder, described once: each runs through the same cadence checks. */
 const DECODERS: Decoder[] = [
@@ -91,5 +92,41 @@ Deno.test("every decoder gives the same result for every readback cadence", gpuT
     model.destroy();
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// The oracle model (tests/decode/_oracle_model.ts) knows its text exactly, so every decoder must
+// produce that text, stop exactly at the budget and at the first EOS (kept), and never take more
+// forwards than tokens (each forward commits at least one). The decoders' own tests count their
+// forwards by hand on the same oracle.
+Deno.test("every decoder reproduces the oracle model's text, with exact stops", gpuTest, async () => {
+  const gpu = await testGpu();
+  const prompt = [1, 3, 4, 3, 4];
+  // A text that repeats itself, so lookahead's pool and context-copy guesses find something.
+  const text = Array.from({ length: 60 }, (_, i) => 10 + (i % 7) + (i % 3));
+  const target = [...prompt, ...text];
+  const oracle = new RowOracle(gpu, target, 64);
+  for (const d of DECODERS) {
+    const label = decoderLabel(d);
+    for (
+      const { budget, eos } of [{ budget: 37, eos: [] }, { budget: 60, eos: [text[23]] }, {
+        budget: 1,
+        eos: [],
+      }]
+    ) {
+      const what = `${label}, budget ${budget}, EOS ${eos}`;
+      const { result, streamed } = await runToEnd(
+        decode(oracle, prompt, d, { maxNewTokens: budget, eosIds: eos }),
+      );
+      const end = eos.length ? Math.min(budget, text.indexOf(eos[0]) + 1) : budget;
+      assert.deepEqual(result.tokens, text.slice(0, end), what);
+      assert.deepEqual(streamed, result.tokens, `${what}: streamed`);
+      assert.equal(result.stopReason, eos.length && end < budget ? "eos" : "length", what);
+      assert.ok(
+        result.stats.forwards >= 1 && result.stats.forwards <= result.tokens.length,
+        `${what}: forwards`,
+      );
+      if (d.kind === "ar") assert.equal(result.stats.forwards, result.tokens.length, `${what}: AR forwards`);
+    }
   }
 });
