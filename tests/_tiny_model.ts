@@ -13,6 +13,8 @@ import {
 } from "../model/config.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, writeSafetensors } from "../model/safetensors.ts";
 import { randomArray } from "./_assert.ts";
+import type { Gpu } from "../core/mod.ts";
+import { directoryFiles, Llama, type LoadOptions } from "../model/mod.ts";
 
 /** Options of {@linkcode writeTinyModel}. */
 export interface TinyModelOptions {
@@ -108,4 +110,29 @@ function byteTokenizer(vocabSize: number): unknown {
     decoder: { type: "WordPiece", prefix: "##", cleanup: false },
     model: { type: "WordLevel", vocab, unk_token: "<unk>" },
   };
+}
+
+/**
+ * Runs `fn` on a tiny Llama with peaked logits (scale 4, so top-2 gaps stay far above f32
+ * summation-order noise and every decoder must agree with greedy AR exactly), written to a
+ * temporary directory and loaded with `load`; removes both afterwards.
+ */
+export async function withPeakedTinyLlama(
+  gpu: Gpu,
+  seed: number,
+  load: LoadOptions,
+  fn: (model: Llama) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTinyModel(dir, { numHeads: 4, numKvHeads: 2, vocabSize: 48, scale: 4, seed });
+    const model = await Llama.load(gpu, directoryFiles(dir), load);
+    try {
+      await fn(model);
+    } finally {
+      model.destroy();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 }

@@ -115,20 +115,20 @@ sharedTest([STORIES_FIXTURE], "CLI: generate --json on stories260K (Jacobi) prin
       `${dir}/m`,
     );
     assert.equal(r.code, 0, r.stderr);
-    r = await cllm(
-      "generate",
-      "--model",
-      `${dir}/m`,
-      "--prompt",
-      "Once upon a time",
-      "--max-new-tokens",
-      "20",
-      "--decoder",
-      "jacobi",
-      "--block",
-      "4",
-      "--json",
-    );
+    // Twenty new tokens from "Once upon a time" as JSON, with the decoder flags given.
+    const generate = (...decoder: string[]) =>
+      cllm(
+        "generate",
+        "--model",
+        `${dir}/m`,
+        "--prompt",
+        "Once upon a time",
+        "--max-new-tokens",
+        "20",
+        ...decoder,
+        "--json",
+      );
+    r = await generate("--decoder", "jacobi", "--block", "4");
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
     assert.equal(out.tokens.length, 20);
@@ -136,23 +136,7 @@ sharedTest([STORIES_FIXTURE], "CLI: generate --json on stories260K (Jacobi) prin
     assert.equal(out.stats.decoder, "jacobi n=4");
     assert.ok(out.stats.forwards > 0 && out.stats.tokensPerForward > 0.8, JSON.stringify(out.stats));
     // --sliding and --guess-source reach the decoder: same text, that decoder's label.
-    r = await cllm(
-      "generate",
-      "--model",
-      `${dir}/m`,
-      "--prompt",
-      "Once upon a time",
-      "--max-new-tokens",
-      "20",
-      "--decoder",
-      "jacobi",
-      "--block",
-      "4",
-      "--sliding",
-      "--guess-source",
-      "context",
-      "--json",
-    );
+    r = await generate("--decoder", "jacobi", "--block", "4", "--sliding", "--guess-source", "context");
     assert.equal(r.code, 0, r.stderr);
     const sliding = JSON.parse(r.stdout);
     assert.equal(sliding.text, out.text);

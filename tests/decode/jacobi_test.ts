@@ -5,9 +5,8 @@ import assert from "node:assert/strict";
 import { generateGreedy } from "../../decode/ar.ts";
 import { type CausalLM, type GenerationResult, runToEnd } from "../../decode/generation.ts";
 import { generateJacobi, type JacobiResult } from "../../decode/jacobi.ts";
-import { directoryFiles, Llama } from "../../model/mod.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
-import { writeTinyModel } from "../_tiny_model.ts";
+import { withPeakedTinyLlama } from "../_tiny_model.ts";
 import { OracleModel } from "./_oracle_model.ts";
 import { fillGuessesReference } from "../../kernels/jacobi_accept.ts";
 
@@ -87,11 +86,8 @@ Deno.test(
   gpuTest,
   async () => {
     const gpu = await testGpu();
-    const dir = await Deno.makeTempDir();
-    try {
-      // Peaked logits (scale 4) keep top-2 gaps far above f32 summation-order noise.
-      await writeTinyModel(dir, { numHeads: 4, numKvHeads: 2, vocabSize: 48, scale: 4, seed: 7 });
-      const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 256, maxRows: 32 });
+    // Peaked logits (scale 4) keep top-2 gaps far above f32 summation-order noise.
+    await withPeakedTinyLlama(gpu, 7, { maxLength: 256, maxRows: 32 }, async (model) => {
       const blockSizes = [1, 2, 3, 8, 16, 32];
       for (const [i, P] of [1, 5, 17, 40].entries()) {
         const prompt = Array.from({ length: P }, (_, j) => 3 + ((j * 7 + i) % 44));
@@ -108,10 +104,7 @@ Deno.test(
           assert.equal(jacobi.tokens.indexOf(eos), jacobi.tokens.length - 1);
         }
       }
-      model.destroy();
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 );
 

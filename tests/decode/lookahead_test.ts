@@ -12,9 +12,8 @@ import {
   lookaheadStartReference,
   promptPool,
 } from "../../kernels/lookahead.ts";
-import { directoryFiles, Llama } from "../../model/mod.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
-import { writeTinyModel } from "../_tiny_model.ts";
+import { withPeakedTinyLlama } from "../_tiny_model.ts";
 import { RowOracle } from "./_oracle_model.ts";
 
 const drain = runToEnd;
@@ -139,11 +138,8 @@ Deno.test(
   gpuTest,
   async () => {
     const gpu = await testGpu();
-    const dir = await Deno.makeTempDir();
-    try {
-      // Peaked logits (scale 4) keep top-2 gaps far above f32 summation-order noise.
-      await writeTinyModel(dir, { numHeads: 4, numKvHeads: 2, vocabSize: 48, scale: 4, seed: 7 });
-      const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 256, maxRows: 64 });
+    // Peaked logits (scale 4) keep top-2 gaps far above f32 summation-order noise.
+    await withPeakedTinyLlama(gpu, 7, { maxLength: 256, maxRows: 64 }, async (model) => {
       const shapes = [
         { ngram: 3, window: 1, candidates: 1 },
         { ngram: 3, window: 4, candidates: 3 },
@@ -176,10 +172,7 @@ Deno.test(
         () => generateLookahead(model, [1], { maxNewTokens: 4, ngram: 5, window: 20, candidates: 20 }),
         RangeError,
       );
-      model.destroy();
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 );
 
