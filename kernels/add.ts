@@ -9,6 +9,32 @@ import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
 
 const WG = 64;
 
+/** The parameters of an element-wise kernel: the element count and the grid's x-row stride. */
+export const ELEMENTWISE_PARAMS: KernelSpec["params"] = [{ name: "n", type: "u32" }, {
+  name: "rowStride",
+  type: "u32",
+}];
+
+/**
+ * The WGSL of an element-wise kernel: one invocation per element `i < P.n` over the 2-D grid of
+ * {@linkcode grid1d} (so sizes over 65535 workgroups still fit), running `body` for element `i`.
+ *
+ * @example
+ * ```ts
+ * import { elementwiseWgsl } from "./add.ts";
+ * elementwiseWgsl("out[i] = a[i] + b[i];").includes("if (i >= P.n) { return; }"); // true
+ * ```
+ */
+export function elementwiseWgsl(body: string): string {
+  return `
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * P.rowStride;
+  if (i >= P.n) { return; }
+  ${body.trim().split("\n").join("\n  ")}
+}`;
+}
+
 /** out[i] = a[i] + b[i] for i < n. */
 export const addSpec: KernelSpec = {
   name: "add",
@@ -17,15 +43,8 @@ export const addSpec: KernelSpec = {
     { name: "b", access: "read" },
     { name: "out", access: "read_write" },
   ],
-  params: [{ name: "n", type: "u32" }, { name: "rowStride", type: "u32" }],
-  wgsl: () => `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  // 2-D grid so sizes over 65535 workgroups still fit; rowStride = workgroups in x * WG.
-  let i = gid.x + gid.y * P.rowStride;
-  if (i >= P.n) { return; }
-  out[i] = a[i] + b[i];
-}`,
+  params: ELEMENTWISE_PARAMS,
+  wgsl: () => elementwiseWgsl("out[i] = a[i] + b[i];"),
 };
 
 /** a[i] += b[i] for i < n (residual connections update the stream in place). */
@@ -35,14 +54,8 @@ export const addInPlaceSpec: KernelSpec = {
     { name: "a", access: "read_write" },
     { name: "b", access: "read" },
   ],
-  params: [{ name: "n", type: "u32" }, { name: "rowStride", type: "u32" }],
-  wgsl: () => `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * P.rowStride;
-  if (i >= P.n) { return; }
-  a[i] = a[i] + b[i];
-}`,
+  params: ELEMENTWISE_PARAMS,
+  wgsl: () => elementwiseWgsl("a[i] = a[i] + b[i];"),
 };
 
 /**

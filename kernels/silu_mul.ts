@@ -9,7 +9,7 @@
  */
 
 import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
-import { grid1d } from "./add.ts";
+import { ELEMENTWISE_PARAMS, elementwiseWgsl, grid1d } from "./add.ts";
 
 const WG = 64;
 
@@ -36,16 +36,12 @@ export const siluMulSpec: KernelSpec = {
     { name: "up", access: "read", type: variant.V4 ? "vec4<f32>" : "f32" }, // (T, I)
     { name: "out", access: "read_write", type: variant.V4 ? "vec4<f32>" : "f32" }, // (T, I)
   ],
-  params: [{ name: "n", type: "u32" }, { name: "rowStride", type: "u32" }],
-  wgsl: () => `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * P.rowStride;
-  if (i >= P.n) { return; }
-  let g = gate[i];
-  // sigmoid(g) = 1 / (1 + exp(-g)); for g << 0, exp(-g) overflows to inf and the product is 0.
-  out[i] = g / (1.0 + exp(-g)) * up[i];
-}`,
+  params: ELEMENTWISE_PARAMS,
+  wgsl: () =>
+    elementwiseWgsl(`
+let g = gate[i];
+// sigmoid(g) = 1 / (1 + exp(-g)); for g << 0, exp(-g) overflows to inf and the product is 0.
+out[i] = g / (1.0 + exp(-g)) * up[i];`),
 };
 
 /**

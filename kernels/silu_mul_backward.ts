@@ -11,7 +11,7 @@
  */
 
 import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
-import { grid1d } from "./add.ts";
+import { ELEMENTWISE_PARAMS, elementwiseWgsl, grid1d } from "./add.ts";
 
 const WG = 64;
 
@@ -39,19 +39,15 @@ export const siluMulBackwardSpec: KernelSpec = {
     { name: "dGate", access: "read_write" }, // (T, I)
     { name: "dUp", access: "read_write" }, // (T, I)
   ],
-  params: [{ name: "n", type: "u32" }, { name: "rowStride", type: "u32" }],
-  wgsl: () => `
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * P.rowStride;
-  if (i >= P.n) { return; }
-  let g = gate[i];
-  let d = dOut[i];
-  // σ(g); for g << 0, exp(-g) overflows to inf and σ is 0, so both gradients go to 0 cleanly.
-  let sig = 1.0 / (1.0 + exp(-g));
-  dUp[i] = d * (g * sig);
-  dGate[i] = d * up[i] * (sig * (1.0 + g * (1.0 - sig)));
-}`,
+  params: ELEMENTWISE_PARAMS,
+  wgsl: () =>
+    elementwiseWgsl(`
+let g = gate[i];
+let d = dOut[i];
+// σ(g); for g << 0, exp(-g) overflows to inf and σ is 0, so both gradients go to 0 cleanly.
+let sig = 1.0 / (1.0 + exp(-g));
+dUp[i] = d * (g * sig);
+dGate[i] = d * up[i] * (sig * (1.0 + g * (1.0 - sig)));`),
 };
 
 /**

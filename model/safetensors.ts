@@ -129,17 +129,22 @@ function _f16TableGet(): Float32Array {
  * ```
  */
 export function f16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
-  if (out.length !== src.length) {
-    throw new RangeError(
-      `f16ToF32: out has length ${out.length} but src has ${src.length}; pass a matching out`,
-    );
-  }
+  _checkOut("f16ToF32", src, out);
   const table = _f16TableGet();
   // Copy through the u32 view so NaN payloads survive (a float store may canonicalise them).
   const tableBits = new Uint32Array(table.buffer);
   const outBits = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < src.length; i++) outBits[i] = tableBits[src[i]];
   return out;
+}
+
+/** The conversions' `out` must match `src` in length. */
+function _checkOut(fn: string, src: ArrayLike<number>, out: ArrayLike<number>): void {
+  if (out.length !== src.length) {
+    throw new RangeError(
+      `${fn}: out has length ${out.length} but src has ${src.length}; pass a matching out`,
+    );
+  }
 }
 
 /**
@@ -158,11 +163,7 @@ export function f16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(
  * ```
  */
 export function f32ToF16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
-  if (out.length !== src.length) {
-    throw new RangeError(
-      `f32ToF16: out has length ${out.length} but src has ${src.length}; pass a matching out`,
-    );
-  }
+  _checkOut("f32ToF16", src, out);
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < src.length; i++) {
     const x = bits[i];
@@ -215,11 +216,7 @@ export function f32ToF16(src: Float32Array, out: Uint16Array = new Uint16Array(s
  * ```
  */
 export function bf16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
-  if (out.length !== src.length) {
-    throw new RangeError(
-      `bf16ToF32: out has length ${out.length} but src has ${src.length}; pass a matching out`,
-    );
-  }
+  _checkOut("bf16ToF32", src, out);
   const outBits = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < src.length; i++) outBits[i] = src[i] << 16;
   return out;
@@ -240,11 +237,7 @@ export function bf16ToF32(src: Uint16Array, out: Float32Array = new Float32Array
  * ```
  */
 export function f32ToBf16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
-  if (out.length !== src.length) {
-    throw new RangeError(
-      `f32ToBf16: out has length ${out.length} but src has ${src.length}; pass a matching out`,
-    );
-  }
+  _checkOut("f32ToBf16", src, out);
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < src.length; i++) {
     const x = bits[i];
