@@ -62,3 +62,4 @@ export * from "./grad_norm.ts";
 export * from "./jacobi_accept.ts";
 export * from "./lookahead.ts";
 export * from "./decode_state.ts";
+export * from "./convert.ts";

@@ -1,0 +1,183 @@
+/**
+ * Float conversion on the GPU, for loading weights as raw bytes: a checkpoint's F32, F16 or BF16
+ * values, uploaded as they are stored, become the f32 or f16 tensor the model asked for without any
+ * per-element work on the host.
+ *
+ * Both sides are viewed as u32 words (a 16-bit tensor packs two values per word, little-endian, as
+ * safetensors stores them), so `src` can be a staging buffer holding any chunk of a stored tensor:
+ * - bf16 → f32: `bits << 16` (bf16 is the top half of an f32);
+ * - f16 → f32: `unpack2x16float`;
+ * - f32 → f16, bf16 → f16: `pack2x16float` of two values (WGSL's f32 → f16 conversion, which rounds
+ *   to nearest, ties to even, on the adapters here; {@linkcode convertReference} does the same).
+ *
+ * @module
+ */
+
+import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
+import { ELEMENTWISE_PARAMS, elementwiseWgsl, grid1d } from "./add.ts";
+
+/** A stored float format. */
+export type StoredFloat = "f32" | "f16" | "bf16";
+
+/** The conversion kernel's variant: source and destination formats. */
+export type ConvertVariant = { FROM: StoredFloat; TO: "f32" | "f16"; WG: number };
+
+const WG = 64;
+
+/** Values per u32 word of a format. */
+function perWord(format: StoredFloat): number {
+  return format === "f32" ? 1 : 2;
+}
+
+/** WGSL: the f32 value of element `e` of the source words (offset by P.srcWord words). */
+function readElement(from: StoredFloat): string {
+  switch (from) {
+    case "f32":
+      return `fn element(e: u32) -> f32 { return bitcast<f32>(src[P.srcWord + e]); }`;
+    case "f16":
+      return `fn element(e: u32) -> f32 { return unpack2x16float(src[P.srcWord + e / 2u])[e % 2u]; }`;
+    case "bf16":
+      return `fn element(e: u32) -> f32 {
+  let w = src[P.srcWord + e / 2u];
+  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, e % 2u == 1u));
+}`;
+  }
+}
+
+/**
+ * `dst[P.dstWord + i] = convert(src[P.srcWord ..])` for output word i < n: one invocation per
+ * output word (one f32 value, or two f16 values).
+ */
+export const convertSpec: KernelSpec<ConvertVariant> = {
+  name: "convert",
+  bindings: [
+    { name: "src", access: "read", type: "u32" },
+    { name: "dst", access: "read_write", type: "u32" },
+  ],
+  params: [...ELEMENTWISE_PARAMS, { name: "srcWord", type: "u32" }, { name: "dstWord", type: "u32" }],
+  wgsl: (v) => `
+${readElement(v.FROM)}
+${
+    elementwiseWgsl(
+      v.TO === "f32"
+        ? "dst[P.dstWord + i] = bitcast<u32>(element(i));"
+        : "dst[P.dstWord + i] = pack2x16float(vec2<f32>(element(2u * i), element(2u * i + 1u)));",
+    )
+  }`,
+};
+
+/**
+ * Records the conversion of `count` values from `src` (raw words of format `from`, starting at
+ * word `srcWord`) into `dst` (an f32 or f16 tensor) from element `dstElement` on. For an f16
+ * destination `dstElement` must be even; an odd `count` writes the pad half of the last word.
+ *
+ * @example Converting a staged chunk of bf16 weights into an f16 tensor
+ * ```ts ignore
+ * convertFloats(step, staging, weight, { from: "bf16", count: chunkValues, dstElement: done });
+ * ```
+ */
+export function convertFloats(
+  step: Step,
+  src: Tensor,
+  dst: Tensor,
+  options: { from: StoredFloat; count: number; srcWord?: number; dstElement?: number },
+): void {
+  const to = dst.dtype;
+  if (to !== "f32" && to !== "f16") {
+    throw new TypeError(`convertFloats: destination "${dst.label}" must be f32 or f16, not ${to}`);
+  }
+  const dstElement = options.dstElement ?? 0;
+  const { count } = options;
+  if (to === "f16" && dstElement % 2 !== 0) {
+    throw new RangeError(`convertFloats: an f16 destination starts at an even element, not ${dstElement}`);
+  }
+  if (dstElement + count > dst.size) {
+    throw new RangeError(
+      `convertFloats: ${count} values at ${dstElement} overrun "${dst.label}" of ${dst.size} elements`,
+    );
+  }
+  const srcWord = options.srcWord ?? 0;
+  if (srcWord * 4 + Math.ceil(count / perWord(options.from)) * 4 > src.buffer.size) {
+    throw new RangeError(`convertFloats: ${count} ${options.from} values overrun the source "${src.label}"`);
+  }
+  if (count === 0) return;
+  const words = to === "f32" ? count : Math.ceil(count / 2);
+  const { workgroups, rowStride } = grid1d(words, WG);
+  step.dispatch(convertSpec, {
+    variant: { FROM: options.from, TO: to, WG },
+    bindings: { src, dst },
+    params: { n: words, rowStride, srcWord, dstWord: to === "f32" ? dstElement : dstElement / 2 },
+    workgroups,
+  });
+}
+
+/**
+ * CPU reference: converts stored words to the destination format's bit patterns (f32 as float
+ * bits, f16 as 16-bit patterns rounded to nearest, ties to even).
+ *
+ * @example bf16 1.0 and 2.0 to f32
+ * ```ts
+ * import { convertReference } from "./convert.ts";
+ * convertReference(new Uint16Array([0x3f80, 0x4000]), "bf16", "f32"); // Float32Array [1, 2]
+ * ```
+ */
+export function convertReference(
+  src: Float32Array | Uint16Array,
+  from: StoredFloat,
+  to: "f32" | "f16",
+): Float32Array | Uint16Array {
+  const values = new Float32Array(src.length);
+  const bits = new Uint32Array(1);
+  const f = new Float32Array(bits.buffer);
+  for (let i = 0; i < src.length; i++) {
+    if (from === "f32") values[i] = src[i];
+    else if (from === "bf16") {
+      bits[0] = src[i] << 16;
+      values[i] = f[0];
+    } else values[i] = halfToFloat(src[i]);
+  }
+  if (to === "f32") return values;
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = floatToHalf(values[i]);
+  return out;
+}
+
+/** IEEE half bits → number. */
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const man = h & 0x3ff;
+  if (exp === 0) return sign * man * 2 ** -24;
+  if (exp === 31) return man ? NaN : sign * Infinity;
+  return sign * (1 + man / 1024) * 2 ** (exp - 15);
+}
+
+/** number → IEEE half bits, round to nearest, ties to even; overflow to ±inf. */
+function floatToHalf(x: number): number {
+  if (Number.isNaN(x)) return 0x7e00;
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  if (a >= 65520) return sign | 0x7c00;
+  if (a < 2 ** -14) {
+    // Subnormal: units of 2^-24, ties to even.
+    return sign | roundEven(a * 2 ** 24);
+  }
+  let e = Math.floor(Math.log2(a));
+  if (a / 2 ** e >= 2) e++;
+  else if (a / 2 ** e < 1) e--;
+  const exp = Math.max(-14, Math.min(15, e));
+  let man = roundEven((a / 2 ** exp - 1) * 1024);
+  let biased = exp + 15;
+  if (man === 1024) {
+    man = 0;
+    biased++;
+  }
+  if (biased >= 31) return sign | 0x7c00;
+  return sign | (biased << 10) | man;
+}
+
+function roundEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  return d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f;
+}
