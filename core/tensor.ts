@@ -196,6 +196,27 @@ export class Tensor {
     this.gpu.device.queue.writeBuffer(this.buffer, offset * DTYPE_BYTES[this.dtype], bytes);
   }
 
+  /**
+   * Writes raw bytes into the tensor's buffer at `byteOffset` (a queue write, like
+   * {@linkcode Tensor.write}): data already in the tensor's layout, e.g. weights streamed from a
+   * file. A length that is not a multiple of 4 is padded with zeros (the buffer is padded too).
+   */
+  writeBytes(bytes: Uint8Array, byteOffset = 0): void {
+    if (byteOffset % 4 !== 0) throw new RangeError(`Tensor "${this.label}": byte writes start at a multiple of 4`);
+    const padded = (bytes.length + 3) & ~3;
+    if (byteOffset + padded > this.buffer.size) {
+      throw new RangeError(
+        `Tensor "${this.label}": writing ${bytes.length} bytes at ${byteOffset} overruns its ${this.buffer.size} bytes`,
+      );
+    }
+    let data = bytes as Uint8Array<ArrayBuffer>;
+    if (padded !== bytes.length) {
+      data = new Uint8Array(padded);
+      data.set(bytes);
+    }
+    this.gpu.device.queue.writeBuffer(this.buffer, byteOffset, data);
+  }
+
   /** Frees the GPU memory. */
   destroy(): void {
     this.buffer.destroy();

@@ -21,10 +21,11 @@ import { rmsNormForward } from "../kernels/rms_norm.ts";
 import { ropeForward } from "../kernels/rope.ts";
 import { siluMulForward } from "../kernels/silu_mul.ts";
 import { storeRowsForward } from "../kernels/store_rows.ts";
-import { expectedTensorShapes, type LlamaConfig, parseLlamaConfig } from "./config.ts";
+import { type LlamaConfig, parseLlamaConfig } from "./config.ts";
 import { FormatError } from "./format_error.ts";
 import { KvCache, type PositionRef } from "./kv_cache.ts";
 import type { ModelFiles } from "./model_files.ts";
+import { planWeights, uploadWeights } from "./load_weights.ts";
 import { openCheckpointTensors } from "./safetensors.ts";
 
 // ----------------------------------------------------------------------------------------------
@@ -64,7 +65,7 @@ export interface LoadOptions {
   maxLength?: number;
   /** Largest number of rows one forward takes (default 64; longer prompts are fed in chunks). */
   maxRows?: number;
-  /** Called after each tensor is uploaded. */
+  /** Called after each uploaded chunk with the checkpoint bytes done and in all. */
   onProgress?: (done: number, total: number, name: string) => void;
   /**
    * Storage of the weight matrices on the GPU (default "f32"). "f16" halves the memory and the
@@ -221,7 +222,8 @@ export class Llama {
 
   /**
    * Loads config.json and the safetensors weights (single file or sharded) from `files`, checking
-   * every tensor's presence and shape against the config. Tensors stream one at a time.
+   * every tensor's presence, shape, dtype and size against the config and the adapter before
+   * anything is allocated; the tensors then stream to the GPU as raw bytes (model/load_weights.ts).
    *
    * @example Loading from a directory
    * ```ts ignore
@@ -249,42 +251,9 @@ export class Llama {
     }
     const config = parseLlamaConfig(configJson, `${files.name}/config.json`);
     const checkpoint = await openCheckpointTensors((file) => files.source(file));
-    const shapes = expectedTensorShapes(config);
-    const weights: WeightMap = new Map();
-    let total = 0;
-    for (const [, shape] of shapes) total += shape.reduce((a, b) => a * b, 1) * 4;
-    let done = 0;
-    try {
-      for (const [name, shape] of shapes) {
-        if (!checkpoint.has(name)) {
-          throw new FormatError(
-            `${files.name}/model.safetensors`,
-            `tensor "${name}" is missing`,
-            "the checkpoint does not match config.json",
-          );
-        }
-        const tensor = await checkpoint.readTensor(name);
-        const same = tensor.shape.length === shape.length &&
-          tensor.shape.every((d: number, i: number) => d === shape[i]);
-        if (!same) {
-          throw new FormatError(
-            `${files.name}/${checkpoint.get(name)?.shard}`,
-            `tensor "${name}" has shape [${tensor.shape.join(", ")}] but config.json implies [${
-              shape.join(", ")
-            }]`,
-            "the checkpoint does not match config.json",
-          );
-        }
-        const half = options.dtype === "f16" && shape.length === 2 &&
-          (name !== "model.embed_tokens.weight" || gpu.features.f16);
-        weights.set(name, Tensor.from(gpu, tensor.data, shape, name, half ? "f16" : "f32"));
-        done += tensor.data.length * 4;
-        options.onProgress?.(done, total, name);
-      }
-    } catch (e) {
-      for (const t of weights.values()) t.destroy();
-      throw e;
-    }
+    // Every tensor is checked before anything is allocated; then they stream in as raw bytes.
+    const plans = planWeights(gpu, config, checkpoint, options.dtype ?? "f32", files.name);
+    const weights: WeightMap = await uploadWeights(gpu, checkpoint, plans, options.onProgress);
     return new Llama(gpu, config, weights, options);
   }
 

@@ -26,3 +26,4 @@ export * from "./llama.ts";
 export * from "./llama_train.ts";
 export * from "./pretrained.ts";
 export * from "./save_model.ts";
+export * from "./load_weights.ts";

@@ -322,6 +322,8 @@ export interface SafetensorsFile {
   readTensor(name: string): Promise<FloatTensor>;
   /** Reads one tensor's bytes as stored (little-endian). */
   readRaw(name: string): Promise<Uint8Array>;
+  /** Reads `length` of one tensor's stored bytes from byte `offset` of the tensor (for streaming). */
+  readRange(name: string, offset: number, length: number): Promise<Uint8Array>;
 }
 
 /** JSON-ish description of a value for error messages, kept short. */
@@ -549,12 +551,22 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
     const info = lookup(name);
     return await source.read(dataStart + info.begin, info.end - info.begin);
   };
+  const readRange = async (name: string, offset: number, length: number): Promise<Uint8Array> => {
+    const info = lookup(name);
+    if (offset < 0 || length < 0 || offset + length > info.end - info.begin) {
+      throw new RangeError(
+        `Bytes ${offset}..${offset + length} are outside tensor "${name}" (${info.end - info.begin} bytes)`,
+      );
+    }
+    return await source.read(dataStart + info.begin + offset, length);
+  };
   return {
     name: file,
     tensors,
     metadata,
     dataStart,
     readRaw,
+    readRange,
     async readTensor(name: string): Promise<FloatTensor> {
       const info = lookup(name);
       if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16") {
@@ -635,6 +647,8 @@ export interface CheckpointTensors {
   readTensor(name: string): Promise<FloatTensor>;
   /** Reads one tensor's stored bytes. */
   readRaw(name: string): Promise<Uint8Array>;
+  /** Reads a byte range of one tensor's stored bytes (see {@linkcode SafetensorsFile.readRange}). */
+  readRange(name: string, offset: number, length: number): Promise<Uint8Array>;
   /** The opened files, keyed by file name. */
   readonly files: Map<string, SafetensorsFile>;
 }
@@ -732,6 +746,7 @@ export async function openCheckpointTensors(open: OpenByName): Promise<Checkpoin
     },
     readTensor: async (name) => await locate(name).readTensor(name),
     readRaw: async (name) => await locate(name).readRaw(name),
+    readRange: async (name, offset, length) => await locate(name).readRange(name, offset, length),
   };
 }
 

@@ -1,0 +1,172 @@
+/**
+ * Streaming weight upload: a checkpoint's tensors go from the file to GPU buffers as raw bytes in
+ * bounded chunks, with no per-element work on the host.
+ *
+ * 1. {@linkcode planWeights} checks every tensor the config needs before anything is allocated:
+ *    present, of the right shape, stored as F32, F16 or BF16 (a checkpoint quantised elsewhere, such
+ *    as GPTQ/AWQ int32 packs or F8 values, is refused naming the tensor), and small enough for one
+ *    storage binding and buffer of this adapter; it returns each tensor's GPU dtype and bytes.
+ * 2. {@linkcode uploadWeights} allocates each tensor and fills it chunk by chunk: a tensor stored in
+ *    the dtype it gets on the GPU (f32 → f32, f16 → f16) is copied as it is; any other (bf16 → f32
+ *    or f16, f16 → f32, f32 → f16) goes through one staging buffer and is converted on the GPU
+ *    (kernels/convert.ts). Host memory stays at about one chunk; on a failure every tensor made so far
+ *    is freed, so nothing half-loaded stays on the GPU.
+ *
+ * @module
+ */
+
+import { type DType, type Gpu, Step, Tensor } from "../core/mod.ts";
+import { convertFloats, type StoredFloat } from "../kernels/convert.ts";
+import { expectedTensorShapes, type LlamaConfig } from "./config.ts";
+import { FormatError } from "./format_error.ts";
+import type { CheckpointTensors } from "./safetensors.ts";
+
+/** Bytes read from the file and uploaded per chunk (a multiple of 4 and of every element size). */
+export const UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024;
+
+/** One weight to upload: where it is stored, how, and what it becomes on the GPU. */
+export interface WeightPlan {
+  /** Tensor name, as in the checkpoint. */
+  name: string;
+  /** Dimensions. */
+  shape: number[];
+  /** How the file stores it. */
+  stored: StoredFloat;
+  /** Its dtype on the GPU. */
+  dtype: "f32" | "f16";
+  /** Bytes in the file. */
+  fileBytes: number;
+  /** Bytes on the GPU. */
+  gpuBytes: number;
+}
+
+const STORED: Record<string, StoredFloat> = { F32: "f32", F16: "f16", BF16: "bf16" };
+
+/** A readable size: `1.23 GB`, `45.6 MB`. */
+export function formatBytes(n: number): string {
+  return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${n} B`;
+}
+
+/**
+ * Checks the checkpoint against the config and the adapter, and plans the upload (see the module's
+ * notes). `dtype` is the model's weight storage: "f16" keeps 2-D weights in f16 (the embedding only
+ * where the adapter has `shader-f16`); norms stay f32.
+ *
+ * @throws {FormatError} naming the file and tensor for a missing tensor, a wrong shape or a dtype
+ *   that is not F32, F16 or BF16
+ * @throws {RangeError} naming the tensor, its size, the adapter's limit and the fix, for a tensor
+ *   too large for this adapter
+ */
+export function planWeights(
+  gpu: Gpu,
+  config: LlamaConfig,
+  checkpoint: CheckpointTensors,
+  dtype: "f32" | "f16",
+  where: string,
+): WeightPlan[] {
+  const plans: WeightPlan[] = [];
+  const binding = gpu.limits.maxStorageBufferBindingSize;
+  const buffer = gpu.limits.maxBufferSize;
+  for (const [name, shape] of expectedTensorShapes(config)) {
+    const entry = checkpoint.get(name);
+    if (!entry) {
+      throw new FormatError(
+        `${where}/model.safetensors`,
+        `tensor "${name}" is missing`,
+        "the checkpoint does not match config.json",
+      );
+    }
+    const file = `${where}/${entry.shard}`;
+    if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
+      throw new FormatError(
+        file,
+        `tensor "${name}" has shape [${entry.shape.join(", ")}] but config.json implies [${
+          shape.join(", ")
+        }]`,
+        "the checkpoint does not match config.json",
+      );
+    }
+    const stored = STORED[entry.dtype];
+    if (!stored) {
+      throw new FormatError(
+        file,
+        `tensor "${name}" is stored as ${entry.dtype}, not F32, F16 or BF16 (a checkpoint quantised elsewhere, ` +
+          "such as GPTQ/AWQ packs or F8, cannot be loaded as it is)",
+        "use the unquantised F16/BF16 checkpoint; this loader quantises by itself",
+      );
+    }
+    const size = shape.reduce((a, b) => a * b, 1);
+    const half = dtype === "f16" && shape.length === 2 &&
+      (name !== "model.embed_tokens.weight" || gpu.features.f16);
+    const target: "f32" | "f16" = half ? "f16" : "f32";
+    const gpuBytes = size * (half ? 2 : 4);
+    const limit = Math.min(binding, buffer);
+    if (gpuBytes > limit) {
+      throw new RangeError(
+        `Tensor "${name}" [${shape.join(", ")}] needs ${
+          formatBytes(gpuBytes)
+        } as ${target} on the GPU, over this ` +
+          `adapter's limit of ${formatBytes(limit)} for one storage binding; ` +
+          (target === "f32"
+            ? 'load with --dtype f16 (dtype: "f16")'
+            : "this model is too large for this adapter"),
+      );
+    }
+    plans.push({ name, shape, stored, dtype: target, fileBytes: entry.end - entry.begin, gpuBytes });
+  }
+  return plans;
+}
+
+/**
+ * Allocates and fills the planned tensors (see the module's notes); `onProgress` gets file bytes
+ * done and in all after each chunk. `chunkBytes` (a multiple of 4) bounds the host memory in use.
+ */
+export async function uploadWeights(
+  gpu: Gpu,
+  checkpoint: CheckpointTensors,
+  plans: readonly WeightPlan[],
+  onProgress?: (done: number, total: number, name: string) => void,
+  chunkBytes: number = UPLOAD_CHUNK_BYTES,
+): Promise<Map<string, Tensor>> {
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 4 || chunkBytes % 4 !== 0) {
+    throw new RangeError(`uploadWeights: chunkBytes must be a positive multiple of 4, not ${chunkBytes}`);
+  }
+  const weights = new Map<string, Tensor>();
+  const total = plans.reduce((a, p) => a + p.fileBytes, 0);
+  let done = 0;
+  let staging: Tensor | null = null;
+  try {
+    for (const plan of plans) {
+      const t = new Tensor(gpu, plan.shape, plan.dtype as DType, plan.name);
+      weights.set(plan.name, t);
+      const elementBytes = plan.stored === "f32" ? 4 : 2;
+      const raw = plan.stored === plan.dtype;
+      for (let offset = 0; offset < plan.fileBytes; offset += chunkBytes) {
+        const length = Math.min(chunkBytes, plan.fileBytes - offset);
+        const bytes = await checkpoint.readRange(plan.name, offset, length);
+        if (raw) {
+          t.writeBytes(bytes, offset);
+        } else {
+          staging ??= new Tensor(gpu, [chunkBytes / 4], "u32", "weight upload staging");
+          staging.writeBytes(bytes);
+          // Queue writes and submits run in order, so the next chunk's write waits for this one.
+          const step = new Step(gpu, `convert ${plan.name}`);
+          convertFloats(step, staging, t, {
+            from: plan.stored,
+            count: length / elementBytes,
+            dstElement: offset / elementBytes,
+          });
+          step.submit();
+        }
+        done += length;
+        onProgress?.(done, total, plan.name);
+      }
+    }
+    return weights;
+  } catch (e) {
+    for (const t of weights.values()) t.destroy();
+    throw e;
+  } finally {
+    staging?.destroy();
+  }
+}

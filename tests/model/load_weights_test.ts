@@ -1,0 +1,185 @@
+import assert from "node:assert/strict";
+import { readTensors } from "../../core/mod.ts";
+import type { Gpu } from "../../core/mod.ts";
+import { fileSource } from "../../model/byte_source.ts";
+import { parseLlamaConfig } from "../../model/config.ts";
+import { directoryFiles } from "../../model/model_files.ts";
+import { Llama } from "../../model/llama.ts";
+import { planWeights, uploadWeights } from "../../model/load_weights.ts";
+import {
+  encodeSafetensors,
+  f16ToF32,
+  f32ToF16,
+  openCheckpointTensors,
+  openSafetensors,
+  type TensorToWrite,
+} from "../../model/safetensors.ts";
+import { gpuTest, testGpu } from "../_gpu.ts";
+import { writeTinyModel } from "../_tiny_model.ts";
+
+/** Rewrites `dir`'s model.safetensors as `shards` shard files with an index, as hubs ship them. */
+async function shard(
+  dir: string,
+  shards: number,
+  retype?: (name: string) => string | undefined,
+): Promise<void> {
+  const file = await openSafetensors(await fileSource(`${dir}/model.safetensors`));
+  const names = [...file.tensors.keys()];
+  const weightMap: Record<string, string> = {};
+  for (let k = 0; k < shards; k++) {
+    const shardName = `model-${String(k + 1).padStart(5, "0")}-of-${
+      String(shards).padStart(5, "0")
+    }.safetensors`;
+    const mine = names.filter((_, i) => i % shards === k);
+    const tensors: TensorToWrite[] = [];
+    for (const name of mine) {
+      const info = file.tensors.get(name)!;
+      tensors.push({
+        name,
+        dtype: info.dtype as "F32",
+        shape: info.shape,
+        data: (await file.readTensor(name)).data,
+      });
+      weightMap[name] = shardName;
+    }
+    const bytes = encodeSafetensors(tensors);
+    // A tensor re-labelled in the header with another dtype of the same size and name length (as a
+    // quantised export would label it); the header is ASCII, patched in place.
+    const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+    const header = new TextDecoder().decode(bytes.subarray(8, 8 + headerLength));
+    for (const name of mine) {
+      const dtype = retype?.(name);
+      if (!dtype) continue;
+      const from = header.indexOf('"dtype":"', header.indexOf(`"${name}"`)) + 9;
+      assert.equal(header.indexOf('"', from) - from, dtype.length, "same-length dtype names only");
+      bytes.set(new TextEncoder().encode(dtype), 8 + from);
+    }
+    await Deno.writeFile(`${dir}/${shardName}`, bytes);
+  }
+  await Deno.remove(`${dir}/model.safetensors`);
+  await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify({ weight_map: weightMap }));
+}
+
+/** The f16 rounding of values, as f32 (what an f16 tensor reads back as). */
+const asF16 = (v: Float32Array) => f16ToF32(f32ToF16(v));
+
+Deno.test(
+  "weights stream as raw bytes: every stored dtype to f32 and f16, sharded, in small chunks",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    for (const stored of ["F32", "F16", "BF16"] as const) {
+      const dir = await Deno.makeTempDir();
+      try {
+        // Odd sizes: 30 × 37 matrices have an odd element count, so 16-bit tensors end mid-word.
+        const { config, weights } = await writeTinyModel(dir, {
+          dtype: stored,
+          hiddenSize: 30,
+          intermediateSize: 37,
+          numHeads: 3,
+          numKvHeads: 1,
+          vocabSize: 41,
+        });
+        await shard(dir, 3);
+        const checkpoint = await openCheckpointTensors((f) => directoryFiles(dir).source(f));
+        for (const dtype of ["f32", "f16"] as const) {
+          const plans = planWeights(gpu, config, checkpoint, dtype, dir);
+          for (const chunk of [64, 1 << 20]) {
+            const progress: number[] = [];
+            const uploaded = await uploadWeights(
+              gpu,
+              checkpoint,
+              plans,
+              (done) => progress.push(done),
+              chunk,
+            );
+            const names = [...uploaded.keys()];
+            const read = await readTensors(
+              gpu,
+              names.map((n) => uploaded.get(n)!),
+            );
+            names.forEach((name, i) => {
+              const t = uploaded.get(name)!;
+              const expected = t.dtype === "f16" ? asF16(weights.get(name)!) : weights.get(name)!;
+              assert.deepEqual(
+                Array.from(read[i]),
+                Array.from(expected),
+                `${stored} → ${t.dtype} (asked ${dtype}), chunk ${chunk}: ${name}`,
+              );
+              assert.equal(
+                t.dtype,
+                dtype === "f16" && t.shape.length === 2 && gpu.features.f16 ? "f16" : "f32",
+              );
+            });
+            const total = plans.reduce((a, p) => a + p.fileBytes, 0);
+            assert.equal(progress.at(-1), total, "progress ends at the checkpoint's bytes");
+            if (chunk === 64) assert.ok(progress.length > plans.length, "small chunks: several per tensor");
+            for (const t of uploaded.values()) t.destroy();
+          }
+        }
+        // And through Llama.load, the model's own path.
+        const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 32, maxRows: 8, dtype: "f16" });
+        model.destroy();
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    }
+  },
+);
+
+/** An adapter whose storage bindings hold `limit` bytes (planWeights reads only limits and features). */
+const smallAdapter = (limit: number) =>
+  ({
+    limits: { maxStorageBufferBindingSize: limit, maxBufferSize: 1 << 30 },
+    features: { f16: true },
+  }) as unknown as Gpu;
+
+Deno.test(
+  "bad checkpoints are refused before anything is allocated, naming the file, tensor and fix",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const dir = await Deno.makeTempDir();
+    try {
+      const { config } = await writeTinyModel(`${dir}/m`, { dtype: "F16" });
+      // A tensor that does not fit one storage binding: its need, the limit and the fix.
+      const ckpt = await openCheckpointTensors((f) => directoryFiles(`${dir}/m`).source(f));
+      assert.throws(
+        () => planWeights(smallAdapter(4096), config, ckpt, "f32", `${dir}/m`),
+        /Tensor "model\.embed_tokens\.weight" \[64, 32\] needs 8192 B as f32 .* limit of 4096 B .*--dtype f16/,
+      );
+      assert.throws(
+        () => planWeights(smallAdapter(3000), config, ckpt, "f16", `${dir}/m`),
+        /too large for this adapter/,
+      );
+      // A quantised export: a tensor labelled I8 (same bytes) is refused by name.
+      await shard(`${dir}/m`, 2, (name) => name === "model.layers.1.mlp.up_proj.weight" ? "I16" : undefined);
+      await assert.rejects(
+        () => Llama.load(gpu, directoryFiles(`${dir}/m`)),
+        /model-0000\d-of-00002\.safetensors.*"model\.layers\.1\.mlp\.up_proj\.weight" is stored as I16.*unquantised/,
+      );
+      // A shard named in the index but missing, and a shard cut mid-tensor.
+      const { config: c2 } = await writeTinyModel(`${dir}/n`);
+      await shard(`${dir}/n`, 2);
+      const second = `${dir}/n/model-00002-of-00002.safetensors`;
+      const bytes = await Deno.readFile(second);
+      await Deno.writeFile(second, bytes.subarray(0, bytes.length - 100));
+      await assert.rejects(
+        () => Llama.load(gpu, directoryFiles(`${dir}/n`)),
+        /model-00002-of-00002\.safetensors.*truncated/,
+      );
+      await Deno.remove(second);
+      await assert.rejects(
+        () => Llama.load(gpu, directoryFiles(`${dir}/n`)),
+        /shard "model-00002-of-00002\.safetensors".*missing/,
+      );
+      assert.equal(c2.numLayers, 2);
+      assert.deepEqual(
+        parseLlamaConfig(JSON.parse(await Deno.readTextFile(`${dir}/n/config.json`))).numLayers,
+        2,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
