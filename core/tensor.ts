@@ -97,7 +97,14 @@ export class Tensor {
    * @param label name for labels and errors
    * @param buffer an existing buffer to view instead of allocating (see {@linkcode Tensor.view})
    */
-  constructor(gpu: Gpu, shape: readonly number[], dtype: DType, label: string, buffer?: GPUBuffer) {
+  constructor(
+    gpu: Gpu,
+    shape: readonly number[],
+    dtype: DType,
+    label: string,
+    buffer?: GPUBuffer,
+    options: { mappedAtCreation?: boolean } = {},
+  ) {
     for (const d of shape) {
       if (!Number.isSafeInteger(d) || d < 0) {
         throw new RangeError(`Tensor "${label}": shape [${shape.join(", ")}] has an invalid dimension ${d}`);
@@ -130,7 +137,31 @@ export class Tensor {
       label,
       size: padded,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      mappedAtCreation: options.mappedAtCreation ?? false,
     });
+  }
+
+  /**
+   * Allocates a tensor whose memory the host fills directly before the GPU uses it (the buffer is
+   * mapped at creation: on a software adapter that is the buffer's own memory, so a file can be read
+   * straight into it). Call `unmap()` when done; until then the tensor cannot be used on the GPU.
+   *
+   * @example Filling a tensor from a file without an intermediate copy
+   * ```ts ignore
+   * const { tensor, bytes, unmap } = Tensor.mapped(gpu, [n], "f32", "w");
+   * await file.readInto(offset, bytes.subarray(0, tensor.byteLength));
+   * unmap();
+   * ```
+   */
+  static mapped(
+    gpu: Gpu,
+    shape: readonly number[],
+    dtype: DType,
+    label: string,
+  ): { tensor: Tensor; bytes: Uint8Array; unmap: () => void } {
+    const tensor = new Tensor(gpu, shape, dtype, label, undefined, { mappedAtCreation: true });
+    const bytes = new Uint8Array(tensor.buffer.getMappedRange());
+    return { tensor, bytes, unmap: () => tensor.buffer.unmap() };
   }
 
   /**
@@ -202,7 +233,9 @@ export class Tensor {
    * file. A length that is not a multiple of 4 is padded with zeros (the buffer is padded too).
    */
   writeBytes(bytes: Uint8Array, byteOffset = 0): void {
-    if (byteOffset % 4 !== 0) throw new RangeError(`Tensor "${this.label}": byte writes start at a multiple of 4`);
+    if (byteOffset % 4 !== 0) {
+      throw new RangeError(`Tensor "${this.label}": byte writes start at a multiple of 4`);
+    }
     const padded = (bytes.length + 3) & ~3;
     if (byteOffset + padded > this.buffer.size) {
       throw new RangeError(

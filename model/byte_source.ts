@@ -30,6 +30,11 @@ export interface ByteSource {
    * or modify. Throws `RangeError` if the range is outside `[0, size]`.
    */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Optional: fill `into` with the bytes starting at `offset`, without an intermediate copy (a file
+   * reads straight into the destination, e.g. a GPU buffer mapped at creation).
+   */
+  readInto?(offset: number, into: Uint8Array): Promise<void>;
 }
 
 /**
@@ -141,29 +146,34 @@ export async function fileSource(path: string): Promise<ByteSource> {
     throw new FormatError(path, "is not a regular file", "pass the path of a file, not a directory");
   }
   const size = info.size;
+  const readInto = async (offset: number, out: Uint8Array): Promise<void> => {
+    const length = out.length;
+    _checkRange(path, size, offset, length);
+    using file = await Deno.open(path, { read: true });
+    await file.seek(offset, Deno.SeekMode.Start);
+    // read() may return fewer bytes than asked; loop until the range is filled.
+    let filled = 0;
+    while (filled < length) {
+      const n = await file.read(out.subarray(filled));
+      if (n === null) {
+        throw new FormatError(
+          path,
+          `file ended at byte ${offset + filled} while reading ${length} bytes at offset ${offset}`,
+          `the file shrank from ${size} bytes since it was opened; was it overwritten during loading?`,
+        );
+      }
+      filled += n;
+    }
+  };
   return {
     name: path,
     size,
     async read(offset: number, length: number): Promise<Uint8Array> {
-      _checkRange(path, size, offset, length);
       const out = new Uint8Array(length);
-      using file = await Deno.open(path, { read: true });
-      await file.seek(offset, Deno.SeekMode.Start);
-      // read() may return fewer bytes than asked; loop until the range is filled.
-      let filled = 0;
-      while (filled < length) {
-        const n = await file.read(out.subarray(filled));
-        if (n === null) {
-          throw new FormatError(
-            path,
-            `file ended at byte ${offset + filled} while reading ${length} bytes at offset ${offset}`,
-            `the file shrank from ${size} bytes since it was opened; was it overwritten during loading?`,
-          );
-        }
-        filled += n;
-      }
+      await readInto(offset, out);
       return out;
     },
+    readInto,
   };
 }
 

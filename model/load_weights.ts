@@ -21,8 +21,11 @@ import { expectedTensorShapes, type LlamaConfig } from "./config.ts";
 import { FormatError } from "./format_error.ts";
 import type { CheckpointTensors } from "./safetensors.ts";
 
-/** Bytes read from the file and uploaded per chunk (a multiple of 4 and of every element size). */
+/** Bytes read from the file per call (a multiple of 4 and of every element size). */
 export const UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024;
+
+/** Stored bytes converted per temporary buffer (under every adapter's binding limit of 128 MiB). */
+const CONVERT_BYTES = 64 * 1024 * 1024;
 
 /** One weight to upload: where it is stored, how, and what it becomes on the GPU. */
 export interface WeightPlan {
@@ -119,54 +122,90 @@ export function planWeights(
 
 /**
  * Allocates and fills the planned tensors (see the module's notes); `onProgress` gets file bytes
- * done and in all after each chunk. `chunkBytes` (a multiple of 4) bounds the host memory in use.
+ * done and in all after each chunk. `sizes` sets the bytes of each file read and of each piece
+ * converted (multiples of 4; the defaults suit every adapter).
+ *
+ * A tensor stored as it will live on the GPU is read straight into its buffer, mapped at creation
+ * (on a software adapter that is the buffer's own memory: one copy from the page cache, no staging);
+ * another is read the same way into a temporary buffer of its stored bytes, then converted on the GPU
+ * into its own (kernels/convert.ts) and the temporary freed.
  */
 export async function uploadWeights(
   gpu: Gpu,
   checkpoint: CheckpointTensors,
   plans: readonly WeightPlan[],
   onProgress?: (done: number, total: number, name: string) => void,
-  chunkBytes: number = UPLOAD_CHUNK_BYTES,
+  sizes: { chunkBytes?: number; convertBytes?: number } = {},
 ): Promise<Map<string, Tensor>> {
-  if (!Number.isInteger(chunkBytes) || chunkBytes < 4 || chunkBytes % 4 !== 0) {
-    throw new RangeError(`uploadWeights: chunkBytes must be a positive multiple of 4, not ${chunkBytes}`);
+  const chunkBytes = sizes.chunkBytes ?? UPLOAD_CHUNK_BYTES;
+  const convertBytes = sizes.convertBytes ?? CONVERT_BYTES;
+  for (const [what, n] of [["chunkBytes", chunkBytes], ["convertBytes", convertBytes]] as const) {
+    if (!Number.isInteger(n) || n < 4 || n % 4 !== 0) {
+      throw new RangeError(`uploadWeights: ${what} must be a positive multiple of 4, not ${n}`);
+    }
   }
   const weights = new Map<string, Tensor>();
   const total = plans.reduce((a, p) => a + p.fileBytes, 0);
   let done = 0;
-  let staging: Tensor | null = null;
+  let pending: { unmap: () => void; tensor: Tensor } | null = null;
+  /** Reads bytes [from, from + length) of a stored tensor into a mapped buffer, then unmaps it. */
+  const fill = async (
+    name: string,
+    into: { bytes: Uint8Array; unmap: () => void },
+    from: number,
+    length: number,
+  ) => {
+    for (let offset = 0; offset < length; offset += chunkBytes) {
+      const n = Math.min(chunkBytes, length - offset);
+      await checkpoint.readRangeInto(name, from + offset, into.bytes.subarray(offset, offset + n));
+      done += n;
+      onProgress?.(done, total, name);
+    }
+    into.unmap();
+    pending = null;
+  };
   try {
     for (const plan of plans) {
+      if (plan.stored === plan.dtype) {
+        const mapped = Tensor.mapped(gpu, plan.shape, plan.dtype as DType, plan.name);
+        pending = mapped;
+        weights.set(plan.name, mapped.tensor);
+        await fill(plan.name, mapped, 0, plan.fileBytes);
+        continue;
+      }
+      // Converted in pieces of at most CONVERT_BYTES stored bytes, each through its own temporary.
       const t = new Tensor(gpu, plan.shape, plan.dtype as DType, plan.name);
       weights.set(plan.name, t);
       const elementBytes = plan.stored === "f32" ? 4 : 2;
-      const raw = plan.stored === plan.dtype;
-      for (let offset = 0; offset < plan.fileBytes; offset += chunkBytes) {
-        const length = Math.min(chunkBytes, plan.fileBytes - offset);
-        const bytes = await checkpoint.readRange(plan.name, offset, length);
-        if (raw) {
-          t.writeBytes(bytes, offset);
-        } else {
-          staging ??= new Tensor(gpu, [chunkBytes / 4], "u32", "weight upload staging");
-          staging.writeBytes(bytes);
-          // Queue writes and submits run in order, so the next chunk's write waits for this one.
-          const step = new Step(gpu, `convert ${plan.name}`);
-          convertFloats(step, staging, t, {
-            from: plan.stored,
-            count: length / elementBytes,
-            dstElement: offset / elementBytes,
-          });
-          step.submit();
-        }
-        done += length;
-        onProgress?.(done, total, plan.name);
+      for (let from = 0; from < plan.fileBytes; from += convertBytes) {
+        const length = Math.min(convertBytes, plan.fileBytes - from);
+        const temp = Tensor.mapped(
+          gpu,
+          [Math.ceil(length / 4)],
+          "u32",
+          `${plan.name} (stored ${plan.stored})`,
+        );
+        pending = temp;
+        await fill(plan.name, temp, from, length);
+        const step = new Step(gpu, `convert ${plan.name}`);
+        convertFloats(step, temp.tensor, t, {
+          from: plan.stored,
+          count: length / elementBytes,
+          dstElement: from / elementBytes,
+        });
+        step.submit();
+        // wgpu frees a destroyed buffer only once the work submitted with it has run.
+        temp.tensor.destroy();
       }
     }
     return weights;
   } catch (e) {
+    const open = pending as { unmap: () => void; tensor: Tensor } | null;
+    if (open) {
+      open.unmap();
+      if (![...weights.values()].includes(open.tensor)) open.tensor.destroy();
+    }
     for (const t of weights.values()) t.destroy();
     throw e;
-  } finally {
-    staging?.destroy();
   }
 }

@@ -324,6 +324,8 @@ export interface SafetensorsFile {
   readRaw(name: string): Promise<Uint8Array>;
   /** Reads `length` of one tensor's stored bytes from byte `offset` of the tensor (for streaming). */
   readRange(name: string, offset: number, length: number): Promise<Uint8Array>;
+  /** Fills `into` with one tensor's stored bytes from byte `offset` of the tensor, copying at most once. */
+  readRangeInto(name: string, offset: number, into: Uint8Array): Promise<void>;
 }
 
 /** JSON-ish description of a value for error messages, kept short. */
@@ -560,6 +562,18 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
     }
     return await source.read(dataStart + info.begin + offset, length);
   };
+  const readRangeInto = async (name: string, offset: number, into: Uint8Array): Promise<void> => {
+    const info = lookup(name);
+    if (offset < 0 || offset + into.length > info.end - info.begin) {
+      throw new RangeError(
+        `Bytes ${offset}..${offset + into.length} are outside tensor "${name}" (${
+          info.end - info.begin
+        } bytes)`,
+      );
+    }
+    if (source.readInto) await source.readInto(dataStart + info.begin + offset, into);
+    else into.set(await source.read(dataStart + info.begin + offset, into.length));
+  };
   return {
     name: file,
     tensors,
@@ -567,6 +581,7 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
     dataStart,
     readRaw,
     readRange,
+    readRangeInto,
     async readTensor(name: string): Promise<FloatTensor> {
       const info = lookup(name);
       if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16") {
@@ -649,6 +664,8 @@ export interface CheckpointTensors {
   readRaw(name: string): Promise<Uint8Array>;
   /** Reads a byte range of one tensor's stored bytes (see {@linkcode SafetensorsFile.readRange}). */
   readRange(name: string, offset: number, length: number): Promise<Uint8Array>;
+  /** Fills `into` from a tensor's stored bytes (see {@linkcode SafetensorsFile.readRangeInto}). */
+  readRangeInto(name: string, offset: number, into: Uint8Array): Promise<void>;
   /** The opened files, keyed by file name. */
   readonly files: Map<string, SafetensorsFile>;
 }
@@ -747,6 +764,7 @@ export async function openCheckpointTensors(open: OpenByName): Promise<Checkpoin
     readTensor: async (name) => await locate(name).readTensor(name),
     readRaw: async (name) => await locate(name).readRaw(name),
     readRange: async (name, offset, length) => await locate(name).readRange(name, offset, length),
+    readRangeInto: async (name, offset, into) => await locate(name).readRangeInto(name, offset, into),
   };
 }
 

@@ -86,12 +86,14 @@ Deno.test(
           const plans = planWeights(gpu, config, checkpoint, dtype, dir);
           for (const chunk of [64, 1 << 20]) {
             const progress: number[] = [];
+            // Small sizes: several reads per tensor, and conversions in several pieces at offsets.
+            const sizes = { chunkBytes: chunk, convertBytes: chunk === 64 ? 256 : chunk };
             const uploaded = await uploadWeights(
               gpu,
               checkpoint,
               plans,
               (done) => progress.push(done),
-              chunk,
+              sizes,
             );
             const names = [...uploaded.keys()];
             const read = await readTensors(
