@@ -17,6 +17,7 @@ import { runDecodeBench } from "./decode_bench.ts";
 import { runForwardBench } from "./forward_bench.ts";
 import { runGsm8kBench } from "./gsm8k_bench.ts";
 import { runMatmulBench } from "./matmul_bench.ts";
+import { runScaleBench } from "./scale_bench.ts";
 
 /** What every section gets. */
 export interface BenchContext {
@@ -52,6 +53,12 @@ export const sections: BenchSection[] = [
     name: "forward",
     description: "embedded CLLM: host, GPU-kernel and wall time of one forward at 1, 8, 16, 32 rows",
     run: (ctx) => runForwardBench(ctx.gpu),
+  },
+  {
+    name: "scale",
+    description:
+      "TinyLlama-1.1B-shaped checkpoints (2.2 GB, made in a temp folder): load GB/s, peak RSS, AR tokens/s",
+    run: () => runScaleBench(),
   },
   {
     name: "gsm8k",
