@@ -3,7 +3,7 @@
  * load time, the process's peak resident memory, the GPU weight bytes, and (with `--decode N`) the
  * greedy AR tokens/s and the cost of a 16-row forward relative to a 1-row one.
  *
- *     deno run -A bench/_load_once.ts DIR f16 [--decode N]
+ *     deno run -A bench/_load_once.ts DIR stored|f16|bf16|f32 [--decode N]
  *
  * @module
  */

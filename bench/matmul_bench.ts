@@ -193,7 +193,7 @@ async function benchCase(
     await readTensors(gpu, [y]);
     if (timing) kernelMs = median((await timing).map((t) => t.ns / 1e6));
   }
-  const v = matmulVariant(gpu, layout, M, N, K, weights === "f16");
+  const v = matmulVariant(gpu, layout, M, N, K, weights === "f16" ? "f16" : "f32");
   const gflops = (2 * M * N * K) / (ms * 1e6);
   const bytes = M * K * 4 + N * K * (weights === "f16" ? 2 : 4) + M * N * 4; // a, b, y once each
   for (const t of [a, b, y]) t.destroy();

@@ -65,10 +65,12 @@ export async function runScaleBench(): Promise<unknown> {
           ((performance.now() - t0) / 1000).toFixed(1)
         } s`,
       );
-      for (const dtype of ["f16", "f32"]) {
+      // As stored (no conversion: f16 stays f16, bf16 stays bf16), converted to f16, and f32.
+      for (const dtype of ["stored", "f16", "f32"]) {
+        if (stored === "F16" && dtype === "f16") continue; // the same as stored
         const runs: Record<string, number>[] = [];
         for (let i = 0; i < 3; i++) {
-          const r = await loadOnce(dir, dtype, i === 2 && dtype === "f16" ? 16 : 0);
+          const r = await loadOnce(dir, dtype, i === 2 && dtype === "stored" ? 16 : 0);
           runs.push(r);
           if ("error" in r) break;
         }

@@ -5,7 +5,7 @@
  */
 
 import { type Gpu, requestGpu } from "../core/mod.ts";
-import { directoryFiles, loadPretrained, type Pretrained } from "../model/mod.ts";
+import { directoryFiles, loadPretrained, type Pretrained, type WeightStorage } from "../model/mod.ts";
 import { CliError } from "./args.ts";
 import { Progress } from "./progress.ts";
 
@@ -14,8 +14,8 @@ export async function loadModelDir(
   dir: string,
   options: { maxLength?: number; dtype?: string } = {},
 ): Promise<Pretrained & { gpu: Gpu }> {
-  if (options.dtype !== undefined && options.dtype !== "f32" && options.dtype !== "f16") {
-    throw new CliError(`--dtype must be f32 or f16, not "${options.dtype}"`);
+  if (options.dtype !== undefined && !["f32", "f16", "bf16"].includes(options.dtype)) {
+    throw new CliError(`--dtype must be f32, f16 or bf16, not "${options.dtype}"`);
   }
   try {
     const stat = await Deno.stat(dir);
@@ -28,7 +28,7 @@ export async function loadModelDir(
   let progress: Progress | null = null;
   const pretrained = await loadPretrained(gpu, directoryFiles(dir), {
     maxLength: options.maxLength,
-    dtype: options.dtype as "f32" | "f16" | undefined,
+    dtype: options.dtype as WeightStorage | undefined,
     onProgress: (done, total) => {
       if (total < 64 << 20) return;
       progress ??= new Progress("loading", total, "B");

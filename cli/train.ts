@@ -121,7 +121,7 @@ export async function trainCommand(args: string[]): Promise<void> {
     if (found) console.error(`resuming from ${found.dir} (step ${found.state.step})`);
   }
   const gpu = await requestGpu();
-  const pretrained = await loadPretrained(gpu, directoryFiles(modelDir), { maxRows: 64 });
+  const pretrained = await loadPretrained(gpu, directoryFiles(modelDir), { maxRows: 64, dtype: "f32" });
   const skipped: string[] = [];
   const samples = readTrajectories(await Deno.readTextFile(trajPath), {
     vocabSize: pretrained.model.config.vocabSize,
@@ -231,7 +231,7 @@ export async function pretrainCommand(args: string[]): Promise<void> {
     throw new FormatError(corpus, `the corpus has ${ids.length} tokens, fewer than --seq-len ${seqLen}`);
   }
   const gpu = await requestGpu();
-  const pretrained = await loadPretrained(gpu, directoryFiles(initDir), { maxRows: 64 });
+  const pretrained = await loadPretrained(gpu, directoryFiles(initDir), { maxRows: 64, dtype: "f32" });
   const ctrlC = stopOnCtrlC();
   const report = trainingProgress("pretrain");
   try {

@@ -7,14 +7,17 @@
 
 import type { Gpu } from "./device.ts";
 
-/** Element types a tensor can hold. f16 needs the adapter's `shader-f16` feature to be computed on. */
-export type DType = "f32" | "f16" | "u32" | "i32";
+/**
+ * Element types a tensor can hold. f16 needs the adapter's `shader-f16` feature to be computed on;
+ * bf16 (weights as checkpoints store them) is read as packed u32 words and widened by a shift.
+ */
+export type DType = "f32" | "f16" | "bf16" | "u32" | "i32";
 
 /** Typed arrays that can fill a tensor. f16 data is given as f32 and converted. */
 export type TensorData = Float32Array | Uint32Array | Int32Array;
 
 /** Bytes per element of each dtype. */
-export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, u32: 4, i32: 4 };
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, u32: 4, i32: 4 };
 
 /** Rounds an f32 to the nearest f16 (ties to even) and returns its bits. */
 export function f32ToF16Bits(value: number): number {
@@ -47,6 +50,23 @@ export function f32ToF16Bits(value: number): number {
     }
   }
   return sign | (e << 10) | m;
+}
+
+/**
+ * Rounds an f32 to the nearest bf16 (ties to even, as PyTorch) and returns its bits; NaN stays a
+ * quiet NaN.
+ *
+ * @example
+ * ```ts
+ * import { f32ToBf16Bits } from "./tensor.ts";
+ * f32ToBf16Bits(1).toString(16); // 3f80
+ * ```
+ */
+export function f32ToBf16Bits(value: number): number {
+  const f = new Float32Array([value]);
+  const x = new Uint32Array(f.buffer)[0];
+  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return ((x >>> 16) | 0x40) & 0xffff;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
 /** Converts f16 bits to an f32 value. */
@@ -214,12 +234,13 @@ export class Tensor {
       );
     }
     let bytes: Uint8Array<ArrayBuffer>;
-    if (this.dtype === "f16") {
+    if (this.dtype === "f16" || this.dtype === "bf16") {
       const half = new Uint16Array(data.length + (data.length & 1));
-      for (let i = 0; i < data.length; i++) half[i] = f32ToF16Bits(data[i]);
+      const toBits = this.dtype === "f16" ? f32ToF16Bits : f32ToBf16Bits;
+      for (let i = 0; i < data.length; i++) half[i] = toBits(data[i]);
       bytes = new Uint8Array(half.buffer);
       if (offset & 1) {
-        throw new RangeError(`Tensor "${this.label}": f16 writes must start at an even element`);
+        throw new RangeError(`Tensor "${this.label}": ${this.dtype} writes must start at an even element`);
       }
     } else {
       bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
@@ -262,7 +283,7 @@ function defaultDType(data: TensorData): DType {
   return "f32";
 }
 
-/** What a readback returns for each dtype (f16 is widened to f32). */
+/** What a readback returns for each dtype (f16 and bf16 are widened to f32). */
 export type ReadData = Float32Array | Uint32Array | Int32Array;
 
 /**
@@ -299,6 +320,12 @@ export async function readTensors(gpu: Gpu, tensors: readonly Tensor[]): Promise
         const out = new Float32Array(t.size);
         for (let j = 0; j < t.size; j++) out[j] = f16BitsToF32(bits[j]);
         return out;
+      }
+      if (t.dtype === "bf16") {
+        const bits = new Uint16Array(raw, 0, t.size);
+        const out = new Uint32Array(t.size);
+        for (let j = 0; j < t.size; j++) out[j] = bits[j] << 16;
+        return new Float32Array(out.buffer);
       }
       if (t.dtype === "u32") return new Uint32Array(raw, 0, t.size);
       if (t.dtype === "i32") return new Int32Array(raw, 0, t.size);

@@ -174,7 +174,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       await writeRandomModel(init, config, "demo config", `${work}/tokenizer`, seed);
     }
     const gpu = await requestGpu();
-    const p = await loadPretrained(gpu, directoryFiles(init), { maxRows: 64 });
+    const p = await loadPretrained(gpu, directoryFiles(init), { maxRows: 64, dtype: "f32" });
     const items: TrainItem[] = encodeDocuments(tokenizer, trainSet).map((tokens) => ({ kind: "ar", tokens }));
     const progress = trainingProgress(
       "pretrain",
@@ -248,7 +248,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   await stage("consistency training", async () => {
     if (await exists(`${work}/cllm/DONE`)) return;
     const gpu = await requestGpu();
-    const p = await loadPretrained(gpu, directoryFiles(baseDir), { maxRows: 64 });
+    const p = await loadPretrained(gpu, directoryFiles(baseDir), { maxRows: 64, dtype: "f32" });
     try {
       const trajPath = `${work}/trajectories.jsonl`;
       const samples = readTrajectories(await Deno.readTextFile(trajPath), {

@@ -8,7 +8,8 @@
  * - bf16 → f32: `bits << 16` (bf16 is the top half of an f32);
  * - f16 → f32: `unpack2x16float`;
  * - f32 → f16, bf16 → f16: `pack2x16float` of two values (WGSL's f32 → f16 conversion, which rounds
- *   to nearest, ties to even, on the adapters here; {@linkcode convertReference} does the same).
+ *   to nearest, ties to even, on the adapters here; {@linkcode convertReference} does the same);
+ * - f32 → bf16, f16 → bf16: the top half of the f32 bits, rounded to nearest, ties to even.
  *
  * @module
  */
@@ -20,7 +21,7 @@ import { ELEMENTWISE_PARAMS, elementwiseWgsl, grid1d } from "./add.ts";
 export type StoredFloat = "f32" | "f16" | "bf16";
 
 /** The conversion kernel's variant: source and destination formats. */
-export type ConvertVariant = { FROM: StoredFloat; TO: "f32" | "f16"; WG: number; PER: number };
+export type ConvertVariant = { FROM: StoredFloat; TO: StoredFloat; WG: number; PER: number };
 
 const WG = 64;
 
@@ -68,6 +69,10 @@ export const convertSpec: KernelSpec<ConvertVariant> = {
   ],
   wgsl: (v) => `
 ${readElement(v.FROM)}
+fn bf16Bits(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+}
 ${
     elementwiseWgsl(`
 for (var k = 0u; k < PER; k++) {
@@ -76,7 +81,9 @@ for (var k = 0u; k < PER; k++) {
   ${
       v.TO === "f32"
         ? "dst[P.dstWord + w] = bitcast<u32>(element(w));"
-        : "dst[P.dstWord + w] = pack2x16float(vec2<f32>(element(2u * w), element(2u * w + 1u)));"
+        : v.TO === "f16"
+        ? "dst[P.dstWord + w] = pack2x16float(vec2<f32>(element(2u * w), element(2u * w + 1u)));"
+        : "dst[P.dstWord + w] = bf16Bits(element(2u * w)) | (bf16Bits(element(2u * w + 1u)) << 16u);"
     }
 }`)
   }`,
@@ -99,13 +106,13 @@ export function convertFloats(
   options: { from: StoredFloat; count: number; srcWord?: number; dstElement?: number },
 ): void {
   const to = dst.dtype;
-  if (to !== "f32" && to !== "f16") {
-    throw new TypeError(`convertFloats: destination "${dst.label}" must be f32 or f16, not ${to}`);
+  if (to !== "f32" && to !== "f16" && to !== "bf16") {
+    throw new TypeError(`convertFloats: destination "${dst.label}" must be f32, f16 or bf16, not ${to}`);
   }
   const dstElement = options.dstElement ?? 0;
   const { count } = options;
-  if (to === "f16" && dstElement % 2 !== 0) {
-    throw new RangeError(`convertFloats: an f16 destination starts at an even element, not ${dstElement}`);
+  if (to !== "f32" && dstElement % 2 !== 0) {
+    throw new RangeError(`convertFloats: a ${to} destination starts at an even element, not ${dstElement}`);
   }
   if (dstElement + count > dst.size) {
     throw new RangeError(
@@ -141,7 +148,7 @@ export function convertFloats(
 export function convertReference(
   src: Float32Array | Uint16Array,
   from: StoredFloat,
-  to: "f32" | "f16",
+  to: StoredFloat,
 ): Float32Array | Uint16Array {
   const values = new Float32Array(src.length);
   const bits = new Uint32Array(1);
@@ -155,7 +162,13 @@ export function convertReference(
   }
   if (to === "f32") return values;
   const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = floatToHalf(values[i]);
+  for (let i = 0; i < src.length; i++) {
+    if (to === "f16") out[i] = floatToHalf(values[i]);
+    else {
+      f[0] = values[i];
+      out[i] = ((bits[0] + 0x7fff + ((bits[0] >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+  }
   return out;
 }
 

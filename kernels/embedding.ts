@@ -10,6 +10,7 @@
 
 import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
 import { grid1d } from "./add.ts";
+import { BF16_WGSL } from "./matmul.ts";
 
 const WG = 64;
 
@@ -34,7 +35,14 @@ const WG = 64;
 export const embeddingSpec: KernelSpec = {
   name: "embedding",
   bindings: (variant) => [
-    { name: "table", access: "read", type: _vec(variant.F16 ? "f16" : "f32", variant.V4 === true) }, // (V, C)
+    // (V, C); bf16 is read as packed u32 words: one per 2 values, vec2 per 4.
+    {
+      name: "table",
+      access: "read",
+      type: variant.BF16
+        ? (variant.V4 ? "vec2<u32>" : "u32")
+        : _vec(variant.F16 ? "f16" : "f32", variant.V4 === true),
+    },
     { name: "tokens", access: "read", type: "u32" }, // (tokenOffset + T)
     { name: "out", access: "read_write", type: _vec("f32", variant.V4 === true) }, // (T, C)
   ],
@@ -47,6 +55,14 @@ export const embeddingSpec: KernelSpec = {
   ],
   wgsl: (variant) => `
 alias E = ${_vec("f32", variant.V4 === true)};
+${variant.BF16 ? BF16_WGSL : ""}
+${
+    variant.BF16
+      ? variant.V4
+        ? "fn row(e: u32) -> E { let p = table[e]; return E(unpackBf16(p.x), unpackBf16(p.y)); }"
+        : "fn row(e: u32) -> E { return unpackBf16(table[e >> 1u])[e & 1u]; }"
+      : "fn row(e: u32) -> E { return E(table[e]); }"
+  }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -57,7 +73,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let token = tokens[P.tokenOffset + t];
   // Out-of-vocabulary ids write zeros instead of reading past the table.
   var value = E(0.0);
-  if (token < P.V) { value = E(table[token * P.C + c]); }
+  if (token < P.V) { value = row(token * P.C + c); }
   out[i] = value;
 }`,
 };
@@ -79,7 +95,7 @@ export interface EmbeddingOptions {
  * Records `out[t] = table[tokens[tokenOffset + t]]` for t < rows. Ids ≥ V give rows of zeros.
  *
  * @param step the step to record into
- * @param table (V, C) embedding table, f32 or f16
+ * @param table (V, C) embedding table, f32, f16 or bf16
  * @param tokens u32 token ids; needs at least `tokenOffset + rows` elements
  * @param out (T, C) f32 output, T ≥ rows
  * @param options token offset and row count
@@ -101,9 +117,11 @@ export function embeddingForward(
   const [V, C] = table.shape;
   const rows = options.rows ?? out.shape[0];
   const tokenOffset = options.tokenOffset ?? 0;
-  if (table.shape.length !== 2 || (table.dtype !== "f32" && table.dtype !== "f16")) {
+  if (
+    table.shape.length !== 2 || (table.dtype !== "f32" && table.dtype !== "f16" && table.dtype !== "bf16")
+  ) {
     throw new TypeError(
-      `embeddingForward: table "${table.label}" must be a (V, C) f32 or f16 tensor, not ` +
+      `embeddingForward: table "${table.label}" must be a (V, C) f32, f16 or bf16 tensor, not ` +
         `[${table.shape.join(", ")}] ${table.dtype}`,
     );
   }
@@ -128,7 +146,7 @@ export function embeddingForward(
   const n = rows * width;
   const { workgroups, rowStride } = grid1d(n, WG);
   step.dispatch(embeddingSpec, {
-    variant: { WG, F16: table.dtype === "f16", V4: v4 },
+    variant: { WG, F16: table.dtype === "f16", BF16: table.dtype === "bf16", V4: v4 },
     bindings: { table, tokens, out },
     params: { n, rowStride, C: width, V, tokenOffset },
     workgroups,

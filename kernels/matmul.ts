@@ -73,6 +73,8 @@ export type MatmulVariant = MatmulTiling & {
   VB: boolean;
   /** B holds f16 values (read as packed u32 words with `unpack2x16float`; accumulation is f32). */
   F16: boolean;
+  /** B holds bf16 values (packed u32 words widened by a 16-bit shift; accumulation is f32). */
+  BF16: boolean;
 };
 
 /**
@@ -159,10 +161,12 @@ function checkTiling(t: MatmulTiling, layout: MatmulLayout): void {
  * matrix in binding `buf` whose rows are `cols` long; elements past the row's end read as 0 (so
  * reduction tails add nothing). The caller keeps `row` in range.
  */
-function loader(name: string, buf: string, cols: string, vec: boolean, f16: boolean): string {
+function loader(name: string, buf: string, cols: string, vec: boolean, half: "f16" | "bf16" | null): string {
+  // A u32 word holds two 16-bit values; f16 widens with unpack2x16float, bf16 with a shift.
+  const unpack = half === "bf16" ? "unpackBf16" : "unpack2x16float";
   if (vec) {
-    const load = f16
-      ? `let p = ${buf}[row * n4 + min(c4, n4 - 1u)];\n  let v = vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y));`
+    const load = half
+      ? `let p = ${buf}[row * n4 + min(c4, n4 - 1u)];\n  let v = vec4<f32>(${unpack}(p.x), ${unpack}(p.y));`
       : `let v = ${buf}[row * n4 + min(c4, n4 - 1u)];`;
     return `fn ${name}(row: u32, c4: u32) -> vec4<f32> {
   let n4 = ${cols} / 4u;
@@ -173,7 +177,7 @@ function loader(name: string, buf: string, cols: string, vec: boolean, f16: bool
   // Element by element: rows are not 16-byte aligned. f16 pairs share a u32 word.
   const elem = (i: number) => {
     const e = `base + min(c + ${i}u, last)`;
-    const value = f16 ? `unpack2x16float(${buf}[(${e}) >> 1u])[(${e}) & 1u]` : `${buf}[${e}]`;
+    const value = half ? `${unpack}(${buf}[(${e}) >> 1u])[(${e}) & 1u]` : `${buf}[${e}]`;
     return `    select(0.0, ${value}, c + ${i}u < ${cols}),`;
   };
   return `fn ${name}(row: u32, c4: u32) -> vec4<f32> {
@@ -185,6 +189,11 @@ ${[0, 1, 2, 3].map(elem).join("\n")}
   );
 }`;
 }
+
+/** WGSL: the two bf16 values of a little-endian u32 word, widened to f32 (bf16 is an f32's top half). */
+export const BF16_WGSL = `fn unpackBf16(w: u32) -> vec2<f32> {
+  return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
+}`;
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const XYZW = "xyzw";
@@ -204,8 +213,9 @@ function wgslOf(v: MatmulVariant): string {
   const emit = (s: string) => lines.push(s);
 
   // Loaders. A's rows run along K (nt, nn) or M (tn); B's along K (nt) or N (nn, tn).
-  emit(loader("ldA", "a", layout === "tn" ? "P.M" : "P.K", v.VA, false));
-  emit(loader("ldB", "b", layout === "nt" ? "P.K" : "P.N", v.VB, v.F16));
+  if (v.BF16) emit(BF16_WGSL);
+  emit(loader("ldA", "a", layout === "tn" ? "P.M" : "P.K", v.VA, null));
+  emit(loader("ldB", "b", layout === "nt" ? "P.K" : "P.N", v.VB, v.BF16 ? "bf16" : v.F16 ? "f16" : null));
 
   const sgArgs = SG ? `, @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) ssz: u32` : "";
   emit(`@compute @workgroup_size(WG)
@@ -335,7 +345,11 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
   bindings: (v) => {
     return [
       { name: "a", access: "read", type: v.VA ? "vec4<f32>" : "f32" },
-      { name: "b", access: "read", type: v.F16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32" },
+      {
+        name: "b",
+        access: "read",
+        type: v.F16 || v.BF16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32",
+      },
       { name: "y", access: "read_write", type: "f32" },
     ];
   },
@@ -361,7 +375,7 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
  * @param M output rows
  * @param N output columns
  * @param K reduction length
- * @param bF16 B holds f16 values
+ * @param bDtype B's dtype (f32, or 16-bit f16 or bf16 weights)
  * @param override tiling fields to force
  *
  * @example The tiling of a Jacobi block on this device
@@ -376,7 +390,7 @@ export function matmulVariant(
   M: number,
   N: number,
   K: number,
-  bF16 = false,
+  bDtype: "f32" | "f16" | "bf16" = "f32",
   override: Partial<MatmulTiling> = {},
 ): MatmulVariant {
   const table = gpu.adapter.isFallbackAdapter ? MATMUL_TUNING.fallback : MATMUL_TUNING.gpu;
@@ -394,7 +408,8 @@ export function matmulVariant(
     SGS: tiling.SGS,
     VA: aCols % 4 === 0,
     VB: bCols % 4 === 0,
-    F16: bF16,
+    F16: bDtype === "f16",
+    BF16: bDtype === "bf16",
   };
 }
 
@@ -409,12 +424,14 @@ function dispatchMatmul(
   K: number,
   opts: MatmulOptions,
 ): void {
-  if (a.dtype !== "f32" || y.dtype !== "f32" || (b.dtype !== "f32" && b.dtype !== "f16")) {
+  if (
+    a.dtype !== "f32" || y.dtype !== "f32" || (b.dtype !== "f32" && b.dtype !== "f16" && b.dtype !== "bf16")
+  ) {
     throw new TypeError(
-      `Matmul (${layout}) needs f32 a and y and an f32 or f16 b; got a ${a.dtype}, b ${b.dtype}, y ${y.dtype}`,
+      `Matmul (${layout}) needs f32 a and y and an f32, f16 or bf16 b; got a ${a.dtype}, b ${b.dtype}, y ${y.dtype}`,
     );
   }
-  const variant = matmulVariant(step.gpu, layout, M, N, K, b.dtype === "f16", opts.variant);
+  const variant = matmulVariant(step.gpu, layout, M, N, K, b.dtype, opts.variant);
   const workgroups: [number, number] = [Math.ceil(N / (variant.WG * variant.C)), Math.ceil(M / variant.R)];
   step.dispatch(matmulSpec, {
     variant,
@@ -513,7 +530,7 @@ export function matmulTN(step: Step, a: Tensor, b: Tensor, y: Tensor, opts: Matm
         `expected a (T, M), b (T, N), y (M, N)`,
     );
   }
-  if (b.dtype === "f16") throw new TypeError("matmulTN: b must be f32 (it holds activations)");
+  if (b.dtype !== "f32") throw new TypeError("matmulTN: b must be f32 (it holds activations)");
   dispatchMatmul(step, "tn", a, b, y, M, N, T, opts);
 }
 

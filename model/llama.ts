@@ -68,11 +68,12 @@ export interface LoadOptions {
   /** Called after each uploaded chunk with the checkpoint bytes done and in all. */
   onProgress?: (done: number, total: number, name: string) => void;
   /**
-   * Storage of the weight matrices on the GPU (default "f32"). "f16" halves the memory and the
-   * bytes a decoding step reads (matmuls still accumulate in f32); norms stay f32, and the
-   * embedding table stays f32 on adapters without `shader-f16`. Training needs f32.
+   * Storage of the weight matrices on the GPU (default "stored": as the checkpoint stores them, so
+   * a 16-bit checkpoint loads without conversion). "f16" or "bf16" halve the memory and the bytes
+   * a decoding step reads against f32 (matmuls accumulate in f32 either way); norms stay f32, and
+   * an f16 embedding table stays f32 on adapters without `shader-f16`. Training needs "f32".
    */
-  dtype?: "f32" | "f16";
+  dtype?: "f32" | "f16" | "bf16" | "stored";
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ export class Llama {
     const config = parseLlamaConfig(configJson, `${files.name}/config.json`);
     const checkpoint = await openCheckpointTensors((file) => files.source(file));
     // Every tensor is checked before anything is allocated; then they stream in as raw bytes.
-    const plans = planWeights(gpu, config, checkpoint, options.dtype ?? "f32", files.name);
+    const plans = planWeights(gpu, config, checkpoint, options.dtype ?? "stored", files.name);
     const weights: WeightMap = await uploadWeights(gpu, checkpoint, plans, options.onProgress);
     return new Llama(gpu, config, weights, options);
   }

@@ -36,7 +36,7 @@ export interface WeightPlan {
   /** How the file stores it. */
   stored: StoredFloat;
   /** Its dtype on the GPU. */
-  dtype: "f32" | "f16";
+  dtype: WeightDtype;
   /** Bytes in the file. */
   fileBytes: number;
   /** Bytes on the GPU. */
@@ -45,6 +45,16 @@ export interface WeightPlan {
 
 const STORED: Record<string, StoredFloat> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
+/** A weight matrix's dtype on the GPU. */
+export type WeightDtype = "f32" | "f16" | "bf16";
+
+/**
+ * How weight matrices are kept on the GPU: `"stored"` as the checkpoint stores them (the default:
+ * no conversion, a 16-bit checkpoint stays 16-bit), or converted to one dtype. Norms are f32
+ * always, and an f16 embedding needs the adapter's `shader-f16` (otherwise it stays f32).
+ */
+export type WeightStorage = WeightDtype | "stored";
+
 /** A readable size: `1.23 GB`, `45.6 MB`. */
 export function formatBytes(n: number): string {
   return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${n} B`;
@@ -52,8 +62,7 @@ export function formatBytes(n: number): string {
 
 /**
  * Checks the checkpoint against the config and the adapter, and plans the upload (see the module's
- * notes). `dtype` is the model's weight storage: "f16" keeps 2-D weights in f16 (the embedding only
- * where the adapter has `shader-f16`); norms stay f32.
+ * notes). `storage` says how weight matrices are kept (see {@linkcode WeightStorage}).
  *
  * @throws {FormatError} naming the file and tensor for a missing tensor, a wrong shape or a dtype
  *   that is not F32, F16 or BF16
@@ -64,7 +73,7 @@ export function planWeights(
   gpu: Gpu,
   config: LlamaConfig,
   checkpoint: CheckpointTensors,
-  dtype: "f32" | "f16",
+  storage: WeightStorage,
   where: string,
 ): WeightPlan[] {
   const plans: WeightPlan[] = [];
@@ -95,14 +104,13 @@ export function planWeights(
         file,
         `tensor "${name}" is stored as ${entry.dtype}, not F32, F16 or BF16 (a checkpoint quantised elsewhere, ` +
           "such as GPTQ/AWQ packs or F8, cannot be loaded as it is)",
-        "use the unquantised F16/BF16 checkpoint; this loader quantises by itself",
+        "use the model's unquantised F16 or BF16 checkpoint",
       );
     }
     const size = shape.reduce((a, b) => a * b, 1);
-    const half = dtype === "f16" && shape.length === 2 &&
-      (name !== "model.embed_tokens.weight" || gpu.features.f16);
-    const target: "f32" | "f16" = half ? "f16" : "f32";
-    const gpuBytes = size * (half ? 2 : 4);
+    let target: WeightDtype = shape.length === 2 ? (storage === "stored" ? stored : storage) : "f32";
+    if (target === "f16" && name === "model.embed_tokens.weight" && !gpu.features.f16) target = "f32";
+    const gpuBytes = size * (target === "f32" ? 4 : 2);
     const limit = Math.min(binding, buffer);
     if (gpuBytes > limit) {
       throw new RangeError(

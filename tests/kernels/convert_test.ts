@@ -41,7 +41,7 @@ Deno.test(
     // patterns of the values compares the f16 bits.
     const cases: { what: string; out: Tensor; expect: Float32Array; at: number }[] = [];
     for (const from of ["bf16", "f16", "f32"] as const) {
-      for (const to of ["f32", "f16"] as const) {
+      for (const to of ["f32", "f16", "bf16"] as const) {
         for (const [n, srcWord, dstElement] of [[1, 0, 0], [37, 3, 2], [1000, 0, 6], [4097, 5, 0]]) {
           const { words, elements } = stored(values(n, n + srcWord), from);
           const src = new Tensor(gpu, [srcWord + words.length], "u32", `src ${from} ${n}`);
@@ -49,7 +49,11 @@ Deno.test(
           const out = new Tensor(gpu, [dstElement + n + 2], to, `dst ${to} ${n}`);
           convertFloats(step, src, out, { from, count: n, srcWord, dstElement });
           const ref = convertReference(elements, from, to);
-          const expect = to === "f32" ? ref as Float32Array : f16ToF32(ref as Uint16Array);
+          const expect = to === "f32"
+            ? ref as Float32Array
+            : to === "f16"
+            ? f16ToF32(ref as Uint16Array)
+            : new Float32Array(Uint32Array.from(ref as Uint16Array, (b) => b << 16).buffer);
           cases.push({
             what: `${from} → ${to}, ${n} values at ${srcWord}/${dstElement}`,
             out,
@@ -87,7 +91,7 @@ Deno.test("convertFloats checks its arguments on the host", gpuTest, async () =>
     assert.throws(() => fn(step), pattern);
     step.abandon();
   };
-  bad((step) => convertFloats(step, src, u32, { from: "f32", count: 4 }), /must be f32 or f16/);
+  bad((step) => convertFloats(step, src, u32, { from: "f32", count: 4 }), /must be f32, f16 or bf16/);
   bad((step) => convertFloats(step, src, f16, { from: "f16", count: 2, dstElement: 1 }), /even element/);
   bad((step) => convertFloats(step, src, f16, { from: "f32", count: 9 }), /overrun/);
 });

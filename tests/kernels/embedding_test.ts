@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { f16BitsToF32, f32ToF16Bits, readTensors, Step, Tensor } from "../../core/mod.ts";
+import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, readTensors, Step, Tensor } from "../../core/mod.ts";
 import { embeddingForward, embeddingReference } from "../../kernels/embedding.ts";
 import { assertClose, randomArray, rng } from "../_assert.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
@@ -86,6 +86,30 @@ Deno.test("embedding reads an f16 table", gpuTest, async () => {
   // The reference reads the same f16-rounded values, so the gather is exact.
   const rounded = table.map((x) => f16BitsToF32(f32ToF16Bits(x)));
   assertClose(result, embeddingReference(rounded, C, tokens, 0, T), EXACT, "f16 table");
+});
+
+Deno.test("embedding reads a bf16 table (packed words, any width)", gpuTest, async () => {
+  const gpu = await testGpu();
+  const tokens = new Uint32Array([19, 0, 7, 7, 25, 3]);
+  const T = tokens.length, V = 20;
+  for (const C of [9, 12]) {
+    const table = randomArray(V * C, 6 + C, 3);
+    const out = new Tensor(gpu, [T, C], "f32", "out");
+    const step = new Step(gpu, "embedding bf16");
+    embeddingForward(
+      step,
+      Tensor.from(gpu, table, [V, C], "table bf16", "bf16"),
+      Tensor.from(gpu, tokens, [T], "ids"),
+      out,
+    );
+    step.submit();
+    const [result] = await readTensors(gpu, [out]);
+    // The reference reads the same bf16-rounded values, so the gather is exact.
+    const bits = new Uint32Array(table.length);
+    table.forEach((x, i) => (bits[i] = f32ToBf16Bits(x) << 16));
+    const rounded = new Float32Array(bits.buffer);
+    assertClose(result, embeddingReference(rounded, C, tokens, 0, T), EXACT, `bf16 table, C=${C}`);
+  }
 });
 
 Deno.test("embedding checks its arguments on the host", gpuTest, async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { f16BitsToF32, f32ToF16Bits, readTensors, Step, Tensor } from "../../core/mod.ts";
+import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, readTensors, Step, Tensor } from "../../core/mod.ts";
 import {
   llvmpipeLanes,
   MATMUL_TUNING,
@@ -26,6 +26,13 @@ function tol(K: number) {
   return { atol: 1e-5 * Math.sqrt(K), rtol: 1e-4 };
 }
 
+/** Rounds values to bf16 and back (what a bf16 weight tensor holds). */
+function roundBf16(values: Float32Array): Float32Array {
+  const bits = new Uint32Array(values.map((v) => 0).length);
+  values.forEach((v, i) => (bits[i] = f32ToBf16Bits(v) << 16));
+  return new Float32Array(bits.buffer);
+}
+
 /** Rounds values to f16 and back, so an f16-weight product can be checked against f32 loops. */
 function roundF16(values: Float32Array): Float32Array {
   return values.map((v) => f16BitsToF32(f32ToF16Bits(v)));
@@ -44,6 +51,8 @@ interface Case {
   M?: number;
   accumulate?: boolean;
   f16?: boolean;
+  /** Weights stored as bf16 (read as packed words, widened by a shift). */
+  bf16?: boolean;
   variant?: Partial<MatmulTiling>;
 }
 
@@ -61,7 +70,7 @@ async function runCases(cases: Case[], seed: number): Promise<void> {
     const s = seed + 10 * i;
     const label =
       `${c.form} T=${c.T} ${c.form === "tn" ? `M=${c.M}` : `K=${c.K}`} N=${c.N}${c.accumulate ? " +=" : ""}${
-        c.f16 ? " f16" : ""
+        c.f16 ? " f16" : c.bf16 ? " bf16" : ""
       }` +
       `${c.variant ? " " + JSON.stringify(c.variant) : ""}`;
     const opts = { accumulate: c.accumulate, variant: c.variant };
@@ -92,8 +101,8 @@ async function runCases(cases: Case[], seed: number): Promise<void> {
         `y ${label}`,
       );
       const tx = Tensor.from(gpu, x, [c.T, K], "x");
-      const dtype = c.f16 ? "f16" : "f32";
-      const wUsed = c.f16 ? roundF16(w) : w;
+      const dtype = c.f16 ? "f16" : c.bf16 ? "bf16" : "f32";
+      const wUsed = c.f16 ? roundF16(w) : c.bf16 ? roundBf16(w) : w;
       if (c.form === "nt") {
         matmulForward(step, tx, Tensor.from(gpu, w, [c.N, K], "w", dtype), y, opts);
         expected = matmulReference(x, wUsed, c.T, c.N, K);
@@ -153,22 +162,30 @@ Deno.test("matmulTN (aᵀ · b) matches the CPU reference", gpuTest, async () =>
   ], 300);
 });
 
-Deno.test("f16 weights and the tiling without subgroups match the CPU reference", gpuTest, async () => {
-  const plain = { SG: false, R: 4, C: 4, WG: 16 }; // the shape of the table row for real GPUs
-  await runCases([
-    { form: "nt", T: 16, N: 67, K: 64, f16: true },
-    { form: "nt", T: 3, N: 5, K: 67, f16: true, accumulate: true },
-    { form: "nn", T: 2, N: 64, K: 31, f16: true },
-    { form: "nt", T: 33, N: 31, K: 67, variant: plain, accumulate: true },
-    { form: "nt", T: 5, N: 64, K: 64, variant: { SG: false, R: 1, C: 3, WG: 8 } },
-    // The GPU table's decoding row: one output per invocation.
-    { form: "nt", T: 16, N: 67, K: 36, f16: true, variant: { SG: false, R: 1, C: 1, WG: 64 } },
-    { form: "nn", T: 33, N: 31, K: 67, variant: plain },
-    { form: "nn", T: 8, N: 64, K: 64, variant: plain, accumulate: true },
-    { form: "tn", T: 33, M: 31, N: 67, variant: plain },
-    { form: "tn", T: 6, M: 64, N: 64, variant: plain, accumulate: true },
-  ], 400);
-});
+Deno.test(
+  "f16 and bf16 weights and the tiling without subgroups match the CPU reference",
+  gpuTest,
+  async () => {
+    const plain = { SG: false, R: 4, C: 4, WG: 16 }; // the shape of the table row for real GPUs
+    await runCases([
+      { form: "nt", T: 1, N: 67, K: 64, bf16: true },
+      { form: "nt", T: 16, N: 33, K: 67, bf16: true, accumulate: true },
+      { form: "nn", T: 5, N: 64, K: 31, bf16: true },
+      { form: "nt", T: 16, N: 67, K: 36, bf16: true, variant: { SG: false, R: 1, C: 1, WG: 64 } },
+      { form: "nt", T: 16, N: 67, K: 64, f16: true },
+      { form: "nt", T: 3, N: 5, K: 67, f16: true, accumulate: true },
+      { form: "nn", T: 2, N: 64, K: 31, f16: true },
+      { form: "nt", T: 33, N: 31, K: 67, variant: plain, accumulate: true },
+      { form: "nt", T: 5, N: 64, K: 64, variant: { SG: false, R: 1, C: 3, WG: 8 } },
+      // The GPU table's decoding row: one output per invocation.
+      { form: "nt", T: 16, N: 67, K: 36, f16: true, variant: { SG: false, R: 1, C: 1, WG: 64 } },
+      { form: "nn", T: 33, N: 31, K: 67, variant: plain },
+      { form: "nn", T: 8, N: 64, K: 64, variant: plain, accumulate: true },
+      { form: "tn", T: 33, M: 31, N: 67, variant: plain },
+      { form: "tn", T: 6, M: 64, N: 64, variant: plain, accumulate: true },
+    ], 400);
+  },
+);
 
 Deno.test("matmul variant selection and shape errors", gpuTest, async () => {
   const gpu = await testGpu();
@@ -177,9 +194,10 @@ Deno.test("matmul variant selection and shape errors", gpuTest, async () => {
   assert.ok(decode.R <= square.R, "fewer rows per invocation for one-token decoding");
   assert.equal(decode.VA && decode.VB, true);
   assert.equal(matmulVariant(gpu, "nt", 4, 4, 6).VB, false);
-  assert.equal(matmulVariant(gpu, "nt", 1, 8, 8, false, { R: 2 }).R, 2);
-  assert.equal(matmulVariant(gpu, "nt", 1, 8, 8, true).F16, true);
-  assert.throws(() => matmulVariant(gpu, "tn", 8, 8, 8, false, { R: 3 }), RangeError);
+  assert.equal(matmulVariant(gpu, "nt", 1, 8, 8, "f32", { R: 2 }).R, 2);
+  assert.equal(matmulVariant(gpu, "nt", 1, 8, 8, "f16").F16, true);
+  assert.equal(matmulVariant(gpu, "nt", 1, 8, 8, "bf16").BF16, true);
+  assert.throws(() => matmulVariant(gpu, "tn", 8, 8, 8, "f32", { R: 3 }), RangeError);
   // The GPU table: decoding-sized products one output per invocation, larger ones in 4 × 4 blocks.
   const gpuRow = (M: number) => {
     const t = MATMUL_TUNING.gpu("nt", M, 128, 128, gpu);
