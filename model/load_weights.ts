@@ -119,7 +119,7 @@ export function planWeights(
         } as ${target} on the GPU, over this ` +
           `adapter's limit of ${formatBytes(limit)} for one storage binding; ` +
           (target === "f32"
-            ? 'load with --dtype f16 (dtype: "f16")'
+            ? 'load with --dtype f16 or bf16 (dtype: "f16"), or as stored if the file is 16-bit'
             : "this model is too large for this adapter"),
       );
     }
