@@ -28,7 +28,7 @@ function tol(K: number) {
 
 /** Rounds values to bf16 and back (what a bf16 weight tensor holds). */
 function roundBf16(values: Float32Array): Float32Array {
-  const bits = new Uint32Array(values.map((v) => 0).length);
+  const bits = new Uint32Array(values.length);
   values.forEach((v, i) => (bits[i] = f32ToBf16Bits(v) << 16));
   return new Float32Array(bits.buffer);
 }
