@@ -67,50 +67,41 @@ Deno.test(
   },
 );
 
-Deno.test("embedding reads an f16 table", gpuTest, async () => {
-  const gpu = await testGpu();
-  if (!gpu.features.f16) return; // adapters without shader-f16 keep f32 tables
-  const V = 20, C = 9, T = 6;
-  const table = randomArray(V * C, 5, 3);
-  const tokens = new Uint32Array([19, 0, 7, 7, 25, 3]);
-  const out = new Tensor(gpu, [T, C], "f32", "out");
-  const step = new Step(gpu, "embedding f16");
-  embeddingForward(
-    step,
-    Tensor.from(gpu, table, [V, C], "table16", "f16"),
-    Tensor.from(gpu, tokens, [T], "ids"),
-    out,
-  );
-  step.submit();
-  const [result] = await readTensors(gpu, [out]);
-  // The reference reads the same f16-rounded values, so the gather is exact.
-  const rounded = table.map((x) => f16BitsToF32(f32ToF16Bits(x)));
-  assertClose(result, embeddingReference(rounded, C, tokens, 0, T), EXACT, "f16 table");
-});
+/** Values rounded to a 16-bit format and back (what a table of that dtype holds). */
+function rounded16(values: Float32Array, dtype: "f16" | "bf16"): Float32Array {
+  if (dtype === "f16") return values.map((x) => f16BitsToF32(f32ToF16Bits(x)));
+  return new Float32Array(Uint32Array.from(values, (x) => f32ToBf16Bits(x) << 16).buffer);
+}
 
-Deno.test("embedding reads a bf16 table (packed words, any width)", gpuTest, async () => {
-  const gpu = await testGpu();
-  const tokens = new Uint32Array([19, 0, 7, 7, 25, 3]);
-  const T = tokens.length, V = 20;
-  for (const C of [9, 12]) {
-    const table = randomArray(V * C, 6 + C, 3);
-    const out = new Tensor(gpu, [T, C], "f32", "out");
-    const step = new Step(gpu, "embedding bf16");
-    embeddingForward(
-      step,
-      Tensor.from(gpu, table, [V, C], "table bf16", "bf16"),
-      Tensor.from(gpu, tokens, [T], "ids"),
-      out,
-    );
-    step.submit();
-    const [result] = await readTensors(gpu, [out]);
-    // The reference reads the same bf16-rounded values, so the gather is exact.
-    const bits = new Uint32Array(table.length);
-    table.forEach((x, i) => (bits[i] = f32ToBf16Bits(x) << 16));
-    const rounded = new Float32Array(bits.buffer);
-    assertClose(result, embeddingReference(rounded, C, tokens, 0, T), EXACT, `bf16 table, C=${C}`);
-  }
-});
+Deno.test(
+  "embedding reads f16 and bf16 tables (bf16 as packed words), rows of any width",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const tokens = new Uint32Array([19, 0, 7, 7, 25, 3]);
+    const T = tokens.length, V = 20;
+    // Adapters without shader-f16 keep f32 tables; bf16 needs no feature.
+    const dtypes = gpu.features.f16 ? ["f16", "bf16"] as const : ["bf16"] as const;
+    for (const dtype of dtypes) {
+      for (const C of [9, 12]) {
+        const table = randomArray(V * C, 6 + C, 3);
+        const out = new Tensor(gpu, [T, C], "f32", "out");
+        const step = new Step(gpu, `embedding ${dtype}`);
+        embeddingForward(
+          step,
+          Tensor.from(gpu, table, [V, C], `table ${dtype}`, dtype),
+          Tensor.from(gpu, tokens, [T], "ids"),
+          out,
+        );
+        step.submit();
+        const [result] = await readTensors(gpu, [out]);
+        // The reference reads the same rounded values, so the gather is exact.
+        const expected = embeddingReference(rounded16(table, dtype), C, tokens, 0, T);
+        assertClose(result, expected, EXACT, `${dtype} table, C=${C}`);
+      }
+    }
+  },
+);
 
 Deno.test("embedding checks its arguments on the host", gpuTest, async () => {
   const gpu = await testGpu();
