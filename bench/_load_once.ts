@@ -32,7 +32,9 @@ await readTensors(gpu, [model.norm]); // the uploads and conversions have run
 const seconds = (performance.now() - t0) / 1000;
 const rssAfterLoad = peakRss();
 let gpuBytes = 0;
-for (const t of model.weights.values()) gpuBytes += t.byteLength;
+for (const t of [...model.weights.values(), ...[...model.splitWeights.values()].flat()]) {
+  gpuBytes += t.byteLength;
+}
 const out: Record<string, number> = { seconds, peakRssBytes: rssAfterLoad, gpuWeightBytes: gpuBytes };
 
 if (flag === "--decode") {

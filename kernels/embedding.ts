@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { KernelSpec, Step, Tensor } from "../core/mod.ts";
+import { type KernelSpec, type Step, Tensor } from "../core/mod.ts";
 import { grid1d } from "./add.ts";
 import { BF16_WGSL } from "./matmul.ts";
 
@@ -25,9 +25,9 @@ const WG = 64;
  * ```ts ignore
  * const { workgroups, rowStride } = grid1d((T * C) / 4, 64);
  * step.dispatch(embeddingSpec, {
- *   variant: { WG: 64, F16: false, V4: true },
+ *   variant: { WG: 64, F16: false, BF16: false, V4: true },
  *   bindings: { table, tokens, out },
- *   params: { n: (T * C) / 4, rowStride, C: C / 4, V, tokenOffset: 0 },
+ *   params: { n: (T * C) / 4, rowStride, C: C / 4, V, tokenOffset: 0, vStart: 0, vTotal: V },
  *   workgroups,
  * });
  * ```
@@ -50,8 +50,10 @@ export const embeddingSpec: KernelSpec = {
     { name: "n", type: "u32" }, // rows * C
     { name: "rowStride", type: "u32" },
     { name: "C", type: "u32" },
-    { name: "V", type: "u32" },
+    { name: "V", type: "u32" }, // rows of this table (part)
     { name: "tokenOffset", type: "u32" },
+    { name: "vStart", type: "u32" }, // first token id of this part
+    { name: "vTotal", type: "u32" }, // vocabulary of the whole table
   ],
   wgsl: (variant) => `
 alias E = ${_vec("f32", variant.V4 === true)};
@@ -71,10 +73,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = i / P.C;
   let c = i - t * P.C;
   let token = tokens[P.tokenOffset + t];
-  // Out-of-vocabulary ids write zeros instead of reading past the table.
-  var value = E(0.0);
-  if (token < P.V) { value = row(token * P.C + c); }
-  out[i] = value;
+  // A table split by rows: each part writes the rows of its ids. Ids past the vocabulary get zeros
+  // (from the first part) instead of a read past the table.
+  if (token >= P.vStart && token - P.vStart < P.V) {
+    out[i] = row((token - P.vStart) * P.C + c);
+  } else if (P.vStart == 0u && token >= P.vTotal) {
+    out[i] = E(0.0);
+  }
 }`,
 };
 
@@ -109,22 +114,28 @@ export interface EmbeddingOptions {
  */
 export function embeddingForward(
   step: Step,
-  table: Tensor,
+  table: Tensor | readonly Tensor[],
   tokens: Tensor,
   out: Tensor,
   options: EmbeddingOptions = {},
 ): void {
-  const [V, C] = table.shape;
+  // A table split by rows (over one storage binding) is a list of parts, in order.
+  const parts = table instanceof Tensor ? [table] : table;
+  for (const p of parts) {
+    if (p.shape.length !== 2 || (p.dtype !== "f32" && p.dtype !== "f16" && p.dtype !== "bf16")) {
+      throw new TypeError(
+        `embeddingForward: table "${p.label}" must be a (V, C) f32, f16 or bf16 tensor, not ` +
+          `[${p.shape.join(", ")}] ${p.dtype}`,
+      );
+    }
+  }
+  const C = parts[0].shape[1];
+  if (parts.some((p) => p.shape[1] !== C)) {
+    throw new RangeError(`embeddingForward: the parts of table "${parts[0].label}" differ in width`);
+  }
+  const vTotal = parts.reduce((a, p) => a + p.shape[0], 0);
   const rows = options.rows ?? out.shape[0];
   const tokenOffset = options.tokenOffset ?? 0;
-  if (
-    table.shape.length !== 2 || (table.dtype !== "f32" && table.dtype !== "f16" && table.dtype !== "bf16")
-  ) {
-    throw new TypeError(
-      `embeddingForward: table "${table.label}" must be a (V, C) f32, f16 or bf16 tensor, not ` +
-        `[${table.shape.join(", ")}] ${table.dtype}`,
-    );
-  }
   if (tokens.dtype !== "u32") {
     throw new TypeError(`embeddingForward: tokens "${tokens.label}" must be u32, not ${tokens.dtype}`);
   }
@@ -145,12 +156,16 @@ export function embeddingForward(
   const width = v4 ? C / 4 : C; // in elements of the variant
   const n = rows * width;
   const { workgroups, rowStride } = grid1d(n, WG);
-  step.dispatch(embeddingSpec, {
-    variant: { WG, F16: table.dtype === "f16", BF16: table.dtype === "bf16", V4: v4 },
-    bindings: { table, tokens, out },
-    params: { n, rowStride, C: width, V, tokenOffset },
-    workgroups,
-  });
+  let vStart = 0;
+  for (const p of parts) {
+    step.dispatch(embeddingSpec, {
+      variant: { WG, F16: p.dtype === "f16", BF16: p.dtype === "bf16", V4: v4 },
+      bindings: { table: p, tokens, out },
+      params: { n, rowStride, C: width, V: p.shape[0], tokenOffset, vStart, vTotal },
+      workgroups,
+    });
+    vStart += p.shape[0];
+  }
 }
 
 /**

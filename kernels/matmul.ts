@@ -31,7 +31,7 @@
  * @module
  */
 
-import type { Gpu, KernelSpec, Step, Tensor } from "../core/mod.ts";
+import { type Gpu, type KernelSpec, type Step, Tensor } from "../core/mod.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Variants
@@ -134,6 +134,8 @@ export const MATMUL_TUNING: Record<
 export interface MatmulOptions {
   /** `y += product` instead of `y = product` (gradients accumulate). */
   accumulate?: boolean;
+  /** Row stride of y in elements (default N) and first column written (default 0). */
+  yColumns?: { stride: number; first: number };
   /** Overrides fields of the tiling {@linkcode MATMUL_TUNING} picks (for benchmarks and tests). */
   variant?: Partial<MatmulTiling>;
 }
@@ -325,7 +327,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (const c of range(C)) {
       const row = `m0 + ${r}u`, col = `n0 + ${c}u`;
       emit(
-        `  if (${row} < P.M && ${col} < P.N) { let i = (${row}) * P.N + ${col}; ` +
+        `  if (${row} < P.M && ${col} < P.N) { let i = (${row}) * P.ldy + P.yCol + ${col}; ` +
           `y[i] = select(select(0.0, y[i], P.acc != 0u) + acc${r}_${c}, nan, bad); }`,
       );
     }
@@ -338,7 +340,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * The matmul kernel: y(M, N) = A ⊗ B in the layout of the variant (see {@linkcode MatmulLayout}).
  *
  * Bindings: `a` (read), `b` (read; packed f16 pairs as u32 words when `F16`), `y` (read-write).
- * Parameters: M, N, K and `acc` (1: add to y). Dispatch: ceil(N / (WG·C)) × ceil(M / R) workgroups.
+ * Parameters: M, N, K, `acc` (1: add to y), and where y's columns are: row stride `ldy` and first
+ * column `yCol` (N and 0 for a whole y; a slice when the weight is split by rows). Dispatch:
+ * ceil(N / (WG·C)) × ceil(M / R) workgroups.
  */
 export const matmulSpec: KernelSpec<MatmulVariant> = {
   name: "matmul",
@@ -358,6 +362,8 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
     { name: "N", type: "u32" },
     { name: "K", type: "u32" },
     { name: "acc", type: "u32" },
+    { name: "ldy", type: "u32" },
+    { name: "yCol", type: "u32" },
   ],
   wgsl: wgslOf,
 };
@@ -436,7 +442,14 @@ function dispatchMatmul(
   step.dispatch(matmulSpec, {
     variant,
     bindings: { a, b, y },
-    params: { M, N, K, acc: opts.accumulate ? 1 : 0 },
+    params: {
+      M,
+      N,
+      K,
+      acc: opts.accumulate ? 1 : 0,
+      ldy: opts.yColumns?.stride ?? N,
+      yCol: opts.yColumns?.first ?? 0,
+    },
     workgroups,
   });
 }
@@ -469,21 +482,36 @@ function checkPositive(what: string, dims: Record<string, number>): void {
  * step.submit();
  * ```
  */
-export function matmulForward(step: Step, x: Tensor, w: Tensor, y: Tensor, opts: MatmulOptions = {}): void {
+export function matmulForward(
+  step: Step,
+  x: Tensor,
+  w: Tensor | readonly Tensor[],
+  y: Tensor,
+  opts: MatmulOptions = {},
+): void {
+  // A weight split by rows (over one storage binding): each part writes its slice of y's columns.
+  const parts = w instanceof Tensor ? [w] : w;
   const [T, K] = rowsCols(x);
-  if (w.shape.length !== 2) {
-    throw shapeError("matmulForward", `w must be (N, K); got [${w.shape.join(", ")}]`);
+  for (const p of parts) {
+    if (p.shape.length !== 2) {
+      throw shapeError("matmulForward", `w must be (N, K); got [${p.shape.join(", ")}]`);
+    }
   }
-  const [N, KW] = w.shape;
+  const N = parts.reduce((a, p) => a + p.shape[0], 0);
+  const shape = `[${N}, ${parts[0]?.shape[1]}]${parts.length > 1 ? ` in ${parts.length} parts` : ""}`;
   checkPositive("matmulForward", { T, N, K });
-  if (KW !== K || y.size !== T * N || rowsCols(y)[1] !== N) {
+  if (parts.some((p) => p.shape[1] !== K) || y.size !== T * N || rowsCols(y)[1] !== N) {
     throw shapeError(
       "matmulForward",
-      `x [${x.shape.join(", ")}] · w [${w.shape.join(", ")}]ᵀ does not fit y [${y.shape.join(", ")}]; ` +
+      `x [${x.shape.join(", ")}] · w ${shape}ᵀ does not fit y [${y.shape.join(", ")}]; ` +
         `expected x (T, K), w (N, K), y (T, N)`,
     );
   }
-  dispatchMatmul(step, "nt", x, w, y, T, N, K, opts);
+  let first = 0;
+  for (const p of parts) {
+    dispatchMatmul(step, "nt", x, p, y, T, p.shape[0], K, { ...opts, yColumns: { stride: N, first } });
+    first += p.shape[0];
+  }
 }
 
 /**

@@ -56,6 +56,9 @@ export interface LayerWeights {
 /** Checkpoint name → GPU tensor, for every weight of the model. */
 export type WeightMap = Map<string, Tensor>;
 
+/** A weight matrix, whole or split by rows into parts (each within one storage binding). */
+export type SplitWeight = Tensor | Tensor[];
+
 /** Progress callback for loading: bytes read so far and in total. */
 export type LoadProgress = (done: number, total: number, name: string) => void;
 
@@ -74,6 +77,11 @@ export interface LoadOptions {
    * an f16 embedding table stays f32 on adapters without `shader-f16`. Training needs "f32".
    */
   dtype?: "f32" | "f16" | "bf16" | "stored";
+  /**
+   * The most bytes one weight buffer may hold (default: the adapter's storage-binding limit); the
+   * embedding and output head are split by rows to fit. Lower it to test splitting on small models.
+   */
+  maxBindingBytes?: number;
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -139,6 +147,12 @@ export class Llama {
    */
   readonly weights: WeightMap;
   /**
+   * Weights split by rows over several storage bindings (the embedding and output head of large
+   * vocabularies on adapters with small bindings), by checkpoint name; not in `weights`.
+   * @internal
+   */
+  readonly splitWeights: Map<string, Tensor[]>;
+  /**
    * Per-layer views of `weights`.
    * @internal
    */
@@ -147,7 +161,7 @@ export class Llama {
    * model.embed_tokens.weight (V, C).
    * @internal
    */
-  readonly embed: Tensor;
+  readonly embed: SplitWeight;
   /**
    * model.norm.weight (C).
    * @internal
@@ -157,7 +171,7 @@ export class Llama {
    * lm_head.weight (V, C), or the embedding when tied.
    * @internal
    */
-  readonly lmHead: Tensor;
+  readonly lmHead: SplitWeight;
   /** Largest T a forward accepts. */
   readonly maxRows: number;
   /** Default KV cache capacity. */
@@ -173,17 +187,25 @@ export class Llama {
    * @param weights every tensor of `expectedTensorShapes(config)`, by name
    * @param options capacities
    */
-  constructor(gpu: Gpu, config: LlamaConfig, weights: WeightMap, options: LoadOptions = {}) {
+  constructor(gpu: Gpu, config: LlamaConfig, weights: Map<string, SplitWeight>, options: LoadOptions = {}) {
     this.gpu = gpu;
     this.config = config;
-    this.weights = weights;
+    this.weights = new Map();
+    this.splitWeights = new Map();
+    for (const [name, t] of weights) {
+      if (t instanceof Tensor) this.weights.set(name, t);
+      else this.splitWeights.set(name, t);
+    }
     this.maxRows = options.maxRows ?? 64;
     this.maxLength = options.maxLength ?? Math.min(config.maxPositionEmbeddings, 2048);
     const w = (name: string) => {
-      const t = weights.get(name);
-      if (!t) throw new Error(`Weight "${name}" is missing`);
+      const t = this.weights.get(name);
+      if (!t) {
+        throw new Error(`Weight "${name}" is missing (or split, which only the embedding and head may be)`);
+      }
       return t;
     };
+    const split = (name: string) => this.splitWeights.get(name) ?? w(name);
     this.layers = [];
     for (let i = 0; i < config.numLayers; i++) {
       const p = `model.layers.${i}.`;
@@ -199,9 +221,9 @@ export class Llama {
         down: w(`${p}mlp.down_proj.weight`),
       });
     }
-    this.embed = w("model.embed_tokens.weight");
+    this.embed = split("model.embed_tokens.weight");
     this.norm = w("model.norm.weight");
-    this.lmHead = config.tieWordEmbeddings ? this.embed : w("lm_head.weight");
+    this.lmHead = config.tieWordEmbeddings ? this.embed : split("lm_head.weight");
     const { hiddenSize: C, numHeads: H, numKvHeads: KVH, headDim: D, intermediateSize: I } = config;
     const T = this.maxRows;
     const f = (shape: number[], label: string) => new Tensor(gpu, shape, "f32", label);
@@ -253,8 +275,15 @@ export class Llama {
     const config = parseLlamaConfig(configJson, `${files.name}/config.json`);
     const checkpoint = await openCheckpointTensors((file) => files.source(file));
     // Every tensor is checked before anything is allocated; then they stream in as raw bytes.
-    const plans = planWeights(gpu, config, checkpoint, options.dtype ?? "stored", files.name);
-    const weights: WeightMap = await uploadWeights(gpu, checkpoint, plans, options.onProgress);
+    const plans = planWeights(
+      gpu,
+      config,
+      checkpoint,
+      options.dtype ?? "stored",
+      files.name,
+      options.maxBindingBytes,
+    );
+    const weights = await uploadWeights(gpu, checkpoint, plans, options.onProgress);
     return new Llama(gpu, config, weights, options);
   }
 
@@ -373,6 +402,7 @@ export class Llama {
   /** Frees weights, scratch and views. */
   destroy(): void {
     for (const t of this.weights.values()) t.destroy();
+    for (const parts of this.splitWeights.values()) for (const t of parts) t.destroy();
     for (const t of Object.values(this.#scratch)) t.destroy();
   }
 }

@@ -103,6 +103,12 @@ export class TrainableLlama {
    * @param maxSeq longest training sequence
    */
   constructor(model: Llama, maxSeq: number) {
+    if (model.splitWeights.size > 0) {
+      throw new TypeError(
+        `Training needs every weight in one buffer, but ${[...model.splitWeights.keys()].join(", ")} ` +
+          "is split over storage bindings; train on an adapter with larger bindings, or a smaller vocabulary",
+      );
+    }
     for (const [name, w] of model.weights) {
       if (w.dtype !== "f32") {
         throw new TypeError(
@@ -293,7 +299,7 @@ export class TrainableLlama {
     matmulForward(step, r(this.#xnF), m.lmHead, args.logits);
     tape?.record("head", (s) => {
       const dLogits = this.dLogits(T);
-      matmulNN(s, dLogits, m.lmHead, r(g.dxn));
+      matmulNN(s, dLogits, m.lmHead as Tensor, r(g.dxn)); // whole: split models are refused above
       matmulTN(s, dLogits, r(this.#xnF), this.#lmHeadGrad(), { accumulate: true });
       rmsNormBackward(s, r(this.#xFinal), m.norm, r(g.dxn), r(g.dx), grad("model.norm.weight"), eps);
     });

@@ -41,7 +41,16 @@ export interface WeightPlan {
   fileBytes: number;
   /** Bytes on the GPU. */
   gpuBytes: number;
+  /**
+   * Row ranges of the parts it is split into when it exceeds one storage binding (only the
+   * vocabulary-sized embedding and output head split; their kernels take the parts); one range
+   * covering every row otherwise.
+   */
+  parts: { rowStart: number; rows: number }[];
 }
+
+/** Tensors that may be split by rows: the kernels that read them (embedding, output head) take parts. */
+const SPLITTABLE = new Set(["model.embed_tokens.weight", "lm_head.weight"]);
 
 const STORED: Record<string, StoredFloat> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
@@ -75,9 +84,10 @@ export function planWeights(
   checkpoint: CheckpointTensors,
   storage: WeightStorage,
   where: string,
+  bindingLimit?: number,
 ): WeightPlan[] {
   const plans: WeightPlan[] = [];
-  const binding = gpu.limits.maxStorageBufferBindingSize;
+  const binding = Math.min(bindingLimit ?? Infinity, gpu.limits.maxStorageBufferBindingSize);
   const buffer = gpu.limits.maxBufferSize;
   for (const [name, shape] of expectedTensorShapes(config)) {
     const entry = checkpoint.get(name);
@@ -112,6 +122,17 @@ export function planWeights(
     if (target === "f16" && name === "model.embed_tokens.weight" && !gpu.features.f16) target = "f32";
     const gpuBytes = size * (target === "f32" ? 4 : 2);
     const limit = Math.min(binding, buffer);
+    const rowBytes = (gpuBytes / shape[0]) || 1;
+    // Rows per part: what fits, rounded down to an even count so 16-bit parts start on a word.
+    const perPart = Math.max(2, Math.floor(limit / rowBytes / 2) * 2);
+    if (gpuBytes > limit && SPLITTABLE.has(name) && perPart * rowBytes <= limit) {
+      const parts = [];
+      for (let r = 0; r < shape[0]; r += perPart) {
+        parts.push({ rowStart: r, rows: Math.min(perPart, shape[0] - r) });
+      }
+      plans.push({ name, shape, stored, dtype: target, fileBytes: entry.end - entry.begin, gpuBytes, parts });
+      continue;
+    }
     if (gpuBytes > limit) {
       throw new RangeError(
         `Tensor "${name}" [${shape.join(", ")}] needs ${
@@ -123,7 +144,15 @@ export function planWeights(
             : "this model is too large for this adapter"),
       );
     }
-    plans.push({ name, shape, stored, dtype: target, fileBytes: entry.end - entry.begin, gpuBytes });
+    plans.push({
+      name,
+      shape,
+      stored,
+      dtype: target,
+      fileBytes: entry.end - entry.begin,
+      gpuBytes,
+      parts: [{ rowStart: 0, rows: shape[0] }],
+    });
   }
   return plans;
 }
@@ -144,7 +173,7 @@ export async function uploadWeights(
   plans: readonly WeightPlan[],
   onProgress?: (done: number, total: number, name: string) => void,
   sizes: { chunkBytes?: number; convertBytes?: number } = {},
-): Promise<Map<string, Tensor>> {
+): Promise<Map<string, Tensor | Tensor[]>> {
   const chunkBytes = sizes.chunkBytes ?? UPLOAD_CHUNK_BYTES;
   const convertBytes = sizes.convertBytes ?? CONVERT_BYTES;
   for (const [what, n] of [["chunkBytes", chunkBytes], ["convertBytes", convertBytes]] as const) {
@@ -152,7 +181,8 @@ export async function uploadWeights(
       throw new RangeError(`uploadWeights: ${what} must be a positive multiple of 4, not ${n}`);
     }
   }
-  const weights = new Map<string, Tensor>();
+  const weights = new Map<string, Tensor | Tensor[]>();
+  const allTensors = () => [...weights.values()].flat();
   const total = plans.reduce((a, p) => a + p.fileBytes, 0);
   let done = 0;
   let pending: { unmap: () => void; tensor: Tensor } | null = null;
@@ -174,46 +204,54 @@ export async function uploadWeights(
   };
   try {
     for (const plan of plans) {
-      if (plan.stored === plan.dtype) {
-        const mapped = Tensor.mapped(gpu, plan.shape, plan.dtype as DType, plan.name);
-        pending = mapped;
-        weights.set(plan.name, mapped.tensor);
-        await fill(plan.name, mapped, 0, plan.fileBytes);
-        continue;
+      const cols = plan.shape.length === 2 ? plan.shape[1] : plan.shape[0];
+      const storedRow = cols * (plan.stored === "f32" ? 4 : 2);
+      const tensors: Tensor[] = [];
+      weights.set(plan.name, tensors); // before any allocation, so a failure frees every part
+      for (const part of plan.parts) {
+        const shape = plan.shape.length === 2 ? [part.rows, cols] : plan.shape;
+        const label = plan.parts.length > 1
+          ? `${plan.name} [rows ${part.rowStart}..${part.rowStart + part.rows})`
+          : plan.name;
+        const fileStart = part.rowStart * storedRow;
+        const fileLength = plan.parts.length > 1 ? part.rows * storedRow : plan.fileBytes;
+        if (plan.stored === plan.dtype) {
+          const mapped = Tensor.mapped(gpu, shape, plan.dtype as DType, label);
+          pending = mapped;
+          tensors.push(mapped.tensor);
+          await fill(plan.name, mapped, fileStart, fileLength);
+          continue;
+        }
+        // Converted in pieces of at most `convertBytes` stored bytes, each through its own temporary.
+        const t = new Tensor(gpu, shape, plan.dtype as DType, label);
+        tensors.push(t);
+        const elementBytes = plan.stored === "f32" ? 4 : 2;
+        for (let from = 0; from < fileLength; from += convertBytes) {
+          const length = Math.min(convertBytes, fileLength - from);
+          const temp = Tensor.mapped(gpu, [Math.ceil(length / 4)], "u32", `${label} (stored ${plan.stored})`);
+          pending = temp;
+          await fill(plan.name, temp, fileStart + from, length);
+          const step = new Step(gpu, `convert ${label}`);
+          convertFloats(step, temp.tensor, t, {
+            from: plan.stored,
+            count: length / elementBytes,
+            dstElement: from / elementBytes,
+          });
+          step.submit();
+          // wgpu frees a destroyed buffer only once the work submitted with it has run.
+          temp.tensor.destroy();
+        }
       }
-      // Converted in pieces of at most CONVERT_BYTES stored bytes, each through its own temporary.
-      const t = new Tensor(gpu, plan.shape, plan.dtype as DType, plan.name);
-      weights.set(plan.name, t);
-      const elementBytes = plan.stored === "f32" ? 4 : 2;
-      for (let from = 0; from < plan.fileBytes; from += convertBytes) {
-        const length = Math.min(convertBytes, plan.fileBytes - from);
-        const temp = Tensor.mapped(
-          gpu,
-          [Math.ceil(length / 4)],
-          "u32",
-          `${plan.name} (stored ${plan.stored})`,
-        );
-        pending = temp;
-        await fill(plan.name, temp, from, length);
-        const step = new Step(gpu, `convert ${plan.name}`);
-        convertFloats(step, temp.tensor, t, {
-          from: plan.stored,
-          count: length / elementBytes,
-          dstElement: from / elementBytes,
-        });
-        step.submit();
-        // wgpu frees a destroyed buffer only once the work submitted with it has run.
-        temp.tensor.destroy();
-      }
+      if (plan.parts.length === 1) weights.set(plan.name, tensors[0]);
     }
     return weights;
   } catch (e) {
     const open = pending as { unmap: () => void; tensor: Tensor } | null;
     if (open) {
       open.unmap();
-      if (![...weights.values()].includes(open.tensor)) open.tensor.destroy();
+      if (!allTensors().includes(open.tensor)) open.tensor.destroy();
     }
-    for (const t of weights.values()) t.destroy();
+    for (const t of allTensors()) t.destroy();
     throw e;
   }
 }

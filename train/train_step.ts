@@ -101,13 +101,6 @@ export class TrainingStep {
   /** Allocates the training state of `model` for sequences of up to `maxSeq` tokens. */
   constructor(model: Llama, maxSeq: number) {
     const gpu = model.gpu;
-    for (const [name, t] of model.weights) {
-      if (t.dtype !== "f32") {
-        throw new RangeError(
-          `Training needs f32 weights, but "${name}" is ${t.dtype}; load the model with dtype "f32" (--dtype f32)`,
-        );
-      }
-    }
     this.model = model;
     this.maxSeq = maxSeq;
     this.names = [...model.weights.keys()];
