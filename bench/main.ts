@@ -17,7 +17,7 @@ import { runDecodeBench } from "./decode_bench.ts";
 import { runForwardBench } from "./forward_bench.ts";
 import { runGsm8kBench } from "./gsm8k_bench.ts";
 import { runMatmulBench } from "./matmul_bench.ts";
-import { runScaleBench } from "./scale_bench.ts";
+import { runScaleBench, scaleChart } from "./scale_bench.ts";
 
 /** What every section gets. */
 export interface BenchContext {
@@ -35,6 +35,8 @@ export interface BenchSection {
   description: string;
   /** Runs the section, printing as it goes; returns its figures. */
   run: (ctx: BenchContext) => Promise<unknown>;
+  /** A picture of the figures, written beside `--out` as `<out>.<section>.svg`. */
+  svg?: (figures: unknown) => string;
 }
 
 /** The sections, in running order. */
@@ -59,6 +61,7 @@ export const sections: BenchSection[] = [
     description:
       "TinyLlama-1.1B-shaped checkpoints (2.2 GB, made in a temp folder): load GB/s, peak RSS, AR tokens/s",
     run: () => runScaleBench(),
+    svg: scaleChart,
   },
   {
     name: "gsm8k",
@@ -128,6 +131,12 @@ async function main(): Promise<void> {
   if (values.out) {
     await Deno.writeTextFile(values.out, JSON.stringify(results, null, 2) + "\n");
     console.log(`\nwrote ${values.out}`);
+    for (const section of chosen) {
+      if (!section.svg) continue;
+      const path = `${values.out.replace(/\.json$/, "")}.${section.name}.svg`;
+      await Deno.writeTextFile(path, section.svg(results[section.name]));
+      console.log(`wrote ${path}`);
+    }
   }
   gpu.destroy();
 }

@@ -10,6 +10,7 @@
  */
 
 import { writeRandomCheckpoint } from "../dev/random_checkpoint.ts";
+import { barChart } from "../cli/svg_chart.ts";
 
 const LOAD_ONCE = new URL("./_load_once.ts", import.meta.url).pathname;
 
@@ -114,4 +115,18 @@ export async function runScaleBench(): Promise<unknown> {
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
   return figures;
+}
+
+/** The load rates as a bar chart (refused loads are left out). */
+export function scaleChart(figures: unknown): string {
+  const rows = Object.entries(figures as Record<string, Record<string, number>>)
+    .filter(([, f]) => typeof f === "object" && typeof f.loadGBps === "number");
+  return barChart(
+    "checkpoint load, GB/s (TinyLlama-1.1B shape, 2.2 GB)",
+    rows.map(([name, f]) => ({
+      label: name.replace("tinyllama ", ""),
+      value: f.loadGBps,
+      note: `${f.loadGBps.toFixed(2)} GB/s, RSS ${f.peakRssGB.toFixed(2)} GB`,
+    })),
+  );
 }
