@@ -46,22 +46,24 @@ export async function infoCommand(args: string[]): Promise<void> {
     dtypes.set(d, (dtypes.get(d) ?? 0) + 1);
   }
   const params = paramCount(cfg);
-  // Weights are held as f32 on the GPU; the KV cache is 2 * L * S * KVH * D floats.
+  // Weight matrices load as stored (16-bit stays 16-bit), norms as f32; the KV cache is
+  // 2 * L * S * KVH * D f32 values.
   const context = Math.min(cfg.maxPositionEmbeddings, 2048);
   const cacheBytes = 2 * cfg.numLayers * context * cfg.numKvHeads * cfg.headDim * 4;
   let largest = 0;
-  for (const shape of expectedTensorShapes(cfg).values()) {
-    largest = Math.max(
-      largest,
-      shape.reduce((a, b) => a * b, 1) * 4,
-    );
+  let weightBytes = 0;
+  for (const [name, shape] of expectedTensorShapes(cfg)) {
+    const stored = ckpt.get(name)?.dtype;
+    const bytes = shape.reduce((a, b) => a * b, 1) * (shape.length === 2 && stored !== "F32" ? 2 : 4);
+    weightBytes += bytes;
+    largest = Math.max(largest, bytes);
   }
   const summary = {
     model: dir,
     config: cfg,
     parameters: params,
     storedDtypes: Object.fromEntries(dtypes),
-    gpuMemoryBytes: { weights: params * 4, kvCache: cacheBytes, context, largestTensor: largest },
+    gpuMemoryBytes: { weights: weightBytes, kvCache: cacheBytes, context, largestTensor: largest },
   };
   if (v.json) return console.log(JSON.stringify(summary, null, 2));
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
@@ -79,7 +81,7 @@ export async function infoCommand(args: string[]): Promise<void> {
   console.log(`parameters     ${params.toLocaleString("en-US")}`);
   console.log(`stored dtypes  ${[...dtypes].map(([d, n]) => `${d} (${n} tensors)`).join(", ")}`);
   console.log(
-    `GPU memory     weights ${mib(params * 4)} (f32) + KV cache ${
+    `GPU memory     weights ${mib(weightBytes)} (as stored; ${mib(params * 4)} in f32) + KV cache ${
       mib(cacheBytes)
     } at ${context} positions; ` +
       `largest tensor ${mib(largest)}`,
