@@ -75,6 +75,8 @@ export type MatmulVariant = MatmulTiling & {
   F16: boolean;
   /** B holds bf16 values (packed u32 words widened by a 16-bit shift; accumulation is f32). */
   BF16: boolean;
+  /** B is a q8 tensor (int8 groups of 32 with f16 scales, kernels/quantize.ts), dequantised in registers. */
+  Q8: boolean;
 };
 
 /**
@@ -163,7 +165,25 @@ function checkTiling(t: MatmulTiling, layout: MatmulLayout): void {
  * matrix in binding `buf` whose rows are `cols` long; elements past the row's end read as 0 (so
  * reduction tails add nothing). The caller keeps `row` in range.
  */
-function loader(name: string, buf: string, cols: string, vec: boolean, half: "f16" | "bf16" | null): string {
+function loader(
+  name: string,
+  buf: string,
+  cols: string,
+  vec: boolean,
+  half: "f16" | "bf16" | "q8" | null,
+): string {
+  if (half === "q8") {
+    // Four int8 values per word, sign-extended by shifts; the group's f16 scale (groups of 32 along
+    // the row, two scales per word from P.bScale on) multiplies them.
+    return `fn ${name}(row: u32, c4: u32) -> vec4<f32> {
+  let n4 = ${cols} / 4u;
+  let w = ${buf}[row * n4 + min(c4, n4 - 1u)];
+  let q = vec4<i32>(bitcast<i32>(w << 24u) >> 24u, bitcast<i32>(w << 16u) >> 24u, bitcast<i32>(w << 8u) >> 24u, bitcast<i32>(w) >> 24u);
+  let g = row * (${cols} / 32u) + min(c4, n4 - 1u) / 8u;
+  let s = unpack2x16float(${buf}[P.bScale + g / 2u])[g & 1u];
+  return select(vec4<f32>(), vec4<f32>(q) * s, c4 < n4);
+}`;
+  }
   // A u32 word holds two 16-bit values; f16 widens with unpack2x16float, bf16 with a shift.
   const unpack = half === "bf16" ? "unpackBf16" : "unpack2x16float";
   if (vec) {
@@ -217,7 +237,15 @@ function wgslOf(v: MatmulVariant): string {
   // Loaders. A's rows run along K (nt, nn) or M (tn); B's along K (nt) or N (nn, tn).
   if (v.BF16) emit(BF16_WGSL);
   emit(loader("ldA", "a", layout === "tn" ? "P.M" : "P.K", v.VA, null));
-  emit(loader("ldB", "b", layout === "nt" ? "P.K" : "P.N", v.VB, v.BF16 ? "bf16" : v.F16 ? "f16" : null));
+  emit(
+    loader(
+      "ldB",
+      "b",
+      layout === "nt" ? "P.K" : "P.N",
+      v.VB,
+      v.Q8 ? "q8" : v.BF16 ? "bf16" : v.F16 ? "f16" : null,
+    ),
+  );
 
   const sgArgs = SG ? `, @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) ssz: u32` : "";
   emit(`@compute @workgroup_size(WG)
@@ -352,7 +380,7 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
       {
         name: "b",
         access: "read",
-        type: v.F16 || v.BF16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32",
+        type: v.Q8 ? "u32" : v.F16 || v.BF16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32",
       },
       { name: "y", access: "read_write", type: "f32" },
     ];
@@ -364,6 +392,7 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
     { name: "acc", type: "u32" },
     { name: "ldy", type: "u32" },
     { name: "yCol", type: "u32" },
+    { name: "bScale", type: "u32" }, // q8: the word where b's scales start
   ],
   wgsl: wgslOf,
 };
@@ -396,7 +425,7 @@ export function matmulVariant(
   M: number,
   N: number,
   K: number,
-  bDtype: "f32" | "f16" | "bf16" = "f32",
+  bDtype: "f32" | "f16" | "bf16" | "q8" = "f32",
   override: Partial<MatmulTiling> = {},
 ): MatmulVariant {
   const table = gpu.adapter.isFallbackAdapter ? MATMUL_TUNING.fallback : MATMUL_TUNING.gpu;
@@ -416,6 +445,7 @@ export function matmulVariant(
     VB: bCols % 4 === 0,
     F16: bDtype === "f16",
     BF16: bDtype === "bf16",
+    Q8: bDtype === "q8",
   };
 }
 
@@ -430,14 +460,25 @@ function dispatchMatmul(
   K: number,
   opts: MatmulOptions,
 ): void {
-  if (
-    a.dtype !== "f32" || y.dtype !== "f32" || (b.dtype !== "f32" && b.dtype !== "f16" && b.dtype !== "bf16")
-  ) {
+  if (a.dtype !== "f32" || y.dtype !== "f32" || !["f32", "f16", "bf16", "q8"].includes(b.dtype)) {
     throw new TypeError(
-      `Matmul (${layout}) needs f32 a and y and an f32, f16 or bf16 b; got a ${a.dtype}, b ${b.dtype}, y ${y.dtype}`,
+      `Matmul (${layout}) needs f32 a and y and an f32, f16, bf16 or q8 b; got a ${a.dtype}, b ${b.dtype}, y ${y.dtype}`,
     );
   }
-  const variant = matmulVariant(step.gpu, layout, M, N, K, b.dtype, opts.variant);
+  if (b.dtype === "q8" && (layout !== "nt" || K % 32 !== 0)) {
+    throw new RangeError(
+      `Matmul: q8 weights need the x·Wᵀ form and rows of a multiple of 32 values, not K = ${K}`,
+    );
+  }
+  const variant = matmulVariant(
+    step.gpu,
+    layout,
+    M,
+    N,
+    K,
+    b.dtype as "f32" | "f16" | "bf16" | "q8",
+    opts.variant,
+  );
   const workgroups: [number, number] = [Math.ceil(N / (variant.WG * variant.C)), Math.ceil(M / variant.R)];
   step.dispatch(matmulSpec, {
     variant,
@@ -449,6 +490,7 @@ function dispatchMatmul(
       acc: opts.accumulate ? 1 : 0,
       ldy: opts.yColumns?.stride ?? N,
       yCol: opts.yColumns?.first ?? 0,
+      bScale: b.dtype === "q8" ? b.q8ScaleWord : 0,
     },
     workgroups,
   });

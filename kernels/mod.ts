@@ -63,3 +63,4 @@ export * from "./jacobi_accept.ts";
 export * from "./lookahead.ts";
 export * from "./decode_state.ts";
 export * from "./convert.ts";
+export * from "./quantize.ts";
