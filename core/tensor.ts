@@ -243,7 +243,9 @@ export class Tensor {
       );
     }
     let bytes: Uint8Array<ArrayBuffer>;
-    if (this.dtype === "q8") throw new TypeError(`Tensor "${this.label}": q8 tensors are written by quantizeQ8`);
+    if (this.dtype === "q8") {
+      throw new TypeError(`Tensor "${this.label}": q8 tensors are written by quantizeQ8`);
+    }
     if (this.dtype === "f16" || this.dtype === "bf16") {
       const half = new Uint16Array(data.length + (data.length & 1));
       const toBits = this.dtype === "f16" ? f32ToF16Bits : f32ToBf16Bits;

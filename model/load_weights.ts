@@ -17,6 +17,7 @@
 
 import { type DType, type Gpu, Step, Tensor } from "../core/mod.ts";
 import { convertFloats, type StoredFloat } from "../kernels/convert.ts";
+import { quantizeQ8 } from "../kernels/quantize.ts";
 import { expectedTensorShapes, type LlamaConfig } from "./config.ts";
 import { FormatError } from "./format_error.ts";
 import type { CheckpointTensors } from "./safetensors.ts";
@@ -55,12 +56,14 @@ const SPLITTABLE = new Set(["model.embed_tokens.weight", "lm_head.weight"]);
 const STORED: Record<string, StoredFloat> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 /** A weight matrix's dtype on the GPU. */
-export type WeightDtype = "f32" | "f16" | "bf16";
+export type WeightDtype = "f32" | "f16" | "bf16" | "q8";
 
 /**
  * How weight matrices are kept on the GPU: `"stored"` as the checkpoint stores them (the default:
  * no conversion, a 16-bit checkpoint stays 16-bit), or converted to one dtype. Norms are f32
- * always, and an f16 embedding needs the adapter's `shader-f16` (otherwise it stays f32).
+ * always, and an f16 embedding needs the adapter's `shader-f16` (otherwise it stays f32). With
+ * `"q8"` the layers' matrices whose rows are a multiple of 32 values become int8 (kernels/quantize.ts);
+ * the embedding, the output head and any other matrix stay as stored (16-bit; f16 if stored f32).
  */
 export type WeightStorage = WeightDtype | "stored";
 
@@ -119,8 +122,13 @@ export function planWeights(
     }
     const size = shape.reduce((a, b) => a * b, 1);
     let target: WeightDtype = shape.length === 2 ? (storage === "stored" ? stored : storage) : "f32";
+    if (target === "q8" && (SPLITTABLE.has(name) || shape[1] % 32 !== 0)) {
+      target = stored === "f32" ? "f16" : stored;
+    }
     if (target === "f16" && name === "model.embed_tokens.weight" && !gpu.features.f16) target = "f32";
-    const gpuBytes = size * (target === "f32" ? 4 : 2);
+    const gpuBytes = target === "q8"
+      ? (Math.ceil(size / 4) + Math.ceil(size / 64)) * 4
+      : size * (target === "f32" ? 4 : 2);
     const limit = Math.min(binding, buffer);
     const rowBytes = (gpuBytes / shape[0]) || 1;
     // Rows per part: what fits, rounded down to an even count so 16-bit parts start on a word.
@@ -222,22 +230,34 @@ export async function uploadWeights(
           await fill(plan.name, mapped, fileStart, fileLength);
           continue;
         }
-        // Converted in pieces of at most `convertBytes` stored bytes, each through its own temporary.
+        // Converted in pieces of at most `convertBytes` stored bytes, each through its own temporary
+        // (for q8: widened to f32, then quantised, in pieces of whole pairs of groups).
         const t = new Tensor(gpu, shape, plan.dtype as DType, label);
         tensors.push(t);
         const elementBytes = plan.stored === "f32" ? 4 : 2;
-        for (let from = 0; from < fileLength; from += convertBytes) {
-          const length = Math.min(convertBytes, fileLength - from);
+        const pieceBytes = plan.dtype === "q8"
+          ? Math.max(64, Math.floor(Math.min(convertBytes / elementBytes, 1 << 24) / 64) * 64) * elementBytes
+          : convertBytes;
+        for (let from = 0; from < fileLength; from += pieceBytes) {
+          const length = Math.min(pieceBytes, fileLength - from);
           const temp = Tensor.mapped(gpu, [Math.ceil(length / 4)], "u32", `${label} (stored ${plan.stored})`);
           pending = temp;
           await fill(plan.name, temp, fileStart + from, length);
           const step = new Step(gpu, `convert ${label}`);
-          convertFloats(step, temp.tensor, t, {
-            from: plan.stored,
-            count: length / elementBytes,
-            dstElement: from / elementBytes,
-          });
-          step.submit();
+          if (plan.dtype === "q8") {
+            const values = new Tensor(gpu, [length / elementBytes], "f32", `${label} (f32)`);
+            convertFloats(step, temp.tensor, values, { from: plan.stored, count: values.size });
+            quantizeQ8(step, values, t, { count: values.size, dstElement: from / elementBytes });
+            step.submit();
+            values.destroy();
+          } else {
+            convertFloats(step, temp.tensor, t, {
+              from: plan.stored,
+              count: length / elementBytes,
+              dstElement: from / elementBytes,
+            });
+            step.submit();
+          }
           // wgpu frees a destroyed buffer only once the work submitted with it has run.
           temp.tensor.destroy();
         }

@@ -19,6 +19,9 @@ import {
   type TensorToWrite,
 } from "../../model/safetensors.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
+import { assertClose } from "../_assert.ts";
+import { refCache, refForward, type RefWeights } from "../_llama_reference.ts";
+import { dequantizeQ8Reference, quantizeQ8Reference } from "../../kernels/quantize.ts";
 import { writeTinyModel } from "../_tiny_model.ts";
 
 /** Rewrites `dir`'s model.safetensors as `shards` shard files with an index, as hubs ship them. */
@@ -251,6 +254,83 @@ Deno.test(
         }
         whole.destroy();
         split.destroy();
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    }
+  },
+);
+
+Deno.test(
+  "q8 weights: the layers' matrices quantised at load; logits match the f64 reference on the dequantised weights, Jacobi = AR",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    for (const stored of ["F32", "BF16"] as const) {
+      const dir = await Deno.makeTempDir();
+      try {
+        // Rows of 32 and 64 values quantise; the embedding and head stay 16-bit.
+        const { config, weights } = await writeTinyModel(dir, {
+          dtype: stored,
+          hiddenSize: 32,
+          intermediateSize: 64,
+          numHeads: 4,
+          numKvHeads: 2,
+          vocabSize: 64,
+          scale: 4,
+        });
+        // Small pieces: quantisation in several pieces at offsets.
+        const checkpoint = await openCheckpointTensors((f) => directoryFiles(dir).source(f));
+        const plans = planWeights(gpu, config, checkpoint, "q8", dir);
+        const kinds = Object.fromEntries(plans.map((p) => [p.name, p.dtype]));
+        assert.equal(kinds["model.layers.0.mlp.down_proj.weight"], "q8");
+        assert.equal(kinds["model.embed_tokens.weight"], stored === "F32" ? "f16" : "bf16");
+        assert.equal(kinds["model.norm.weight"], "f32");
+        const uploaded = await uploadWeights(gpu, checkpoint, plans, undefined, { convertBytes: 256 });
+        for (const t of [...uploaded.values()].flat()) t.destroy();
+
+        const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 64, maxRows: 8, dtype: "q8" });
+        // The reference: q8 matrices dequantised, 16-bit ones rounded as the GPU holds them.
+        const ref: RefWeights = new Map();
+        for (const p of plans) {
+          const w = weights.get(p.name)!;
+          if (p.dtype === "q8") {
+            const q = quantizeQ8Reference(w);
+            ref.set(p.name, dequantizeQ8Reference(q.q, q.scales));
+          } else ref.set(p.name, p.dtype === "f16" ? asF16(w) : p.dtype === "bf16" ? asBf16(w) : w);
+        }
+        const prompt = [1, 17, 5, 33, 60, 9];
+        const cache = model.createCache(64);
+        const tokens = Tensor.from(gpu, Uint32Array.from(prompt), [prompt.length], "tokens");
+        const logits = new Tensor(gpu, [prompt.length, 64], "f32", "logits");
+        const step = new Step(gpu, "q8 forward");
+        model.forward(step, {
+          tokens,
+          tokenOffset: 0,
+          rows: prompt.length,
+          position: cache.at(0),
+          cache,
+          logits,
+        });
+        step.submit();
+        const [got] = await readTensors(gpu, [logits]);
+        const expected = refForward(config, ref, refCache(config), prompt);
+        for (let t = 0; t < prompt.length; t++) {
+          assertClose(
+            got.subarray(t * 64, (t + 1) * 64),
+            expected[t],
+            { atol: 2e-4, rtol: 2e-3 },
+            `${stored} q8 row ${t}`,
+          );
+        }
+        const ar =
+          (await runToEnd(decode(model, [1, 5, 9], { kind: "ar" }, { maxNewTokens: 16 }))).result.tokens;
+        const jacobi =
+          (await runToEnd(decode(model, [1, 5, 9], { kind: "jacobi", blockSize: 4 }, { maxNewTokens: 16 })))
+            .result.tokens;
+        assert.deepEqual(jacobi, ar, `${stored} q8: Jacobi = AR`);
+        cache.destroy();
+        model.destroy();
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
