@@ -17,6 +17,7 @@ import { runDecodeBench } from "./decode_bench.ts";
 import { runForwardBench } from "./forward_bench.ts";
 import { runGsm8kBench } from "./gsm8k_bench.ts";
 import { runMatmulBench } from "./matmul_bench.ts";
+import { runQualityBench } from "./quality_bench.ts";
 import { runScaleBench, scaleChart } from "./scale_bench.ts";
 
 /** What every section gets. */
@@ -62,6 +63,12 @@ export const sections: BenchSection[] = [
       "TinyLlama-1.1B-shaped checkpoints (2.2 GB, made in a temp folder): load GB/s, peak RSS, AR tokens/s",
     run: () => runScaleBench(),
     svg: scaleChart,
+  },
+  {
+    name: "quality",
+    description:
+      "f32 / f16 / q8 weights: perplexity, stories260K golden text, the CLLM's GSM accuracy and tok/forward",
+    run: (ctx) => runQualityBench(ctx.gpu),
   },
   {
     name: "gsm8k",
