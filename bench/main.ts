@@ -67,7 +67,7 @@ export const sections: BenchSection[] = [
   {
     name: "quality",
     description:
-      "f32 / f16 / q8 weights: perplexity, stories260K golden text, the CLLM's GSM accuracy and tok/forward",
+      "f32 / f16 / q8 / q4 weights: perplexity, stories260K golden text, the CLLM's GSM accuracy and tok/forward",
     run: (ctx) => runQualityBench(ctx.gpu),
   },
   {

@@ -1,8 +1,8 @@
 /**
- * What weight storage costs in quality, in one run: perplexity of f32, f16 and q8 weights on
+ * What weight storage costs in quality, in one run: perplexity of f32, f16, q8 and q4 weights on
  * held-out text (the embedded models on held-out problems; stories260K on its golden text, when
- * ../shared has it), stories260K's golden text under q8 (how many of its 200 greedy tokens
- * survive), and the embedded CLLM's GSM accuracy and tokens per forward under q8 (Jacobi output
+ * ../shared has it), stories260K's golden text under each (how many of its 200 greedy tokens
+ * survive), and the embedded CLLM's GSM accuracy and tokens per forward under each (Jacobi output
  * checked against the same weights' greedy AR).
  *
  * @module
@@ -19,7 +19,7 @@ import { evaluateGsm8k } from "../train/gsm8k_eval.ts";
 
 const MODELS = new URL("../demo/models/", import.meta.url).pathname;
 const STORIES = new URL("../../shared/models/stories260K/", import.meta.url).pathname;
-const DTYPES = ["f32", "f16", "q8"] as const;
+const DTYPES = ["f32", "f16", "q8", "q4"] as const;
 
 /** exp(mean negative log-likelihood) of `ids[1..]` given the previous tokens, in chunks of maxRows. */
 async function perplexity(model: Llama, ids: readonly number[]): Promise<number> {
@@ -81,7 +81,7 @@ export async function runQualityBench(gpu: Gpu): Promise<unknown> {
     );
     figures[`${name} perplexity`] = row;
   }
-  // stories260K: perplexity of its golden text and the golden text under q8.
+  // stories260K: perplexity of its golden text and how much of the golden text each storage keeps.
   try {
     await Deno.stat(`${STORIES}stories260K.bin`);
     const dir = await Deno.makeTempDir();
@@ -112,10 +112,9 @@ export async function runQualityBench(gpu: Gpu): Promise<unknown> {
         `  stories260K golden text: perplexity ${
           DTYPES.map((d) => `${d} ${row[d].toFixed(4)}`).join(", ")
         }; ` +
-          `greedy tokens equal to golden.txt before the first difference: f16 ${
-            row["f16 golden tokens kept"]
-          }, ` +
-          `q8 ${row["q8 golden tokens kept"]} of 200`,
+          `greedy tokens equal to golden.txt before the first difference: ${
+            DTYPES.slice(1).map((d) => `${d} ${row[`${d} golden tokens kept`]}`).join(", ")
+          } of 200`,
       );
       figures["stories260K"] = row;
     } finally {
@@ -127,7 +126,7 @@ export async function runQualityBench(gpu: Gpu): Promise<unknown> {
   }
   // The CLLM's accuracy and tokens per forward under each storage, on the 100 held-out problems.
   const items = heldout.slice(0, 100);
-  for (const dtype of ["f16", "q8"] as const) {
+  for (const dtype of ["f16", "q8", "q4"] as const) {
     const p = await load(gpu, `${MODELS}gsm-tiny-cllm`, dtype);
     const ar = await evaluateGsm8k(p, items, { decoder: { kind: "ar" }, maxNewTokens: 200 });
     const jacobi = await evaluateGsm8k(p, items, {

@@ -29,7 +29,7 @@ Options:
   --decoders LIST        decoders in their text form, separated by ";" (default ${DEFAULT_DECODERS});
                          e.g. "ar;jacobi:n=8,sliding;jacobi:n=16,guesses=context;lookahead:N=4,W=5,G=5"
   --readback-baselines   also run each decoder with a readback after every iteration
-  --dtype f32|f16|bf16|q8 weight matrices on the GPU (default: as stored)
+  --dtype f32|f16|bf16|q8|q4 weight matrices on the GPU (default: as stored)
   --out FILE.json        write the figures there, and the chart beside it as FILE.svg`;
 
 /** One row of the bench: a decoder and its readback cadence. */

@@ -18,7 +18,7 @@ Type a message and press Enter; an empty line or Ctrl-D ends the chat.
 Options:
   --model DIR               Hugging Face-layout model directory
   --max-new-tokens N        new-token budget per reply (default 256)
-  --dtype f32|f16|bf16|q8   weight matrices on the GPU (default: as the checkpoint stores them)
+  --dtype f32|f16|bf16|q8|q4 weight matrices on the GPU (default: as the checkpoint stores them)
 ${DECODER_HELP}`;
 
 /** Runs `chat`. */

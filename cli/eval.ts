@@ -24,7 +24,7 @@ Options:
   --data FILE            JSONL with "question" and "answer" fields (GSM8K test.jsonl layout)
 ${DECODER_HELP}
   --limit K              evaluate the first K items (default all)
-  --dtype f32|f16|bf16|q8 weight matrices on the GPU (default: as stored; 16-bit halves memory, faster here)
+  --dtype f32|f16|bf16|q8|q4 weight matrices on the GPU (default: as stored; 16-bit halves memory, faster here)
   --max-new-tokens M     budget per item (default 256)
   --log FILE.jsonl       per-item results: id, question, gold, predicted, correct, tokens,
                          forwards, tokensPerForward, seconds, stopReason, output`;

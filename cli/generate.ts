@@ -26,7 +26,7 @@ Options:
   --max-new-tokens N        new-token budget (default 128)
 ${DECODER_HELP}
   --show-jacobi             draw each block's Jacobi iterations after the text
-  --dtype f32|f16|bf16|q8   weight matrices on the GPU (default: as the checkpoint stores them)
+  --dtype f32|f16|bf16|q8|q4 weight matrices on the GPU (default: as the checkpoint stores them)
   --stats                   print statistics after the text
   --json                    print one JSON object {text, tokens, stats} instead of streaming`;
 

@@ -14,8 +14,8 @@ export async function loadModelDir(
   dir: string,
   options: { maxLength?: number; dtype?: string } = {},
 ): Promise<Pretrained & { gpu: Gpu }> {
-  if (options.dtype !== undefined && !["f32", "f16", "bf16", "q8"].includes(options.dtype)) {
-    throw new CliError(`--dtype must be f32, f16, bf16 or q8, not "${options.dtype}"`);
+  if (options.dtype !== undefined && !["f32", "f16", "bf16", "q8", "q4"].includes(options.dtype)) {
+    throw new CliError(`--dtype must be f32, f16, bf16, q8 or q4, not "${options.dtype}"`);
   }
   try {
     const stat = await Deno.stat(dir);

@@ -12,15 +12,16 @@ import type { Gpu } from "./device.ts";
  * bf16 (weights as checkpoints store them) is read as packed u32 words and widened by a shift. q8
  * is a weight matrix quantised to int8 in groups of 32 along its rows, each group with an f16
  * scale: the int8 values (4 per u32 word) come first, then the scales (2 per word) from word
- * {@linkcode Tensor.q8ScaleWord} on (kernels/quantize.ts).
+ * {@linkcode Tensor.q8ScaleWord} on (kernels/quantize.ts). q4 is the same with 4-bit values, eight
+ * per word.
  */
-export type DType = "f32" | "f16" | "bf16" | "q8" | "u32" | "i32";
+export type DType = "f32" | "f16" | "bf16" | "q8" | "q4" | "u32" | "i32";
 
 /** Typed arrays that can fill a tensor. f16 data is given as f32 and converted. */
 export type TensorData = Float32Array | Uint32Array | Int32Array;
 
 /** Bytes per element of each dtype. */
-export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, q8: 1, u32: 4, i32: 4 };
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, q8: 1, q4: 0.5, u32: 4, i32: 4 };
 
 /** Rounds an f32 to the nearest f16 (ties to even) and returns its bits. */
 export function f32ToF16Bits(value: number): number {
@@ -220,13 +221,13 @@ export class Tensor {
 
   /** Bytes of data (without padding); a q8 tensor's scales included. */
   get byteLength(): number {
-    if (this.dtype === "q8") return (this.q8ScaleWord + Math.ceil(this.size / 64)) * 4;
+    if (this.dtype === "q8" || this.dtype === "q4") return (this.q8ScaleWord + Math.ceil(this.size / 64)) * 4;
     return this.size * DTYPE_BYTES[this.dtype];
   }
 
-  /** Of a q8 tensor: the u32 word where its f16 scales start (after the int8 values). */
+  /** Of a q8 or q4 tensor: the u32 word where its f16 scales start (after the int8 or int4 values). */
   get q8ScaleWord(): number {
-    return Math.ceil(this.size / 4);
+    return Math.ceil(this.size / (this.dtype === "q4" ? 8 : 4));
   }
 
   /**
@@ -243,8 +244,8 @@ export class Tensor {
       );
     }
     let bytes: Uint8Array<ArrayBuffer>;
-    if (this.dtype === "q8") {
-      throw new TypeError(`Tensor "${this.label}": q8 tensors are written by quantizeQ8`);
+    if (this.dtype === "q8" || this.dtype === "q4") {
+      throw new TypeError(`Tensor "${this.label}": ${this.dtype} tensors are written by quantizeQ8`);
     }
     if (this.dtype === "f16" || this.dtype === "bf16") {
       const half = new Uint16Array(data.length + (data.length & 1));
@@ -340,7 +341,7 @@ export async function readTensors(gpu: Gpu, tensors: readonly Tensor[]): Promise
         return new Float32Array(out.buffer);
       }
       if (t.dtype === "u32") return new Uint32Array(raw, 0, t.size);
-      if (t.dtype === "q8") return new Uint32Array(raw, 0, t.byteLength / 4); // raw words: values, then scales
+      if (t.dtype === "q8" || t.dtype === "q4") return new Uint32Array(raw, 0, t.byteLength / 4); // values, scales
       if (t.dtype === "i32") return new Int32Array(raw, 0, t.size);
       return new Float32Array(raw, 0, t.size);
     });

@@ -77,6 +77,8 @@ export type MatmulVariant = MatmulTiling & {
   BF16: boolean;
   /** B is a q8 tensor (int8 groups of 32 with f16 scales, kernels/quantize.ts), dequantised in registers. */
   Q8: boolean;
+  /** B is a q4 tensor (Q4_0: int4 groups of 32 with f16 scales), dequantised in registers. */
+  Q4: boolean;
 };
 
 /**
@@ -170,8 +172,20 @@ function loader(
   buf: string,
   cols: string,
   vec: boolean,
-  half: "f16" | "bf16" | "q8" | null,
+  half: "f16" | "bf16" | "q8" | "q4" | null,
 ): string {
+  if (half === "q4") {
+    // Eight 4-bit values per word (q + 8); elements 4·c4 .. 4·c4+3 are half a word.
+    return `fn ${name}(row: u32, c4: u32) -> vec4<f32> {
+  let n4 = ${cols} / 4u;
+  let c = min(c4, n4 - 1u);
+  let w = ${buf}[row * (n4 / 2u) + c / 2u] >> (16u * (c & 1u));
+  let q = vec4<f32>(vec4<u32>(w & 0xfu, (w >> 4u) & 0xfu, (w >> 8u) & 0xfu, (w >> 12u) & 0xfu)) - 8.0;
+  let g = row * (${cols} / 32u) + c / 8u;
+  let s = unpack2x16float(${buf}[P.bScale + g / 2u])[g & 1u];
+  return select(vec4<f32>(), q * s, c4 < n4);
+}`;
+  }
   if (half === "q8") {
     // Four int8 values per word, sign-extended by shifts; the group's f16 scale (groups of 32 along
     // the row, two scales per word from P.bScale on) multiplies them.
@@ -243,7 +257,7 @@ function wgslOf(v: MatmulVariant): string {
       "b",
       layout === "nt" ? "P.K" : "P.N",
       v.VB,
-      v.Q8 ? "q8" : v.BF16 ? "bf16" : v.F16 ? "f16" : null,
+      v.Q4 ? "q4" : v.Q8 ? "q8" : v.BF16 ? "bf16" : v.F16 ? "f16" : null,
     ),
   );
 
@@ -380,7 +394,13 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
       {
         name: "b",
         access: "read",
-        type: v.Q8 ? "u32" : v.F16 || v.BF16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32",
+        type: v.Q8 || v.Q4
+          ? "u32"
+          : v.F16 || v.BF16
+          ? (v.VB ? "vec2<u32>" : "u32")
+          : v.VB
+          ? "vec4<f32>"
+          : "f32",
       },
       { name: "y", access: "read_write", type: "f32" },
     ];
@@ -425,7 +445,7 @@ export function matmulVariant(
   M: number,
   N: number,
   K: number,
-  bDtype: "f32" | "f16" | "bf16" | "q8" = "f32",
+  bDtype: "f32" | "f16" | "bf16" | "q8" | "q4" = "f32",
   override: Partial<MatmulTiling> = {},
 ): MatmulVariant {
   const table = gpu.adapter.isFallbackAdapter ? MATMUL_TUNING.fallback : MATMUL_TUNING.gpu;
@@ -446,6 +466,7 @@ export function matmulVariant(
     F16: bDtype === "f16",
     BF16: bDtype === "bf16",
     Q8: bDtype === "q8",
+    Q4: bDtype === "q4",
   };
 }
 
@@ -460,25 +481,20 @@ function dispatchMatmul(
   K: number,
   opts: MatmulOptions,
 ): void {
-  if (a.dtype !== "f32" || y.dtype !== "f32" || !["f32", "f16", "bf16", "q8"].includes(b.dtype)) {
+  if (a.dtype !== "f32" || y.dtype !== "f32" || !["f32", "f16", "bf16", "q8", "q4"].includes(b.dtype)) {
     throw new TypeError(
-      `Matmul (${layout}) needs f32 a and y and an f32, f16, bf16 or q8 b; got a ${a.dtype}, b ${b.dtype}, y ${y.dtype}`,
+      `Matmul (${layout}) needs f32 a and y and an f32, f16, bf16, q8 or q4 b; got a ${a.dtype}, b ${b.dtype}, ` +
+        `y ${y.dtype}`,
     );
   }
-  if (b.dtype === "q8" && (layout !== "nt" || K % 32 !== 0)) {
+  const quantised = b.dtype === "q8" || b.dtype === "q4";
+  if (quantised && (layout !== "nt" || K % 32 !== 0)) {
     throw new RangeError(
-      `Matmul: q8 weights need the x·Wᵀ form and rows of a multiple of 32 values, not K = ${K}`,
+      `Matmul: ${b.dtype} weights need the x·Wᵀ form and rows of a multiple of 32 values, not K = ${K}`,
     );
   }
-  const variant = matmulVariant(
-    step.gpu,
-    layout,
-    M,
-    N,
-    K,
-    b.dtype as "f32" | "f16" | "bf16" | "q8",
-    opts.variant,
-  );
+  const bDtype = b.dtype as "f32" | "f16" | "bf16" | "q8" | "q4";
+  const variant = matmulVariant(step.gpu, layout, M, N, K, bDtype, opts.variant);
   const workgroups: [number, number] = [Math.ceil(N / (variant.WG * variant.C)), Math.ceil(M / variant.R)];
   step.dispatch(matmulSpec, {
     variant,
@@ -490,7 +506,7 @@ function dispatchMatmul(
       acc: opts.accumulate ? 1 : 0,
       ldy: opts.yColumns?.stride ?? N,
       yCol: opts.yColumns?.first ?? 0,
-      bScale: b.dtype === "q8" ? b.q8ScaleWord : 0,
+      bScale: quantised ? b.q8ScaleWord : 0,
     },
     workgroups,
   });

@@ -8,6 +8,13 @@
  * values, four per u32 word, then the scales, two per word, from word `q8ScaleWord` on; the matmul
  * kernel reads it directly (kernels/matmul.ts, variant Q8), dequantising in registers.
  *
+ * q4 follows llama.cpp's Q4_0: with m the group's value of largest magnitude (its sign kept),
+ *
+ *     s = f16(m / −8),  q = clamp(round(w / s), −8, 7),  w ≈ q · s
+ *
+ * so all 16 levels are used (the largest value lands exactly on −8·s); q + 8 is stored in 4 bits,
+ * eight per u32 word (element j of a word in bits 4j..4j+3).
+ *
  * Quantising runs on the GPU at load time, from f32 values (a checkpoint's f16 or bf16 bytes are
  * widened first by kernels/convert.ts): one invocation per pair of groups, so that each writes
  * whole u32 words of values and of scales.
@@ -27,7 +34,7 @@ const WG = 64;
  * Quantises f32 `src[srcElement ..]` into the q8 tensor `dst` from element `dstElement` on, one
  * invocation per pair of groups (64 values): `n` pairs, `count` values (the last pair may be half).
  */
-export const quantizeQ8Spec: KernelSpec = {
+export const quantizeQ8Spec: KernelSpec<{ WG: number; BITS: number }> = {
   name: "quantize_q8",
   bindings: [
     { name: "src", access: "read" },
@@ -40,23 +47,37 @@ export const quantizeQ8Spec: KernelSpec = {
     { name: "dstElement", type: "u32" },
     { name: "scaleWord", type: "u32" },
   ],
-  wgsl: () => `
+  wgsl: (v) => `
+// Values per word, and the levels: q8 symmetric in [-127, 127]; q4 (Q4_0) in [-8, 7], offset by 8.
+const PER: u32 = 32u / BITS;
+
 // The f16-rounded scale of the group starting at value g0 (relative to the source offset).
 fn groupScale(g0: u32) -> f32 {
   var m = 0.0;
+  var mx = 0.0;
   for (var j = 0u; j < 32u; j++) {
-    if (g0 + j < P.count) { m = max(m, abs(src[P.srcElement + g0 + j])); }
+    if (g0 + j < P.count) {
+      let x = src[P.srcElement + g0 + j];
+      if (abs(x) > m) { m = abs(x); mx = x; }
+    }
   }
-  return unpack2x16float(pack2x16float(vec2<f32>(m / 127.0, 0.0))).x;
+  let s = ${v.BITS === 8 ? "m / 127.0" : "mx / -8.0"};
+  return unpack2x16float(pack2x16float(vec2<f32>(s, 0.0))).x;
 }
 
 fn quantizeWord(g0: u32, w: u32, s: f32) -> u32 {
   var word = 0u;
-  for (var b = 0u; b < 4u; b++) {
-    let e = g0 + 4u * w + b;
+  for (var b = 0u; b < PER; b++) {
+    let e = g0 + PER * w + b;
     var q = 0;
-    if (s > 0.0 && e < P.count) { q = i32(clamp(round(src[P.srcElement + e] / s), -127.0, 127.0)); }
-    word = word | ((bitcast<u32>(q) & 0xffu) << (8u * b));
+    if (s != 0.0 && e < P.count) {
+      q = i32(clamp(round(src[P.srcElement + e] / s), ${v.BITS === 8 ? "-127.0, 127.0" : "-8.0, 7.0"}));
+    }
+    ${
+    v.BITS === 8
+      ? "word = word | ((bitcast<u32>(q) & 0xffu) << (8u * b));"
+      : "word = word | (u32(q + 8) << (4u * b));"
+  }
   }
   return word;
 }
@@ -66,9 +87,9 @@ ${
 let g0 = 64u * i;
 let s0 = groupScale(g0);
 let s1 = select(0.0, groupScale(g0 + 32u), g0 + 32u < P.count);
-let firstWord = (P.dstElement + g0) / 4u;
-for (var w = 0u; w < 16u; w++) {
-  if (g0 + 4u * w < P.count) { dst[firstWord + w] = quantizeWord(g0, w, select(s1, s0, w < 8u)); }
+let firstWord = (P.dstElement + g0) / PER;
+for (var w = 0u; w < 64u / PER; w++) {
+  if (g0 + PER * w < P.count) { dst[firstWord + w] = quantizeWord(g0, w, select(s1, s0, w < 32u / PER)); }
 }
 dst[P.scaleWord + (P.dstElement + g0) / 64u] = pack2x16float(vec2<f32>(s0, s1));`)
   }`,
@@ -92,9 +113,9 @@ export function quantizeQ8(
   const { count } = options;
   const srcElement = options.srcElement ?? 0;
   const dstElement = options.dstElement ?? 0;
-  if (src.dtype !== "f32" || dst.dtype !== "q8") {
+  if (src.dtype !== "f32" || (dst.dtype !== "q8" && dst.dtype !== "q4")) {
     throw new TypeError(
-      `quantizeQ8: needs an f32 source and a q8 destination, not ${src.dtype} → ${dst.dtype}`,
+      `quantizeQ8: needs an f32 source and a q8 or q4 destination, not ${src.dtype} → ${dst.dtype}`,
     );
   }
   if (dstElement % 64 !== 0) {
@@ -107,7 +128,7 @@ export function quantizeQ8(
   const n = Math.ceil(count / 64);
   const { workgroups, rowStride } = grid1d(n, WG);
   step.dispatch(quantizeQ8Spec, {
-    variant: { WG },
+    variant: { WG, BITS: dst.dtype === "q4" ? 4 : 8 },
     bindings: { src, dst },
     params: { n, rowStride, count, srcElement, dstElement, scaleWord: dst.q8ScaleWord },
     workgroups,
@@ -135,8 +156,8 @@ function roundEven(v: number): number {
 }
 
 /**
- * CPU reference: the int8 values and f16 scales of `values` (groups of 32 from the start), with
- * the kernel's f32 arithmetic.
+ * CPU reference: the int8 (or, with `bits` 4, the Q4_0 int4) values and f16 scales of `values`
+ * (groups of 32 from the start), with the kernel's f32 arithmetic.
  *
  * @example One group
  * ```ts
@@ -145,25 +166,30 @@ function roundEven(v: number): number {
  * [q[0], q[1], scales.length]; // [-127, 50, 1]
  * ```
  */
-export function quantizeQ8Reference(values: Float32Array): { q: Int8Array; scales: Float32Array } {
+export function quantizeQ8Reference(
+  values: Float32Array,
+  bits: 8 | 4 = 8,
+): { q: Int8Array; scales: Float32Array } {
   const groups = Math.ceil(values.length / Q8_GROUP);
   const q = new Int8Array(values.length);
   const scales = new Float32Array(groups);
+  const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
   for (let g = 0; g < groups; g++) {
-    let m = 0;
-    for (let j = g * Q8_GROUP; j < Math.min(values.length, (g + 1) * Q8_GROUP); j++) {
-      m = Math.max(m, Math.abs(values[j]));
+    const end = Math.min(values.length, (g + 1) * Q8_GROUP);
+    let m = 0, mx = 0;
+    for (let j = g * Q8_GROUP; j < end; j++) {
+      if (Math.abs(values[j]) > m) [m, mx] = [Math.abs(values[j]), values[j]];
     }
-    const s = toF16(Math.fround(m / 127));
+    const s = toF16(Math.fround(bits === 8 ? m / 127 : mx / -8));
     scales[g] = s;
-    for (let j = g * Q8_GROUP; j < Math.min(values.length, (g + 1) * Q8_GROUP); j++) {
-      q[j] = s > 0 ? Math.max(-127, Math.min(127, roundEven(Math.fround(values[j] / s)))) : 0;
+    for (let j = g * Q8_GROUP; j < end; j++) {
+      q[j] = s !== 0 ? Math.max(lo, Math.min(hi, roundEven(Math.fround(values[j] / s)))) : 0;
     }
   }
   return { q, scales };
 }
 
-/** CPU reference: the values a q8 matrix stands for, `q · s` per element. */
+/** CPU reference: the values a q8 or q4 matrix stands for, `q · s` per element. */
 export function dequantizeQ8Reference(q: Int8Array, scales: Float32Array): Float32Array {
   return Float32Array.from(q, (v, i) => v * scales[Math.floor(i / Q8_GROUP)]);
 }

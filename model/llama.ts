@@ -75,9 +75,10 @@ export interface LoadOptions {
    * a 16-bit checkpoint loads without conversion). "f16" or "bf16" halve the memory and the bytes
    * a decoding step reads against f32 (matmuls accumulate in f32 either way); norms stay f32, and
    * an f16 embedding table stays f32 on adapters without `shader-f16`. "q8" keeps the layers'
-   * matrices as int8 groups with f16 scales (the embedding and head stay 16-bit). Training needs "f32".
+   * matrices as int8 groups with f16 scales, "q4" as int4 groups (Q4_0); the embedding and head stay
+   * 16-bit. Training needs "f32".
    */
-  dtype?: "f32" | "f16" | "bf16" | "q8" | "stored";
+  dtype?: "f32" | "f16" | "bf16" | "q8" | "q4" | "stored";
   /**
    * The most bytes one weight buffer may hold (default: the adapter's storage-binding limit); the
    * embedding and output head are split by rows to fit. Lower it to test splitting on small models.

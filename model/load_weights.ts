@@ -56,14 +56,15 @@ const SPLITTABLE = new Set(["model.embed_tokens.weight", "lm_head.weight"]);
 const STORED: Record<string, StoredFloat> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
 /** A weight matrix's dtype on the GPU. */
-export type WeightDtype = "f32" | "f16" | "bf16" | "q8";
+export type WeightDtype = "f32" | "f16" | "bf16" | "q8" | "q4";
 
 /**
  * How weight matrices are kept on the GPU: `"stored"` as the checkpoint stores them (the default:
  * no conversion, a 16-bit checkpoint stays 16-bit), or converted to one dtype. Norms are f32
  * always, and an f16 embedding needs the adapter's `shader-f16` (otherwise it stays f32). With
  * `"q8"` the layers' matrices whose rows are a multiple of 32 values become int8 (kernels/quantize.ts);
- * the embedding, the output head and any other matrix stay as stored (16-bit; f16 if stored f32).
+ * `"q4"` does the same with llama.cpp's Q4_0 int4 groups (a quarter of f16's bytes, plus scales).
+ * The embedding, the output head and any other matrix stay as stored (16-bit; f16 if stored f32).
  */
 export type WeightStorage = WeightDtype | "stored";
 
@@ -122,12 +123,12 @@ export function planWeights(
     }
     const size = shape.reduce((a, b) => a * b, 1);
     let target: WeightDtype = shape.length === 2 ? (storage === "stored" ? stored : storage) : "f32";
-    if (target === "q8" && (SPLITTABLE.has(name) || shape[1] % 32 !== 0)) {
+    if ((target === "q8" || target === "q4") && (SPLITTABLE.has(name) || shape[1] % 32 !== 0)) {
       target = stored === "f32" ? "f16" : stored;
     }
     if (target === "f16" && name === "model.embed_tokens.weight" && !gpu.features.f16) target = "f32";
-    const gpuBytes = target === "q8"
-      ? (Math.ceil(size / 4) + Math.ceil(size / 64)) * 4
+    const gpuBytes = target === "q8" || target === "q4"
+      ? (Math.ceil(size / (target === "q8" ? 4 : 8)) + Math.ceil(size / 64)) * 4
       : size * (target === "f32" ? 4 : 2);
     const limit = Math.min(binding, buffer);
     const rowBytes = (gpuBytes / shape[0]) || 1;
@@ -231,11 +232,12 @@ export async function uploadWeights(
           continue;
         }
         // Converted in pieces of at most `convertBytes` stored bytes, each through its own temporary
-        // (for q8: widened to f32, then quantised, in pieces of whole pairs of groups).
+        // (for q8 and q4: widened to f32, then quantised, in pieces of whole pairs of groups).
         const t = new Tensor(gpu, shape, plan.dtype as DType, label);
         tensors.push(t);
         const elementBytes = plan.stored === "f32" ? 4 : 2;
-        const pieceBytes = plan.dtype === "q8"
+        const quantised = plan.dtype === "q8" || plan.dtype === "q4";
+        const pieceBytes = quantised
           ? Math.max(64, Math.floor(Math.min(convertBytes / elementBytes, 1 << 24) / 64) * 64) * elementBytes
           : convertBytes;
         for (let from = 0; from < fileLength; from += pieceBytes) {
@@ -244,7 +246,7 @@ export async function uploadWeights(
           pending = temp;
           await fill(plan.name, temp, fileStart + from, length);
           const step = new Step(gpu, `convert ${label}`);
-          if (plan.dtype === "q8") {
+          if (quantised) {
             const values = new Tensor(gpu, [length / elementBytes], "f32", `${label} (f32)`);
             convertFloats(step, temp.tensor, values, { from: plan.stored, count: values.size });
             quantizeQ8(step, values, t, { count: values.size, dstElement: from / elementBytes });

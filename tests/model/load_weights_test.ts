@@ -262,11 +262,11 @@ Deno.test(
 );
 
 Deno.test(
-  "q8 weights: the layers' matrices quantised at load; logits match the f64 reference on the dequantised weights, Jacobi = AR",
+  "q8 and q4 weights: the layers' matrices quantised at load; logits match the f64 reference on the dequantised weights, Jacobi = AR",
   gpuTest,
   async () => {
     const gpu = await testGpu();
-    for (const stored of ["F32", "BF16"] as const) {
+    for (const [stored, q] of [["F32", "q8"], ["BF16", "q8"], ["BF16", "q4"], ["F32", "q4"]] as const) {
       const dir = await Deno.makeTempDir();
       try {
         // Rows of 32 and 64 values quantise; the embedding and head stay 16-bit.
@@ -281,29 +281,29 @@ Deno.test(
         });
         // Small pieces: quantisation in several pieces at offsets.
         const checkpoint = await openCheckpointTensors((f) => directoryFiles(dir).source(f));
-        const plans = planWeights(gpu, config, checkpoint, "q8", dir);
+        const plans = planWeights(gpu, config, checkpoint, q, dir);
         const kinds = Object.fromEntries(plans.map((p) => [p.name, p.dtype]));
-        assert.equal(kinds["model.layers.0.mlp.down_proj.weight"], "q8");
+        assert.equal(kinds["model.layers.0.mlp.down_proj.weight"], q);
         assert.equal(kinds["model.embed_tokens.weight"], stored === "F32" ? "f16" : "bf16");
         assert.equal(kinds["model.norm.weight"], "f32");
         const uploaded = await uploadWeights(gpu, checkpoint, plans, undefined, { convertBytes: 256 });
         for (const t of [...uploaded.values()].flat()) t.destroy();
 
-        const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 64, maxRows: 8, dtype: "q8" });
+        const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 64, maxRows: 8, dtype: q });
         // The reference: q8 matrices dequantised, 16-bit ones rounded as the GPU holds them.
         const ref: RefWeights = new Map();
         for (const p of plans) {
           const w = weights.get(p.name)!;
-          if (p.dtype === "q8") {
-            const q = quantizeQ8Reference(w);
-            ref.set(p.name, dequantizeQ8Reference(q.q, q.scales));
+          if (p.dtype === "q8" || p.dtype === "q4") {
+            const r = quantizeQ8Reference(w, p.dtype === "q8" ? 8 : 4);
+            ref.set(p.name, dequantizeQ8Reference(r.q, r.scales));
           } else ref.set(p.name, p.dtype === "f16" ? asF16(w) : p.dtype === "bf16" ? asBf16(w) : w);
         }
         const prompt = [1, 17, 5, 33, 60, 9];
         const cache = model.createCache(64);
         const tokens = Tensor.from(gpu, Uint32Array.from(prompt), [prompt.length], "tokens");
         const logits = new Tensor(gpu, [prompt.length, 64], "f32", "logits");
-        const step = new Step(gpu, "q8 forward");
+        const step = new Step(gpu, `${q} forward`);
         model.forward(step, {
           tokens,
           tokenOffset: 0,
@@ -320,7 +320,7 @@ Deno.test(
             got.subarray(t * 64, (t + 1) * 64),
             expected[t],
             { atol: 2e-4, rtol: 2e-3 },
-            `${stored} q8 row ${t}`,
+            `${stored} ${q} row ${t}`,
           );
         }
         const ar =
@@ -328,7 +328,7 @@ Deno.test(
         const jacobi =
           (await runToEnd(decode(model, [1, 5, 9], { kind: "jacobi", blockSize: 4 }, { maxNewTokens: 16 })))
             .result.tokens;
-        assert.deepEqual(jacobi, ar, `${stored} q8: Jacobi = AR`);
+        assert.deepEqual(jacobi, ar, `${stored} ${q}: Jacobi = AR`);
         cache.destroy();
         model.destroy();
       } finally {
