@@ -13,7 +13,9 @@
  *     s = f16(m / −8),  q = clamp(round(w / s), −8, 7),  w ≈ q · s
  *
  * so all 16 levels are used (the largest value lands exactly on −8·s); q + 8 is stored in 4 bits,
- * eight per u32 word (element j of a word in bits 4j..4j+3).
+ * eight per u32 word (element j of a word in bits 4j..4j+3). Chosen by measured error over a
+ * symmetric absmax / 7 scale: relative RMS error 0.087 against 0.098 on the embedded CLLM's layer
+ * matrices, 0.088 against 0.101 on Gaussian values (tests/kernels/quantize_test.ts checks the order).
  *
  * Quantising runs on the GPU at load time, from f32 values (a checkpoint's f16 or bf16 bytes are
  * widened first by kernels/convert.ts): one invocation per pair of groups, so that each writes

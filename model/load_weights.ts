@@ -123,7 +123,9 @@ export function planWeights(
     }
     const size = shape.reduce((a, b) => a * b, 1);
     let target: WeightDtype = shape.length === 2 ? (storage === "stored" ? stored : storage) : "f32";
-    if ((target === "q8" || target === "q4") && (SPLITTABLE.has(name) || shape[1] % 32 !== 0)) {
+    // Quantised groups of 32 run along rows; the embedding and head stay 16-bit (they split instead).
+    const quantisable = shape.length === 2 && !SPLITTABLE.has(name) && shape[1] % 32 === 0;
+    if ((target === "q8" || target === "q4") && !quantisable) {
       target = stored === "f32" ? "f16" : stored;
     }
     if (target === "f16" && name === "model.embed_tokens.weight" && !gpu.features.f16) target = "f32";
@@ -150,6 +152,10 @@ export function planWeights(
           `adapter's limit of ${formatBytes(limit)} for one storage binding; ` +
           (target === "f32"
             ? 'load with --dtype f16 or bf16 (dtype: "f16"), or as stored if the file is 16-bit'
+            : quantisable && (target === "f16" || target === "bf16")
+            ? 'load with --dtype q8 or q4 (dtype: "q4"): about a half or a third of the 16-bit bytes'
+            : quantisable && target === "q8"
+            ? 'load with --dtype q4 (dtype: "q4")'
             : "this model is too large for this adapter"),
       );
     }

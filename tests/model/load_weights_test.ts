@@ -160,8 +160,17 @@ Deno.test(
         () => planWeights(smallAdapter(4096), config, ckpt, "f32", `${dir}/m`),
         /Tensor "model\.layers\.0\.mlp\.gate_proj\.weight" \[48, 32\] needs 6144 B as f32 .* limit of 4096 B .*--dtype f16/,
       );
+      // At 16 bits the fix is quantising; once nothing smaller exists, the model is too large.
       assert.throws(
         () => planWeights(smallAdapter(3000), config, ckpt, "f16", `${dir}/m`),
+        /gate_proj.* needs 3072 B as f16 .*--dtype q8 or q4/,
+      );
+      assert.throws(
+        () => planWeights(smallAdapter(1500), config, ckpt, "q8", `${dir}/m`),
+        /gate_proj.* as q8 .*--dtype q4/,
+      );
+      assert.throws(
+        () => planWeights(smallAdapter(500), config, ckpt, "q4", `${dir}/m`),
         /too large for this adapter/,
       );
       // A quantised export: a tensor labelled I8 (same bytes) is refused by name.
