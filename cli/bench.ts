@@ -13,7 +13,7 @@ import type { ReadbackOptions } from "../decode/cadence.ts";
 import { formatPrompt } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { readPrompts, writeTextAtomic } from "./files.ts";
-import { loadModelDir } from "./load.ts";
+import { LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
 import { Progress } from "./progress.ts";
 import { barChart } from "./svg_chart.ts";
 
@@ -29,7 +29,7 @@ Options:
   --decoders LIST        decoders in their text form, separated by ";" (default ${DEFAULT_DECODERS});
                          e.g. "ar;jacobi:n=8,sliding;jacobi:n=16,guesses=context;lookahead:N=4,W=5,G=5"
   --readback-baselines   also run each decoder with a readback after every iteration
-  --dtype f32|f16|bf16|q8|q4 weight matrices on the GPU (default: as stored)
+${LOAD_HELP}
   --out FILE.json        write the figures there, and the chart beside it as FILE.svg`;
 
 /** One row of the bench: a decoder and its readback cadence. */
@@ -67,7 +67,7 @@ export async function benchCommand(args: string[]): Promise<void> {
     decoders: { type: "string" },
     "readback-baselines": { type: "boolean" },
     out: { type: "string" },
-    dtype: { type: "string" },
+    ...LOAD_FLAGS,
   });
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "bench decode");
@@ -97,7 +97,7 @@ export async function benchCommand(args: string[]): Promise<void> {
   let texts = (await readPrompts(promptsPath)).slice(0, limit);
   if (format) texts = texts.map((q) => formatPrompt(format, { question: q }));
 
-  const p = await loadModelDir(dir, { dtype: v.dtype as string | undefined });
+  const p = await loadModelDir(dir, loadFlags(v));
   try {
     const prompts = texts.map((t) => p.tokenizer.encode(t));
     const run = async (row: Row, prompt: number[]): Promise<GenerationResult> =>

@@ -11,7 +11,7 @@ import { type EvalItemResult, evaluateGsm8k, readGsm8k } from "../train/gsm8k_ev
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
 import { writeTextAtomic } from "./files.ts";
-import { loadModelDir } from "./load.ts";
+import { LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
 import { Progress } from "./progress.ts";
 
 const HELP = `Usage: deno task cllm eval gsm8k --model DIR --data FILE [options]
@@ -24,7 +24,7 @@ Options:
   --data FILE            JSONL with "question" and "answer" fields (GSM8K test.jsonl layout)
 ${DECODER_HELP}
   --limit K              evaluate the first K items (default all)
-  --dtype f32|f16|bf16|q8|q4 weight matrices on the GPU (default: as stored; 16-bit halves memory, faster here)
+${LOAD_HELP}
   --max-new-tokens M     budget per item (default 256)
   --log FILE.jsonl       per-item results: id, question, gold, predicted, correct, tokens,
                          forwards, tokensPerForward, seconds, stopReason, output`;
@@ -48,7 +48,7 @@ export async function evalCommand(args: string[]): Promise<void> {
     limit: { type: "string" },
     "max-new-tokens": { type: "string" },
     log: { type: "string" },
-    dtype: { type: "string" },
+    ...LOAD_FLAGS,
   });
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "eval gsm8k");
@@ -63,7 +63,7 @@ export async function evalCommand(args: string[]): Promise<void> {
   const logPath = v.log as string | undefined;
 
   const items = (await readGsm8k(dataPath)).slice(0, limit);
-  const p = await loadModelDir(dir, { dtype: v.dtype as string | undefined });
+  const p = await loadModelDir(dir, loadFlags(v));
   try {
     const progress = new Progress(`eval gsm8k (${label})`, items.length, "items");
     let correct = 0;

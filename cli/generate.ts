@@ -13,20 +13,21 @@ import {
 import { renderChat } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
-import { loadModelDir } from "./load.ts";
+import { LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
 import { renderJacobi } from "./show_jacobi.ts";
 
 const HELP = `Usage: deno task cllm generate --model DIR (--prompt TEXT | --prompt-file F) [options]
 
 Options:
-  --model DIR               Hugging Face-layout model directory
+  --model DIR|ORG/NAME[@REV]
+                            Hugging Face-layout model directory, or a Hub model (fetched into the HF cache)
   --prompt TEXT             the prompt
   --prompt-file F           read the prompt from a file
   --chat                    wrap the prompt as a user turn with the model's chat template
   --max-new-tokens N        new-token budget (default 128)
 ${DECODER_HELP}
   --show-jacobi             draw each block's Jacobi iterations after the text
-  --dtype f32|f16|bf16|q8|q4 weight matrices on the GPU (default: as the checkpoint stores them)
+${LOAD_HELP}
   --stats                   print statistics after the text
   --json                    print one JSON object {text, tokens, stats} instead of streaming`;
 
@@ -74,7 +75,7 @@ export async function generateCommand(args: string[]): Promise<void> {
     ...DECODER_FLAGS,
     "show-jacobi": { type: "boolean" },
     stats: { type: "boolean" },
-    dtype: { type: "string" },
+    ...LOAD_FLAGS,
     json: { type: "boolean" },
   });
   if (v.help) return console.log(HELP);
@@ -91,7 +92,7 @@ export async function generateCommand(args: string[]): Promise<void> {
     throw new CliError("generate: --show-jacobi needs --decoder jacobi");
   }
 
-  const p = await loadModelDir(modelDir, { dtype: v.dtype as string | undefined });
+  const p = await loadModelDir(modelDir, loadFlags(v));
   try {
     let ids: number[];
     if (v.chat) {

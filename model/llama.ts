@@ -25,7 +25,7 @@ import { type LlamaConfig, parseLlamaConfig } from "./config.ts";
 import { FormatError } from "./format_error.ts";
 import { KvCache, type PositionRef } from "./kv_cache.ts";
 import type { ModelFiles } from "./model_files.ts";
-import { planWeights, uploadWeights } from "./load_weights.ts";
+import { checkMemory, planWeights, uploadWeights } from "./load_weights.ts";
 import { openCheckpointTensors } from "./safetensors.ts";
 
 // ----------------------------------------------------------------------------------------------
@@ -84,6 +84,18 @@ export interface LoadOptions {
    * embedding and output head are split by rows to fit. Lower it to test splitting on small models.
    */
   maxBindingBytes?: number;
+  /**
+   * Bytes of memory the model may take on the adapter (weights + one KV cache of `maxLength`
+   * positions). When set, a model that needs more is refused before anything is allocated, with
+   * the fixes that would fit. WebGPU does not report an adapter's memory, so the caller decides
+   * (the CLI passes the free host memory on a software adapter, whose buffers live there).
+   */
+  memoryBytes?: number;
+}
+
+/** The KV cache capacity when none is asked for: the model's context, at most 2048. */
+function defaultMaxLength(config: LlamaConfig): number {
+  return Math.min(config.maxPositionEmbeddings, 2048);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -199,7 +211,7 @@ export class Llama {
       else this.splitWeights.set(name, t);
     }
     this.maxRows = options.maxRows ?? 64;
-    this.maxLength = options.maxLength ?? Math.min(config.maxPositionEmbeddings, 2048);
+    this.maxLength = options.maxLength ?? defaultMaxLength(config);
     const w = (name: string) => {
       const t = this.weights.get(name);
       if (!t) {
@@ -285,6 +297,17 @@ export class Llama {
       files.name,
       options.maxBindingBytes,
     );
+    if (options.memoryBytes !== undefined) {
+      const positions = options.maxLength ?? defaultMaxLength(config);
+      checkMemory(
+        config,
+        plans,
+        positions,
+        options.memoryBytes,
+        files.name,
+        (dtype) => planWeights(gpu, config, checkpoint, dtype, files.name, options.maxBindingBytes),
+      );
+    }
     const weights = await uploadWeights(gpu, checkpoint, plans, options.onProgress);
     return new Llama(gpu, config, weights, options);
   }

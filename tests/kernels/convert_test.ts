@@ -42,7 +42,18 @@ Deno.test(
     const cases: { what: string; out: Tensor; expect: Float32Array; at: number }[] = [];
     for (const from of ["bf16", "f16", "f32"] as const) {
       for (const to of ["f32", "f16", "bf16"] as const) {
-        for (const [n, srcWord, dstElement] of [[1, 0, 0], [37, 3, 2], [1000, 0, 6], [4097, 5, 0]]) {
+        // Misaligned (scalar form), and aligned with and without a tail (vector form + scalar tail).
+        for (
+          const [n, srcWord, dstElement] of [
+            [1, 0, 0],
+            [37, 3, 2],
+            [1000, 0, 6],
+            [4097, 5, 0],
+            [4099, 0, 0],
+            [1030, 4, 8],
+            [4096, 8, 16],
+          ]
+        ) {
           const { words, elements } = stored(values(n, n + srcWord), from);
           const src = new Tensor(gpu, [srcWord + words.length], "u32", `src ${from} ${n}`);
           src.write(words, srcWord);
@@ -69,6 +80,9 @@ Deno.test(
       const got = new Uint32Array(
         Float32Array.from(results[k].subarray(c.at, c.at + c.expect.length)).buffer,
       );
+      // Nothing outside the range is written (an f16/bf16 range of odd length fills its word's pad).
+      const outside = [...results[k].subarray(0, c.at), ...results[k].subarray(c.at + c.expect.length + 1)];
+      assert.ok(outside.every((x) => x === 0), `${c.what}: wrote outside its range`);
       const want = new Uint32Array(c.expect.slice().buffer);
       const bad = want.findIndex((w, i) => w !== got[i]);
       assert.equal(

@@ -346,3 +346,51 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "a model over the memory budget is refused before any allocation, with the fixes that fit",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const dir = await Deno.makeTempDir();
+    try {
+      // 256 × 64 embedding and head, 2 layers of 64-wide matrices (multiples of 32: q4 applies).
+      await writeTinyModel(dir, {
+        dtype: "F32",
+        vocabSize: 256,
+        hiddenSize: 64,
+        intermediateSize: 96,
+        numHeads: 4,
+        numKvHeads: 2,
+        maxPositionEmbeddings: 1024,
+      });
+      const load = (memoryBytes: number, maxLength = 512) =>
+        Llama.load(gpu, directoryFiles(dir), { maxLength, maxRows: 8, memoryBytes });
+      const fits = await load(1e9);
+      const weights = [...fits.weights.values(), ...[...fits.splitWeights.values()].flat()]
+        .reduce((a, t) => a + t.byteLength, 0);
+      fits.destroy();
+      const cache = 2 * 2 * 512 * 2 * 16 * 4; // layers × (k, v) × positions × kv heads × head dim × f32
+      // Enough for the weights and 256 positions, not for 512: both fixes offered, q4 fits.
+      const budget = weights + cache / 2 + 100;
+      const created: string[] = [];
+      const createBuffer = gpu.device.createBuffer.bind(gpu.device);
+      gpu.device.createBuffer = (d: GPUBufferDescriptor) => (created.push(d.label ?? ""), createBuffer(d));
+      try {
+        await assert.rejects(load(budget), (e: Error) => {
+          assert.match(e.message, new RegExp(`KV cache .* for 512 positions\\), more than the`));
+          assert.match(e.message, /--dtype q4 \(weights \d+ B, fits\)/);
+          assert.match(e.message, /a shorter --context \(at most 256 fits\)/);
+          return true;
+        });
+        assert.deepEqual(created, [], "buffers were allocated before the check");
+      } finally {
+        gpu.device.createBuffer = createBuffer;
+      }
+      // The suggested context does load.
+      (await load(budget, 256)).destroy();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
