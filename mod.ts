@@ -61,7 +61,13 @@ export { type ChatMessage, formatPrompt, type PromptFields } from "./model/chat_
 export type { ArDecoder, DecodeOptions, Decoder, JacobiDecoder, LookaheadDecoder } from "./decode/decoder.ts";
 export { decoderLabel, parseDecoder } from "./decode/decoder.ts";
 export { decode, type DecodeResult } from "./decode/decode.ts";
-export { type CausalLM, type GenerationResult, type GenerationStats, runToEnd } from "./decode/generation.ts";
+export {
+  type CausalLM,
+  type GenerationResult,
+  type GenerationStats,
+  PrefixCache,
+  runToEnd,
+} from "./decode/generation.ts";
 export type { JacobiResult, JacobiStats } from "./decode/jacobi.ts";
 export type { LookaheadResult, LookaheadStats } from "./decode/lookahead.ts";
 export type { BlockTrajectory } from "./decode/jacobi_stats.ts";

@@ -19,6 +19,7 @@ import { runGsm8kBench } from "./gsm8k_bench.ts";
 import { runMatmulBench } from "./matmul_bench.ts";
 import { runQualityBench } from "./quality_bench.ts";
 import { runScaleBench, scaleChart } from "./scale_bench.ts";
+import { runServeBench } from "./serve_bench.ts";
 
 /** What every section gets. */
 export interface BenchContext {
@@ -63,6 +64,11 @@ export const sections: BenchSection[] = [
       "TinyLlama-1.1B-shaped checkpoints (2.2 GB, made in a temp folder): load GB/s, peak RSS, AR tokens/s",
     run: () => runScaleBench(),
     svg: scaleChart,
+  },
+  {
+    name: "serve",
+    description: "cllm serve under load: 32 streaming clients x 4 requests on the embedded CLLM, checked",
+    run: (ctx) => runServeBench(ctx.gpu),
   },
   {
     name: "quality",

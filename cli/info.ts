@@ -13,6 +13,7 @@ import {
   parseLlamaConfig,
 } from "../model/mod.ts";
 import { parse, required } from "./args.ts";
+import { modelDirectory } from "./load.ts";
 
 const HELP = `Usage: deno task cllm info --model DIR [--json]
 
@@ -22,7 +23,7 @@ Prints the config, the parameter count, the stored dtypes and the GPU memory the
 export async function infoCommand(args: string[]): Promise<void> {
   const v = parse("info", args, { model: { type: "string" }, json: { type: "boolean" } });
   if (v.help) return console.log(HELP);
-  const dir = required(v, "model", "info");
+  const dir = await modelDirectory(required(v, "model", "info"));
   const files = directoryFiles(dir);
   const text = await files.text("config.json");
   if (text === null) {

@@ -14,12 +14,14 @@ import { evalCommand } from "./eval.ts";
 import { generateCommand } from "./generate.ts";
 import { infoCommand } from "./info.ts";
 import { runCommand } from "./run.ts";
+import { serveCommand } from "./serve.ts";
 import { pretrainCommand, trainCommand } from "./train.ts";
 import { trajectoryCommand } from "./trajectory.ts";
 
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; summary: string }> = {
   generate: { run: generateCommand, summary: "generate text from a prompt (streams to stdout)" },
   chat: { run: chatCommand, summary: "interactive chat using the model's chat template" },
+  serve: { run: serveCommand, summary: "an OpenAI-compatible HTTP API (chat and completions, streaming)" },
   info: { run: infoCommand, summary: "print a model's config, parameter count and GPU memory" },
   convert: { run: convertCommand, summary: "convert a llama2.c checkpoint to a Hugging Face directory" },
   bench: { run: benchCommand, summary: "bench decode: AR vs Jacobi on the same prompts, outputs checked" },

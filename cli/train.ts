@@ -14,6 +14,7 @@ import { train, type TrainItem, type TrainResult } from "../train/trainer.ts";
 import { writeRandomModel } from "../train/random_init.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { trainingProgress } from "./progress.ts";
+import { modelDirectory } from "./load.ts";
 
 const TRAIN_HELP = `Usage: deno task cllm train --model DIR --trajectories FILE --out DIR [options]
 
@@ -103,7 +104,7 @@ export async function trainCommand(args: string[]): Promise<void> {
     resume: { type: "boolean" },
   });
   if (v.help) return console.log(TRAIN_HELP);
-  const modelDir = required(v, "model", "train");
+  const modelDir = await modelDirectory(required(v, "model", "train"));
   const trajPath = required(v, "trajectories", "train");
   const out = required(v, "out", "train");
   const loss = (v.loss as string | undefined) ?? "global";

@@ -21,7 +21,8 @@ Re-running with the same --out resumes: finished prompts are skipped (those that
 are listed in <out>.empty.jsonl).
 
 Options:
-  --model DIR            Hugging Face-layout model directory (the target model)
+  --model DIR|ORG/NAME[@REV]
+                            Hugging Face-layout model directory (the target model), or a Hub model (fetched into the HF cache)
   --prompts FILE         JSONL ("question", "prompt" or "turns" field) or one prompt per line
   --out FILE.jsonl       output; appended to, after dropping an unfinished tail
   --block N              block size n (default 16)

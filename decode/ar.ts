@@ -105,9 +105,10 @@ export async function* generateSampled(
   const budget = options.maxNewTokens;
   const eos = options.eosIds ?? [];
   const t0 = performance.now();
-  const s = prefill(model, prompt, budget);
+  const s = prefill(model, prompt, budget, options.prefixCache);
   const P = s.promptLength;
   const random = seededRandom(options.seed ?? 0);
+  let committed: number[] | undefined; // set when the generation ends normally
   try {
     const out: number[] = [];
     let readbacks = 0;
@@ -141,6 +142,7 @@ export async function* generateSampled(
       }
     }
     const seconds = (performance.now() - t0) / 1000;
+    committed = out;
     return {
       tokens: out,
       stopReason,
@@ -155,6 +157,6 @@ export async function* generateSampled(
       ),
     };
   } finally {
-    closeSession(s);
+    closeSession(s, committed);
   }
 }

@@ -15,6 +15,7 @@
  */
 
 import type { ReadbackOptions } from "./cadence.ts";
+import type { PrefixCache } from "./generation.ts";
 import type { SamplingOptions } from "./sampling.ts";
 
 /** Autoregressive decoding: greedy (GPU-resident), or sampled when `sampling.temperature > 0`. */
@@ -69,6 +70,8 @@ export interface DecodeOptions extends ReadbackOptions {
   eosIds?: readonly number[];
   /** Seed of the decoder's PRNG (Jacobi guesses, lookahead's window, AR sampling; default 0). */
   seed?: number;
+  /** A KV cache kept across generations (decode/generation.ts): only new prompt tokens are prefilled. */
+  prefixCache?: PrefixCache;
 }
 
 const DEFAULTS = {

@@ -44,6 +44,76 @@ export interface GenerateOptions {
   maxNewTokens: number;
   /** Token ids that end generation; the first one is kept in the output and nothing after it. */
   eosIds?: readonly number[];
+  /** A KV cache kept across generations: only the prompt past its common prefix is prefilled. */
+  prefixCache?: PrefixCache;
+}
+
+/**
+ * A KV cache kept from one generation to the next, for prompts that extend earlier ones (a chat's
+ * turns): the next prefill keeps the rows of the longest common prefix of its prompt and the tokens
+ * the cache holds, and computes only the rest. After a generation the cache holds the prompt and
+ * every new token but the last (whose K/V no forward has computed yet). A generation that fails or
+ * is stopped early leaves it empty (the next one prefills everything). Not shared between models,
+ * nor used by two generations at once.
+ *
+ * @example A chat whose second turn prefills only its new tokens
+ * ```ts ignore
+ * const prefix = new PrefixCache();
+ * await runToEnd(decode(model, turn1, { kind: "jacobi" }, { maxNewTokens: 64, prefixCache: prefix }));
+ * await runToEnd(decode(model, turn1AndReplyAndTurn2, { kind: "jacobi" }, { maxNewTokens: 64, prefixCache: prefix }));
+ * console.log(prefix.reused); // the tokens of turn 1 and its reply
+ * ```
+ */
+export class PrefixCache {
+  #cache: KvCache | null = null;
+  #model: CausalLM | null = null;
+  #tokens: number[] = [];
+  /** Prompt tokens the last prefill took from the cache instead of computing. */
+  reused = 0;
+
+  /** Tokens whose K/V rows the cache holds, in order. */
+  get tokens(): readonly number[] {
+    return this.#tokens;
+  }
+
+  /**
+   * Hands a session a cache of at least `capacity` rows and how many leading prompt rows it holds
+   * already (at most P − 1: the last prompt row is always computed, for its logits).
+   * @internal
+   */
+  take(model: CausalLM, prompt: readonly number[], capacity: number): { cache: KvCache; start: number } {
+    const cache = this.#cache;
+    this.#cache = null;
+    if (cache && this.#model === model && cache.maxLength >= capacity) {
+      let start = 0;
+      const limit = Math.min(this.#tokens.length, prompt.length - 1);
+      while (start < limit && this.#tokens[start] === prompt[start]) start++;
+      this.reused = start;
+      return { cache, start };
+    }
+    cache?.destroy();
+    this.#model = model;
+    this.reused = 0;
+    // Room for the whole context, so that later, longer prompts fit the same cache.
+    return { cache: model.createCache(Math.max(capacity, model.maxLength + model.maxRows)), start: 0 };
+  }
+
+  /**
+   * Takes a session's cache back with the tokens whose rows are valid.
+   * @internal
+   */
+  keep(cache: KvCache, tokens: readonly number[]): void {
+    this.#cache?.destroy();
+    this.#cache = cache;
+    this.#tokens = [...tokens];
+  }
+
+  /** Frees the cache (the next generation prefills everything). */
+  destroy(): void {
+    this.#cache?.destroy();
+    this.#cache = null;
+    this.#tokens = [];
+  }
 }
 
 /** Statistics of one generation. */
@@ -117,13 +187,22 @@ export interface DecodeSession {
   lastLogits: Tensor;
   /** Prompt length P. */
   promptLength: number;
+  /** The prompt. */
+  prompt: readonly number[];
+  /** Where the cache came from and goes back to, if kept across generations. */
+  prefixCache?: PrefixCache;
 }
 
 /**
  * Writes the prompt into a fresh token buffer and cache, runs it through the model in chunks of
  * at most `maxRows`, and puts the greedy next token at `tokens[P]` (on the GPU; not read back).
  */
-export function prefill(model: CausalLM, prompt: readonly number[], extra: number): DecodeSession {
+export function prefill(
+  model: CausalLM,
+  prompt: readonly number[],
+  extra: number,
+  prefixCache?: PrefixCache,
+): DecodeSession {
   const P = prompt.length;
   if (P === 0) throw new RangeError("The prompt is empty; give at least one token (e.g. BOS)");
   const capacity = P + extra + 1;
@@ -134,12 +213,15 @@ export function prefill(model: CausalLM, prompt: readonly number[], extra: numbe
     );
   }
   const gpu = model.gpu;
-  const cache = model.createCache(capacity + model.maxRows);
+  // Rows past the prompt's are written by the decoders' forwards, up to maxRows beyond the budget.
+  const { cache, start: first } = prefixCache
+    ? prefixCache.take(model, prompt, capacity + model.maxRows)
+    : { cache: model.createCache(capacity + model.maxRows), start: 0 };
   const tokens = new Tensor(gpu, [capacity + model.maxRows], "u32", "tokens");
   tokens.write(Uint32Array.from(prompt));
   const lastLogits = new Tensor(gpu, [1, model.config.vocabSize], "f32", "last_logits");
   const step = new Step(gpu, "prefill");
-  for (let start = 0; start < P; start += model.maxRows) {
+  for (let start = first; start < P; start += model.maxRows) {
     const rows = Math.min(model.maxRows, P - start);
     model.forward(step, {
       tokens,
@@ -154,7 +236,7 @@ export function prefill(model: CausalLM, prompt: readonly number[], extra: numbe
   model.argmax(step, lastLogits, tokens, P);
   step.submit();
   cache.length = P;
-  return { model, cache, tokens, lastLogits, promptLength: P };
+  return { model, cache, tokens, lastLogits, promptLength: P, prompt, prefixCache };
 }
 
 /** The stop tokens as a u32 tensor for the acceptance kernels (one never-matching id when none). */
@@ -164,9 +246,15 @@ export function eosTensor(gpu: Gpu, eosIds: readonly number[]): Tensor {
   ], "eos");
 }
 
-/** Frees a session's GPU buffers. */
-export function closeSession(s: DecodeSession): void {
-  s.cache.destroy();
+/**
+ * Frees a session's GPU buffers. With `committed` (the new tokens of a generation that ended
+ * normally) a kept cache goes back to its {@linkcode PrefixCache}, holding the prompt and every new
+ * token but the last.
+ */
+export function closeSession(s: DecodeSession, committed?: readonly number[]): void {
+  if (s.prefixCache && committed) {
+    s.prefixCache.keep(s.cache, [...s.prompt, ...committed.slice(0, -1)]);
+  } else s.cache.destroy();
   s.tokens.destroy();
   s.lastLogits.destroy();
 }

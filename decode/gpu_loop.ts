@@ -107,8 +107,9 @@ export async function* runGpuDecoder<R>(
   }
   const eosIds = options.eosIds ?? [];
   const t0 = performance.now();
-  const s = prefill(model, prompt, budget + plan.overshoot);
+  const s = prefill(model, prompt, budget + plan.overshoot, options.prefixCache);
   const owned: Tensor[] = [];
+  let committed: number[] | undefined; // set when the generation ends normally
   try {
     const { loop, owned: buffers } = plan.setup(s);
     owned.push(...buffers);
@@ -180,10 +181,11 @@ export async function* runGpuDecoder<R>(
       prefillSeconds,
       seconds - prefillSeconds,
     );
+    committed = out;
     return plan.finish({ tokens: out, stopReason, stats }, last);
   } finally {
     for (const t of owned) t.destroy();
-    closeSession(s);
+    closeSession(s, committed);
   }
 }
 

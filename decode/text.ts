@@ -8,6 +8,7 @@ import type { Pretrained } from "../model/mod.ts";
 import { decode, type DecodeResult } from "./decode.ts";
 import { type Decoder, decoderLabel, isSampled } from "./decoder.ts";
 import type { ReadbackOptions } from "./cadence.ts";
+import type { PrefixCache } from "./generation.ts";
 
 /** Options of {@linkcode generateText}. */
 export interface TextOptions extends ReadbackOptions {
@@ -17,10 +18,20 @@ export interface TextOptions extends ReadbackOptions {
   decoder?: Decoder;
   /** Seed of the decoder's PRNG (default 0). */
   seed?: number;
+  /** A KV cache kept across generations: only the prompt past its common prefix is prefilled. */
+  prefixCache?: PrefixCache;
 }
 
 /** The final result of a text generation; Jacobi results carry their trajectory and statistics. */
 export type TextResult = DecodeResult & { text: string };
+
+/** `TextGeneration.result` rejects with this when its consumer stopped reading `pieces` early. */
+export class GenerationCancelled extends Error {
+  constructor() {
+    super("the generation was cancelled before it ended");
+    this.name = "GenerationCancelled";
+  }
+}
 
 /** A generation in progress: text pieces as they come, then the final result. */
 export interface TextGeneration {
@@ -28,6 +39,8 @@ export interface TextGeneration {
   pieces: AsyncIterable<string>;
   /** Resolves when generation ends (after `pieces` is exhausted). */
   result: Promise<TextResult>;
+  /** New tokens read so far (what a consumer that stopped early was given, tokenwise). */
+  tokensSoFar: () => number;
 }
 
 /**
@@ -49,6 +62,7 @@ export function generateFromIds(p: Pretrained, ids: readonly number[], options: 
     maxNewTokens: options.maxNewTokens,
     eosIds: p.eosIds,
     seed: options.seed,
+    prefixCache: options.prefixCache,
     iterationsPerReadback: options.iterationsPerReadback,
     iterationsBehindReadback: options.iterationsBehindReadback,
   });
@@ -59,6 +73,7 @@ export function generateFromIds(p: Pretrained, ids: readonly number[], options: 
     reject = rej;
   });
   result.catch(() => {}); // the error also reaches whoever iterates `pieces`
+  let count = 0;
   async function* pieces(): AsyncGenerator<string> {
     const decoder = p.tokenizer.createStreamDecoder();
     let text = "";
@@ -73,6 +88,7 @@ export function generateFromIds(p: Pretrained, ids: readonly number[], options: 
           return;
         }
         let piece = "";
+        count += r.value.length;
         for (const id of r.value) piece += decoder.push(id);
         text += piece;
         if (piece) yield piece;
@@ -80,9 +96,14 @@ export function generateFromIds(p: Pretrained, ids: readonly number[], options: 
     } catch (e) {
       reject(e);
       throw e;
+    } finally {
+      // A consumer that stops early (a client gone, a stop string met) ends the generation: its GPU
+      // session is closed now, and `result` says it was cancelled.
+      await tokens.return(undefined as never);
+      reject(new GenerationCancelled());
     }
   }
-  return { pieces: pieces(), result };
+  return { pieces: pieces(), result, tokensSoFar: () => count };
 }
 
 /**
