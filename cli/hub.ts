@@ -14,8 +14,9 @@
  * `HF_HUB_OFFLINE=1` work as in Python; offline, or when the Hub cannot be reached, a cached snapshot
  * is used as it is.
  *
- * Written here rather than taken from `@huggingface/hub`, whose cache download neither resumes
- * partial files nor checks sha256 (checked against its 2.x sources).
+ * Written here rather than taken from `@huggingface/hub`: its `downloadFileToCacheDir` (read in the
+ * huggingface.js sources) rewrites a `.incomplete` file from the start instead of resuming it, and
+ * does not check the sha256 of what it downloaded.
  *
  * @module
  */

@@ -230,3 +230,18 @@ Deno.test("serve: a full queue answers 429; a client that disconnects frees its 
     await after.text();
   });
 });
+
+Deno.test("serve: refuses an address other machines can reach without an API key", async () => {
+  const main = new URL("../../cli/main.ts", import.meta.url).pathname;
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", main, "serve", "--model", MODEL_DIR, "--host", "0.0.0.0", "--port", "0"],
+    env: { NO_COLOR: "1", CLLM_API_KEY: "" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.notEqual(r.code, 0);
+  assert.match(
+    new TextDecoder().decode(r.stderr),
+    /--host 0\.0\.0\.0 is reachable from other machines; set --api-key/,
+  );
+});
