@@ -15,6 +15,11 @@ export interface GpuFeatures {
   timestamps: boolean;
   /** `subgroups`: subgroup reductions (needs a per-runtime WGSL preamble). */
   subgroups: boolean;
+  /**
+   * WGSL that uses subgroups must say `enable subgroups;` (Chrome's Tint requires it; Deno's naga
+   * rejects it): found once per device by compiling a one-line shader.
+   */
+  subgroupsDirective?: boolean;
 }
 
 /** What the adapter says about itself, for benchmark reports. */
@@ -98,6 +103,12 @@ export class Gpu {
   readonly #pending: Promise<GpuError | null>[] = [];
   /** Caches owned by other core modules, keyed by their module (pipelines, bind groups, staging). */
   readonly caches: Map<string, unknown> = new Map();
+  /**
+   * Milliseconds a read of a few bytes takes with the GPU idle, measured by {@linkcode requestGpu}:
+   * ~10 in Deno (its `mapAsync` resolves after a fixed wait), well under 1 in browsers. The decoding
+   * loops size the work they queue behind each read by it (decode/cadence.ts).
+   */
+  readonly readbackMs: number;
   #lost = false;
 
   /**
@@ -106,11 +117,14 @@ export class Gpu {
    * @param device the device
    * @param adapter the adapter summary
    * @param features the enabled optional features
+   * @param readbackMs how long reading a few bytes back takes with the GPU idle (see
+   *   {@linkcode Gpu.readbackMs}; default 10, Deno's)
    */
-  constructor(device: GPUDevice, adapter: GpuAdapterSummary, features: GpuFeatures) {
+  constructor(device: GPUDevice, adapter: GpuAdapterSummary, features: GpuFeatures, readbackMs = 10) {
     this.device = device;
     this.adapter = adapter;
     this.features = features;
+    this.readbackMs = readbackMs;
     device.addEventListener("uncapturederror", (event) => {
       this.#uncaptured.push((event as GPUUncapturedErrorEvent).error.message);
     });
@@ -246,11 +260,41 @@ export async function requestGpu(options: GpuOptions = {}): Promise<Gpu> {
     subgroups = false;
     device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
   }
+  const subgroupsDirective = subgroups &&
+    await compiles(device, "enable subgroups;\n@compute @workgroup_size(1) fn main() {}");
   const info = adapter.info;
-  return new Gpu(device, {
-    description: info.description || info.device || "unknown adapter",
-    vendor: info.vendor,
-    architecture: info.architecture,
-    isFallbackAdapter: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter),
-  }, { f16, timestamps, subgroups });
+  return new Gpu(
+    device,
+    {
+      // Browsers may leave the description empty; vendor and architecture still name the adapter.
+      description: info.description || info.device ||
+        [info.vendor, info.architecture].filter(Boolean).join(" ") || "unknown adapter",
+      vendor: info.vendor,
+      architecture: info.architecture,
+      isFallbackAdapter: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+    },
+    { f16, timestamps, subgroups, subgroupsDirective },
+    await measureReadback(device),
+  );
+}
+
+/** The fastest of three reads of 4 bytes on an idle device, in milliseconds. */
+async function measureReadback(device: GPUDevice): Promise<number> {
+  const buffer = device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  let best = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const t = performance.now();
+    await buffer.mapAsync(GPUMapMode.READ);
+    best = Math.min(best, performance.now() - t);
+    buffer.unmap();
+  }
+  buffer.destroy();
+  return best;
+}
+
+/** Whether `code` compiles on `device` (a validation error scope around the module's creation). */
+async function compiles(device: GPUDevice, code: string): Promise<boolean> {
+  device.pushErrorScope("validation");
+  device.createShaderModule({ code });
+  return (await device.popErrorScope()) === null;
 }

@@ -78,10 +78,13 @@ export function kernelSource<V extends Variant>(
   spec: KernelSpec<V>,
   variant: V,
   bindings: readonly BindingSpec[],
+  directives: { subgroups?: boolean } = {},
 ): string {
   const lines: string[] = [];
+  const body = spec.wgsl(variant);
   const usesF16 = bindings.some((b) => (b.type ?? "f32").includes("f16")) || variant.f16 === true;
   if (usesF16) lines.push("enable f16;");
+  if (directives.subgroups && /\bsubgroup[A-Z_]/.test(body)) lines.push("enable subgroups;");
   const fields = spec.params.length > 0
     ? spec.params.map((p) => `  ${p.name}: ${p.type},`).join("\n")
     : "  _unused: u32,";
@@ -103,7 +106,7 @@ export function kernelSource<V extends Variant>(
       lines.push(`const ${key}: bool = ${value};`);
     }
   }
-  lines.push(spec.wgsl(variant));
+  lines.push(body);
   return lines.join("\n");
 }
 
@@ -132,7 +135,7 @@ export function compileKernel<V extends Variant>(
   const hit = cache.get(label);
   if (hit && hit.spec === (spec as KernelSpec<never>)) return hit;
   const bindings = typeof spec.bindings === "function" ? spec.bindings(variant) : spec.bindings;
-  const code = kernelSource(spec, variant, bindings);
+  const code = kernelSource(spec, variant, bindings, { subgroups: gpu.features.subgroupsDirective });
   const device = gpu.device;
   const paramBytes = Math.max(16, Math.ceil((spec.params.length * 4) / 16) * 16);
   const layout = device.createBindGroupLayout({

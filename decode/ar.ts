@@ -47,7 +47,7 @@ export function generateGreedy(
 ): AsyncGenerator<number[], GenerationResult> {
   const budget = options.maxNewTokens;
   // Three 1-row forwards fill a readback's ~10 ms wait on llvmpipe, where the adaptive cadence starts.
-  const cadence = chooseCadence(model, "ar", options, 3);
+  const cadence = chooseCadence(model, "ar", options, 3, model.gpu.readbackMs);
   return runGpuDecoder(model, prompt, options, {
     label: "ar",
     cadence,

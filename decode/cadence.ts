@@ -19,6 +19,14 @@
  * Iterations behind the read that sees the end are wasted, but they run during a wait the loop
  * pays anyway.
  *
+ * In a browser a read is cheap: `mapAsync` returns at once and resolves within ~0.1 ms of the GPU
+ * finishing the work before it, so there is no wait to fill, and the blocking-based learning above
+ * would read every read as "GPU idle" and pile up to {@linkcode MAX_BEHIND} iterations per read
+ * (measured: Jacobi doing 1.6-2.1x the work, slower than AR). Where the device's idle read
+ * (`Gpu.readbackMs`) is under {@linkcode CHEAP_READ_MS}, the adaptive cadence keeps one iteration
+ * behind each read instead: the GPU stays busy while the host looks at the result, and at most one
+ * iteration is wasted at the end.
+ *
  * @module
  */
 
@@ -90,6 +98,8 @@ const IDLE_MS = 0.3;
  * @param loop the loop and its shape (a Jacobi block of 16 rows costs more than an AR step)
  * @param start iterations behind the first reads, before anything is learned (≥ 1)
  * @param max the most iterations behind one read (≥ 1; default {@linkcode MAX_BEHIND})
+ * @param readbackMs the device's idle read time (`Gpu.readbackMs`); under {@linkcode CHEAP_READ_MS},
+ *   one iteration behind each read, always
  *
  * @example The cadence a greedy loop asks for
  * ```ts
@@ -99,7 +109,14 @@ const IDLE_MS = 0.3;
  * console.log(c.first(), c.before(), c.behind()); // 3 0 3
  * ```
  */
-export function adaptiveCadence(model: object, loop: string, start: number, max = MAX_BEHIND): Cadence {
+export function adaptiveCadence(
+  model: object,
+  loop: string,
+  start: number,
+  max = MAX_BEHIND,
+  readbackMs = 10,
+): Cadence {
+  if (readbackMs < CHEAP_READ_MS) return fixedCadence(0, 1, 1);
   const top = Math.max(1, Math.floor(max));
   let byLoop = learnedByLoop.get(model);
   if (!byLoop) learnedByLoop.set(model, byLoop = new Map());
@@ -160,7 +177,7 @@ export interface ReadbackOptions {
 /**
  * The cadence `options` ask for: fixed when `iterationsPerReadback` is given (with
  * `iterationsBehindReadback` behind each read, default `start`), else adaptive, starting from
- * `iterationsBehindReadback` or `start`.
+ * `iterationsBehindReadback` or `start` (one behind each read where reads are cheap: `readbackMs`).
  *
  * @example
  * ```ts
@@ -169,12 +186,21 @@ export interface ReadbackOptions {
  * console.log(c.before(), c.behind()); // 16 3
  * ```
  */
-export function chooseCadence(model: object, loop: string, options: ReadbackOptions, start: number): Cadence {
+export function chooseCadence(
+  model: object,
+  loop: string,
+  options: ReadbackOptions,
+  start: number,
+  readbackMs = 10,
+): Cadence {
   const behind = options.iterationsBehindReadback;
   return options.iterationsPerReadback !== undefined
     ? fixedCadence(options.iterationsPerReadback, behind ?? start)
-    : adaptiveCadence(model, loop, behind ?? start);
+    : adaptiveCadence(model, loop, behind ?? start, MAX_BEHIND, readbackMs);
 }
+
+/** An idle read faster than this (milliseconds) is a browser's cheap read (see the module notes). */
+export const CHEAP_READ_MS = 2;
 
 /** The most iterations an adaptive cadence puts behind one read. */
 export const MAX_BEHIND = 32;

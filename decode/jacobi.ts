@@ -101,7 +101,7 @@ export function generateJacobi(
   const guesses = options.guessSource ?? "random";
   const label = decoderLabel({ kind: "jacobi", blockSize: n, sliding, guessSource: guesses });
   // Two 16-row forwards fill a readback's ~10 ms wait on llvmpipe, where the adaptive cadence starts.
-  const cadence = chooseCadence(model, label, options, 2);
+  const cadence = chooseCadence(model, label, options, 2, model.gpu.readbackMs);
   const logCapacity = budget + 2;
   return runGpuDecoder(model, prompt, options, {
     label,

@@ -115,7 +115,7 @@ export function generateLookahead(
     window: shape.window,
     candidates: shape.guesses,
   });
-  const cadence = chooseCadence(model, label, options, 2);
+  const cadence = chooseCadence(model, label, options, 2, model.gpu.readbackMs);
   const V = model.config.vocabSize;
   return runGpuDecoder(model, prompt, options, {
     label,

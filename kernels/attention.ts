@@ -88,7 +88,7 @@ function _attentionWgsl(mask: boolean, R: number, KB: number): string {
   const sees = (r: number, kb: number) =>
     mask ? `((mask[t${r} * P.maskWords + (u${kb} >> 5u)] >> (u${kb} & 31u)) & 1u) != 0u` : `u${kb} <= t${r}`;
   return `
-const LOWEST: f32 = -3.4028235e38;
+const LOWEST: f32 = -3.4028234e38; // -FLT_MAX; Tint refuses the decimal -3.4028235e38 as out of range
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

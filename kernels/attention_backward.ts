@@ -133,7 +133,7 @@ function _dqWgsl(D: number, R: number, WG: number, unroll: boolean): string {
   const D4 = D / 4;
   const x = _vectors(["qv", "go", "acc"], R, D4, WG, unroll);
   return `
-const LOWEST: f32 = -3.4028235e38;
+const LOWEST: f32 = -3.4028234e38; // -FLT_MAX; Tint refuses the decimal -3.4028235e38 as out of range
 const D4: u32 = ${D4}u;
 ${x.module}
 

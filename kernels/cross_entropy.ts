@@ -67,7 +67,7 @@ export const crossEntropySpec: KernelSpec = {
     { name: "scale", type: "f32" },
   ],
   wgsl: (variant) => `
-const LOWEST: f32 = -3.4028235e38;
+const LOWEST: f32 = -3.4028234e38; // -FLT_MAX; Tint refuses the decimal -3.4028235e38 as out of range
 var<workgroup> partMax: array<f32, WG>;
 var<workgroup> partSum: array<f32, WG>;
 var<workgroup> partX: array<f32, WG>;
@@ -157,7 +157,7 @@ export const softCrossEntropySpec: KernelSpec = {
     { name: "scale", type: "f32" },
   ],
   wgsl: (variant) => `
-const LOWEST: f32 = -3.4028235e38;
+const LOWEST: f32 = -3.4028234e38; // -FLT_MAX; Tint refuses the decimal -3.4028235e38 as out of range
 var<workgroup> partMaxQ: array<f32, WG>;
 var<workgroup> partSumQ: array<f32, WG>;
 var<workgroup> partMaxP: array<f32, WG>;

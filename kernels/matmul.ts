@@ -364,7 +364,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // Stores: y = (accumulate ? y : 0) + acc. A subgroup of another size than SGS would have mixed
   // the wrong lanes, so such an adapter gets NaN, never a silently wrong product.
   emit(SG ? `  let bad = ssz != ${SGS}u;` : `  let bad = false;`);
-  emit(`  let nan = bitcast<f32>(0x7fc00000u);`);
+  // A NaN made at run time: Tint rejects a constant expression whose value is NaN.
+  emit(`  let nan = bitcast<f32>(0x7fc00000u | min(P.acc, 0u));`);
   for (const r of range(R)) {
     for (const c of range(C)) {
       const row = `m0 + ${r}u`, col = `n0 + ${c}u`;

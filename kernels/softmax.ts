@@ -47,7 +47,7 @@ export const softmaxSpec: KernelSpec = {
     { name: "gridX", type: "u32" },
   ],
   wgsl: (variant) => `
-const LOWEST: f32 = -3.4028235e38;
+const LOWEST: f32 = -3.4028234e38; // -FLT_MAX; Tint refuses the decimal -3.4028235e38 as out of range
 var<workgroup> partMax: array<f32, WG>;
 var<workgroup> partSum: array<f32, WG>;
 

@@ -65,3 +65,27 @@ Deno.test("adaptive cadence: never more than the cap, never fewer than one", () 
   slow.issued(12, 100); // 33 ms per iteration: one outlasts the wait
   assert.equal(slow.behind(), 1);
 });
+
+Deno.test("where reads are cheap (a browser), one iteration behind each read, whatever the timings", () => {
+  const model = {};
+  const c = adaptiveCadence(model, "jacobi n=16", 2, 32, 0.1);
+  assert.deepEqual([c.first(), c.before(), c.behind()], [1, 0, 1]);
+  // Reads that return at once (as every browser read does) would grow a blocking runtime's count.
+  let t = 0;
+  for (let i = 0; i < 20; i++) {
+    c.issued(t, t + 0.01);
+    c.submitted(c.behind());
+    c.resolved(t + 5);
+    t += 6;
+  }
+  assert.equal(c.behind(), 1);
+  const blocking = adaptiveCadence({}, "jacobi n=16", 2, 32, 10);
+  t = 0;
+  for (let i = 0; i < 20; i++) {
+    blocking.issued(t, t + 0.01);
+    blocking.submitted(blocking.behind());
+    blocking.resolved(t + 5);
+    t += 6;
+  }
+  assert.ok(blocking.behind() > 10, `a blocking runtime's idle reads grow it (${blocking.behind()})`);
+});
