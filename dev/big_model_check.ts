@@ -86,6 +86,9 @@ try {
     );
     outputs.push(result.tokens);
   }
+  // The iterations queued behind the last read (a 7B forward takes ~20 s here) must finish before
+  // the process exits: wgpu gives up waiting for them at exit and Deno reports a panic.
+  await gpu.device.queue.onSubmittedWorkDone();
   const identical = JSON.stringify(outputs[0]) === JSON.stringify(outputs[1]);
   console.log(`Jacobi identical to AR: ${identical ? "yes" : "NO"}; peak RSS ${peakRssGB().toFixed(2)} GB`);
   model.destroy();

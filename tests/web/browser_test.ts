@@ -12,6 +12,7 @@ import { runToEnd } from "../../decode/generation.ts";
 import { directoryFiles, formatPrompt, Llama, loadPretrained } from "../../model/mod.ts";
 import { TrainingStep } from "../../train/train_step.ts";
 import { runWorkload } from "../../web/workload.ts";
+import { serveWeb } from "../../web/serve.ts";
 import { IN_CI } from "../_fixtures.ts";
 import { gpuTest, NO_GPU, testGpu } from "../_gpu.ts";
 
@@ -23,6 +24,22 @@ const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 const NO_CHROMIUM = await Deno.stat(CHROMIUM).then(() => null, () => `no Chromium at ${CHROMIUM}`);
 if (NO_CHROMIUM && !IN_CI) {
   console.log(`skipped: "browser" tests: ${NO_CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
+}
+
+/** Headless Chromium on its WebGPU adapter (SwiftShader where there is no GPU). */
+function launchChromium() {
+  return puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--enable-unsafe-webgpu",
+      "--enable-features=Vulkan",
+      "--use-vulkan=swiftshader",
+      "--use-webgpu-adapter=swiftshader",
+      "--disable-dev-shm-usage",
+    ],
+  });
 }
 
 /** Kernel variants compiled on `gpu` so far, by spec name. */
@@ -120,18 +137,7 @@ Deno.test({
       }
       return new Response("not found", { status: 404 });
     });
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--enable-unsafe-webgpu",
-        "--enable-features=Vulkan",
-        "--use-vulkan=swiftshader",
-        "--use-webgpu-adapter=swiftshader",
-        "--disable-dev-shm-usage",
-      ],
-    });
+    const browser = await launchChromium();
     const errors: string[] = [];
     try {
       const page = await browser.newPage();
@@ -184,6 +190,77 @@ Deno.test({
       await browser.close();
       await http.shutdown();
       p.model.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "browser: the page (deno task web) generates, shows multi-token jumps, and AR equals Jacobi",
+  ...gpuTest,
+  ignore: NO_GPU !== null || (NO_CHROMIUM !== null && !IN_CI),
+  async fn() {
+    // What Deno makes of the page's default prompt, Jacobi n=16.
+    const gpu = await testGpu();
+    const p = await loadPretrained(gpu, directoryFiles(MODEL_DIR));
+    const question =
+      "Rose buys 4 balls for 8 dollars each and 2 notebooks for 4 dollars each. How many dollars does she spend?";
+    const ids = p.tokenizer.encode(formatPrompt("gsm8k", { question }));
+    const want = (await runToEnd(decode(p.model, ids, { kind: "jacobi", blockSize: 16 }, {
+      maxNewTokens: 120,
+      eosIds: p.eosIds,
+    }))).result.tokens;
+    p.model.destroy();
+
+    const server = await serveWeb(0);
+    const browser = await launchChromium();
+    const errors: string[] = [];
+    try {
+      const page = await browser.newPage();
+      await page.setViewport({ width: 1000, height: 900 });
+      page.on("console", (m) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.goto(`http://127.0.0.1:${server.addr.port}/`);
+      const state = () =>
+        page.evaluate(() => (globalThis as unknown as { cllmPage: Record<string, unknown> }).cllmPage);
+      await page.waitForFunction(
+        () => (globalThis as unknown as { cllmPage?: { ready: boolean } }).cllmPage?.ready,
+        {
+          timeout: 60_000,
+        },
+      ).catch((e) => {
+        throw new Error(`the page did not load its model (${e.message}); errors: ${errors.join("; ")}`);
+      });
+      await page.click("#versus");
+      await page.waitForFunction(
+        () =>
+          (globalThis as unknown as { cllmPage: { comparison: unknown; busy: boolean } }).cllmPage.comparison,
+        { timeout: 120_000 },
+      );
+      const s = await state() as {
+        comparison: { ar: number; jacobi: number; identical: boolean };
+        lastRun: { tokens: number[]; jumps: number[]; decoder: string };
+      };
+      await Deno.mkdir(OUT_DIR, { recursive: true });
+      await page.screenshot({ path: `${OUT_DIR}/web_page.png`, fullPage: true });
+      console.log(
+        `page: AR ${s.comparison.ar.toFixed(1)} tokens/s, ${s.lastRun.decoder} ${
+          s.comparison.jacobi.toFixed(1)
+        } ` +
+          `tokens/s, largest jump ${Math.max(...s.lastRun.jumps)} tokens; screenshot ${OUT_DIR}/web_page.png`,
+      );
+      assert.ok(s.comparison.identical, "AR and Jacobi texts differ in the page");
+      assert.deepEqual(s.lastRun.tokens, want, "the page's Jacobi tokens differ from Deno's");
+      assert.ok(Math.max(...s.lastRun.jumps) > 1, "no multi-token jump shown");
+      const drawn = await page.$$eval("#output span.j2, #output span.j3, #output span.j4", (e) => e.length);
+      assert.ok(drawn > 0, "no chunk drawn as a multi-token jump");
+      const traceRows = await page.$$eval("#trace .row", (e) => e.length);
+      assert.ok(traceRows > 0, "no Jacobi trace drawn");
+      assert.deepEqual(errors, [], "console errors in the page");
+    } finally {
+      await browser.close();
+      await server.shutdown();
     }
   },
 });

@@ -1,0 +1,280 @@
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
+/**
+ * The web page's script (web/index.html; bundled by `deno task web`): loads a model (the embedded
+ * models over HTTP, kept in the Cache API, or local files), generates with greedy AR or Jacobi
+ * decoding, and shows it: the text streams in chunks coloured by how many tokens each readback
+ * brought (in a browser the loop reads back after every forward, so a chunk of k tokens is one
+ * forward accepting k), live tokens/s and tokens per forward, and afterwards every forward of every
+ * Jacobi block. "AR vs Jacobi" runs both on the same prompt and says whether the texts are equal.
+ *
+ * @module
+ */
+
+import { requestGpu } from "../core/mod.ts";
+import { decode } from "../decode/decode.ts";
+import type { Decoder } from "../decode/decoder.ts";
+import type { BlockTrajectory } from "../decode/jacobi_stats.ts";
+import { formatPrompt, loadPretrained, memoryFiles, type Pretrained, renderChat } from "../model/mod.ts";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const status = (text: string, error = false) => {
+  $("status").textContent = text;
+  $("status").className = error ? "error" : "";
+};
+
+/** What the page did last, for tests and for the curious (`cllmPage` in the console). */
+const pageState = {
+  ready: false,
+  busy: false,
+  adapter: "",
+  lastRun: null as null | {
+    decoder: string;
+    text: string;
+    tokens: number[];
+    jumps: number[];
+    tokensPerSecond: number;
+    tokensPerForward: number;
+  },
+  comparison: null as null | { ar: number; jacobi: number; identical: boolean },
+};
+(globalThis as unknown as { cllmPage: typeof pageState }).cllmPage = pageState;
+
+const MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+
+/** An embedded model's files, from the Cache API when a previous visit stored them. */
+async function fetchModel(dir: string): Promise<Record<string, ArrayBuffer>> {
+  const cache = "caches" in globalThis ? await caches.open("cllm-models-v1") : null;
+  const files: Record<string, ArrayBuffer> = {};
+  for (const name of MODEL_FILES) {
+    const url = `${dir}/${name}`;
+    let response = await cache?.match(url);
+    if (!response) {
+      status(`downloading ${url}…`);
+      response = await fetch(url);
+      if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+      await cache?.put(url, response.clone());
+    }
+    files[name] = await response.arrayBuffer();
+  }
+  return files;
+}
+
+let gpu: Awaited<ReturnType<typeof requestGpu>> | null = null;
+let model: Pretrained | null = null;
+
+async function load(files: Record<string, ArrayBuffer | Blob>, name: string): Promise<void> {
+  if (!navigator.gpu) {
+    throw new Error(
+      "this browser has no WebGPU: use a recent Chrome, Edge or Safari, or enable WebGPU in its flags",
+    );
+  }
+  gpu ??= await requestGpu();
+  pageState.adapter = gpu.adapter.description;
+  $("adapter").textContent = `GPU: ${gpu.adapter.description}`;
+  model?.model.destroy();
+  model = null;
+  status(`loading ${name}…`);
+  model = await loadPretrained(gpu, memoryFiles(name, files), {
+    onProgress: (done, total) => status(`loading ${name}: ${Math.round((100 * done) / total)} %`),
+  });
+  status(
+    `${name} ready (${model.model.config.numLayers} layers, vocabulary ${model.model.config.vocabSize})`,
+  );
+}
+
+function promptIds(p: Pretrained): number[] {
+  const text = $<HTMLTextAreaElement>("prompt").value;
+  const format = $<HTMLSelectElement>("format").value;
+  if (format === "template") {
+    if (!p.tokenizer.chatTemplate) throw new Error("this model has no chat template; pick another format");
+    const rendered = renderChat(p.tokenizer.chatTemplate, [{ role: "user", content: text }], {
+      addGenerationPrompt: true,
+      bosToken: p.tokenizer.bosToken,
+      eosToken: p.tokenizer.eosToken,
+    });
+    return p.tokenizer.encode(rendered, { addBos: false });
+  }
+  if (format === "raw") return p.tokenizer.encode(text);
+  return p.tokenizer.encode(
+    format === "gsm8k"
+      ? formatPrompt("gsm8k", { question: text })
+      : formatPrompt("vicuna", { messages: [{ role: "user", content: text }] }),
+  );
+}
+
+function chosenDecoder(
+  kind = (document.querySelector("input[name=decoder]:checked") as HTMLInputElement).value,
+) {
+  return kind === "ar" ? { kind: "ar" } as Decoder : {
+    kind: "jacobi",
+    blockSize: Number($<HTMLInputElement>("block").value),
+    sliding: $<HTMLInputElement>("sliding").checked,
+  } as Decoder;
+}
+
+function showStats(items: [string, string][]): void {
+  $("stats").replaceChildren(...items.map(([label, value]) => {
+    const div = document.createElement("div");
+    div.innerHTML = `<b>${value}</b>${label}`;
+    return div;
+  }));
+}
+
+/** One generation, drawn as it goes; returns what it did. */
+async function generate(p: Pretrained, decoder: Decoder, draw: boolean, budget?: number) {
+  const ids = promptIds(p);
+  const maxNewTokens = budget ?? Number($<HTMLInputElement>("max").value);
+  const text = p.tokenizer.createStreamDecoder();
+  const output = $("output");
+  if (draw) {
+    output.replaceChildren();
+    $("trace").replaceChildren();
+    $("traceTitle").hidden = true;
+  }
+  const jumps: number[] = [];
+  const tokens: number[] = [];
+  let all = "";
+  const t0 = performance.now();
+  const gen = decode(p.model, ids, decoder, { maxNewTokens, eosIds: p.eosIds });
+  let r = await gen.next();
+  while (!r.done) {
+    const chunk = r.value;
+    jumps.push(chunk.length);
+    tokens.push(...chunk);
+    let piece = "";
+    for (const id of chunk) piece += text.push(id);
+    all += piece;
+    if (draw) {
+      const span = document.createElement("span");
+      span.className = `j${Math.min(4, chunk.length)}`;
+      span.title = `${chunk.length} token${chunk.length === 1 ? "" : "s"} from one readback`;
+      span.textContent = piece;
+      output.append(span);
+      const seconds = (performance.now() - t0) / 1000;
+      showStats([
+        ["tokens", `${tokens.length}`],
+        ["tokens/s", (tokens.length / seconds).toFixed(1)],
+        ["largest jump", `${Math.max(...jumps)}`],
+      ]);
+    }
+    r = await gen.next();
+  }
+  all += text.flush();
+  const result = r.value;
+  const run = {
+    decoder: result.stats.decoder,
+    text: all.replace(p.tokenizer.eosToken ?? "\u0000", ""),
+    tokens,
+    jumps,
+    tokensPerSecond: result.stats.tokensPerSecond,
+    tokensPerForward: result.stats.tokensPerForward,
+  };
+  if (draw) {
+    showStats([
+      ["tokens", `${tokens.length}`],
+      ["tokens/s", run.tokensPerSecond.toFixed(1)],
+      ["tokens per forward", run.tokensPerForward.toFixed(2)],
+      ["forwards", `${result.stats.forwards}`],
+    ]);
+    if ("trajectory" in result) drawTrace(p, result.trajectory as BlockTrajectory[]);
+  }
+  return run;
+}
+
+/** Every forward of the first blocks: tokens already equal to the block's fixed point in green. */
+function drawTrace(p: Pretrained, trajectory: readonly BlockTrajectory[]): void {
+  const trace = $("trace");
+  $("traceTitle").hidden = false;
+  for (const b of trajectory.slice(0, 12)) {
+    const fixed = b.states[b.states.length - 1];
+    const block = document.createElement("div");
+    block.className = "block";
+    block.textContent = `block ${b.block}: ${b.states.length} forward${b.states.length === 1 ? "" : "s"}`;
+    for (const state of b.states) {
+      const row = document.createElement("div");
+      row.className = "row";
+      let prefix = 0;
+      while (prefix < state.length && state[prefix] === fixed[prefix]) prefix++;
+      state.forEach((id, j) => {
+        const span = document.createElement("span");
+        span.className = j < prefix ? "ok" : "guess";
+        span.textContent = `${JSON.stringify(p.tokenizer.decode([id])).slice(1, -1)} `;
+        row.append(span);
+      });
+      block.append(row);
+    }
+    trace.append(block);
+  }
+}
+
+async function guarded(work: () => Promise<void>): Promise<void> {
+  if (pageState.busy) return;
+  pageState.busy = true;
+  for (const id of ["run", "versus"]) $<HTMLButtonElement>(id).disabled = true;
+  try {
+    await work();
+  } catch (e) {
+    status((e as Error).message, true);
+    console.error(e);
+  } finally {
+    pageState.busy = false;
+    for (const id of ["run", "versus"]) $<HTMLButtonElement>(id).disabled = false;
+  }
+}
+
+$("run").addEventListener("click", () =>
+  guarded(async () => {
+    if (!model) throw new Error("no model loaded");
+    status("generating…");
+    pageState.lastRun = await generate(model, chosenDecoder(), true);
+    status(`done: ${pageState.lastRun.decoder}`);
+  }));
+
+$("versus").addEventListener("click", () =>
+  guarded(async () => {
+    if (!model) throw new Error("no model loaded");
+    // Both decoders once briefly first, so that neither pays the shader compilation in its timing.
+    status("warming up…");
+    await generate(model, chosenDecoder("ar"), false, 2);
+    await generate(model, chosenDecoder("jacobi"), false, 2);
+    status("AR…");
+    const ar = await generate(model, chosenDecoder("ar"), false);
+    status("Jacobi…");
+    const jacobi = await generate(model, chosenDecoder("jacobi"), true);
+    pageState.lastRun = jacobi;
+    pageState.comparison = {
+      ar: ar.tokensPerSecond,
+      jacobi: jacobi.tokensPerSecond,
+      identical: ar.text === jacobi.text,
+    };
+    $("compare").textContent = `greedy AR ${ar.tokensPerSecond.toFixed(1)} tokens/s; ${jacobi.decoder} ${
+      jacobi.tokensPerSecond.toFixed(1)
+    } tokens/s (${(jacobi.tokensPerSecond / ar.tokensPerSecond).toFixed(2)}x); outputs ${
+      pageState.comparison.identical ? "identical" : "DIFFERENT"
+    }`;
+    status("done: AR vs Jacobi");
+  }));
+
+$("model").addEventListener("change", () =>
+  guarded(async () => {
+    const dir = $<HTMLSelectElement>("model").value;
+    await load(await fetchModel(dir), dir.split("/").pop()!);
+  }));
+
+$("files").addEventListener("change", () =>
+  guarded(async () => {
+    const list = $<HTMLInputElement>("files").files!;
+    const files: Record<string, Blob> = {};
+    for (const f of list) files[f.name] = f;
+    if (!files["config.json"]) {
+      throw new Error("pick a model's files: config.json, *.safetensors, tokenizer files");
+    }
+    await load(files, "local files");
+  }));
+
+await guarded(async () => {
+  const dir = $<HTMLSelectElement>("model").value;
+  await load(await fetchModel(dir), dir.split("/").pop()!);
+  pageState.ready = true;
+});
