@@ -43,7 +43,8 @@ export { seededRandom } from "./core/random.ts";
 
 // Models: files, loading, saving, tokenizer, prompts.
 export { type ByteSource } from "./model/byte_source.ts";
-export { directoryFiles, memoryFiles, type ModelFiles } from "./model/model_files.ts";
+export { memoryFiles, type ModelFiles } from "./model/model_files.ts";
+export { directoryFiles } from "./model/deno_files.ts";
 export { loadPretrained, type Pretrained } from "./model/pretrained.ts";
 export type { Llama, LoadOptions } from "./model/llama.ts";
 export type { GenerationConfig, LlamaConfig } from "./model/config.ts";

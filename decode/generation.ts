@@ -6,7 +6,8 @@
  */
 
 import { type Gpu, readTensors, Step, Tensor } from "../core/mod.ts";
-import type { ForwardArgs, KvCache } from "../model/mod.ts";
+import type { ForwardArgs } from "../model/llama.ts";
+import type { KvCache } from "../model/kv_cache.ts";
 
 /**
  * What a decoder needs from a model: a forward over T rows at a GPU-held position, and a greedy

@@ -20,7 +20,7 @@
 
 import { type ReadData, readTensors, Step, Tensor } from "../core/mod.ts";
 import { DECODE_SLOTS, DECODE_STATE_SIZE } from "../kernels/decode_state.ts";
-import type { ForwardArgs } from "../model/mod.ts";
+import type { ForwardArgs } from "../model/llama.ts";
 import { type Cadence, timedRead } from "./cadence.ts";
 import {
   type CausalLM,

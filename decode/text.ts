@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Pretrained } from "../model/mod.ts";
+import type { Pretrained } from "../model/pretrained.ts";
 import { decode, type DecodeResult } from "./decode.ts";
 import { type Decoder, decoderLabel, isSampled } from "./decoder.ts";
 import type { ReadbackOptions } from "./cadence.ts";

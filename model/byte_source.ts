@@ -8,8 +8,6 @@
  * @module
  */
 
-import { FormatError } from "./format_error.ts";
-
 /**
  * Something that can hand out byte ranges of a fixed-size file.
  *
@@ -50,8 +48,11 @@ export interface ByteSource {
  */
 export type OpenByName = (name: string) => Promise<ByteSource | null>;
 
-/** Throws unless `[offset, offset + length)` lies inside a source of `size` bytes. */
-function _checkRange(name: string, size: number, offset: number, length: number): void {
+/**
+ * Throws unless `[offset, offset + length)` lies inside a source of `size` bytes.
+ * @internal
+ */
+export function checkRange(name: string, size: number, offset: number, length: number): void {
   if (
     !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
     offset + length > size
@@ -84,7 +85,7 @@ export function bufferSource(name: string, bytes: ArrayBuffer | Uint8Array): Byt
     size: view.byteLength,
     read(offset: number, length: number): Promise<Uint8Array> {
       try {
-        _checkRange(name, view.byteLength, offset, length);
+        checkRange(name, view.byteLength, offset, length);
       } catch (err) {
         return Promise.reject(err); // reject like the async sources instead of throwing synchronously
       }
@@ -114,89 +115,8 @@ export function blobSource(blob: Blob, name?: string): ByteSource {
     name: label,
     size: blob.size,
     async read(offset: number, length: number): Promise<Uint8Array> {
-      _checkRange(label, blob.size, offset, length);
+      checkRange(label, blob.size, offset, length);
       return new Uint8Array(await blob.slice(offset, offset + length).arrayBuffer());
     },
-  };
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Deno-only edge: the functions below are the only ones in model/ that touch the file system. A
-// browser build passes `bufferSource`/`blobSource` instead.
-// ---------------------------------------------------------------------------------------------------
-
-/**
- * A source over a file on disk (Deno only). Each read opens the file, seeks and reads exactly the
- * requested range, so no handle stays open between reads (nothing to close, nothing leaks in tests)
- * and concurrent reads cannot disturb each other's file position.
- *
- * @param path the file path
- * @returns the source; its `size` is the file size when it was opened
- *
- * @example Reading a header from disk
- * ```ts ignore
- * import { fileSource } from "./byte_source.ts";
- * const src = await fileSource("weights/model.safetensors");
- * const lengthBytes = await src.read(0, 8);
- * ```
- */
-export async function fileSource(path: string): Promise<ByteSource> {
-  const info = await Deno.stat(path);
-  if (!info.isFile) {
-    throw new FormatError(path, "is not a regular file", "pass the path of a file, not a directory");
-  }
-  const size = info.size;
-  const readInto = async (offset: number, out: Uint8Array): Promise<void> => {
-    const length = out.length;
-    _checkRange(path, size, offset, length);
-    using file = await Deno.open(path, { read: true });
-    await file.seek(offset, Deno.SeekMode.Start);
-    // read() may return fewer bytes than asked; loop until the range is filled.
-    let filled = 0;
-    while (filled < length) {
-      const n = await file.read(out.subarray(filled));
-      if (n === null) {
-        throw new FormatError(
-          path,
-          `file ended at byte ${offset + filled} while reading ${length} bytes at offset ${offset}`,
-          `the file shrank from ${size} bytes since it was opened; was it overwritten during loading?`,
-        );
-      }
-      filled += n;
-    }
-  };
-  return {
-    name: path,
-    size,
-    async read(offset: number, length: number): Promise<Uint8Array> {
-      const out = new Uint8Array(length);
-      await readInto(offset, out);
-      return out;
-    },
-    readInto,
-  };
-}
-
-/**
- * An {@link OpenByName} over a directory on disk (Deno only): missing files resolve to `null`.
- *
- * @param dir the checkpoint directory
- *
- * @example Opening a checkpoint directory
- * ```ts ignore
- * import { directoryOpener } from "./byte_source.ts";
- * const open = directoryOpener("weights/TinyLlama");
- * const config = await open("config.json"); // ByteSource or null
- * ```
- */
-export function directoryOpener(dir: string): OpenByName {
-  const sep = dir.endsWith("/") || dir.endsWith("\\") ? "" : "/";
-  return async (name: string): Promise<ByteSource | null> => {
-    try {
-      return await fileSource(`${dir}${sep}${name}`);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return null;
-      throw err;
-    }
   };
 }

@@ -21,7 +21,8 @@
 import { type LlamaConfig, llamaConfigToJson } from "./config.ts";
 import { FormatError } from "./format_error.ts";
 import { type HfTokenizerFiles, llamaTokenizerFiles } from "./llama_tokenizer_json.ts";
-import { type TensorToWrite, writeSafetensors } from "./safetensors.ts";
+import type { TensorToWrite } from "./safetensors.ts";
+import { writeSafetensors } from "./deno_files.ts";
 
 // ===================================================================================================
 // Checkpoint

@@ -15,6 +15,7 @@
 export * from "./format_error.ts";
 export * from "./byte_source.ts";
 export * from "./model_files.ts";
+export * from "./deno_files.ts";
 export * from "./safetensors.ts";
 export * from "./config.ts";
 export * from "./tokenizer.ts";

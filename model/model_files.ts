@@ -1,11 +1,12 @@
 /**
- * Where a model's files come from: a directory on disk (Deno) or a set of in-memory files
- * (browser `File`/`Blob`/`ArrayBuffer`). Loading code only sees {@linkcode ModelFiles}.
+ * Where a model's files come from: a set of in-memory files (browser `File`/`Blob`/`ArrayBuffer`)
+ * here, or a directory on disk (`directoryFiles`, model/deno_files.ts). Loading code only sees
+ * {@linkcode ModelFiles}.
  *
  * @module
  */
 
-import { blobSource, bufferSource, type ByteSource, fileSource } from "./byte_source.ts";
+import { blobSource, bufferSource, type ByteSource } from "./byte_source.ts";
 
 /** The files of one model directory. */
 export interface ModelFiles {
@@ -15,40 +16,6 @@ export interface ModelFiles {
   source(file: string): Promise<ByteSource | null>;
   /** Reads a text file, or null when it does not exist. */
   text(file: string): Promise<string | null>;
-}
-
-/**
- * The files of a directory on disk (the only Deno-specific part of model loading).
- *
- * @example Opening a model directory
- * ```ts ignore
- * const files = directoryFiles("models/demo-cllm");
- * console.log(await files.text("config.json"));
- * ```
- */
-export function directoryFiles(dir: string): ModelFiles {
-  const path = (file: string) => `${dir.replace(/\/+$/, "")}/${file}`;
-  return {
-    name: dir,
-    async source(file) {
-      try {
-        const stat = await Deno.stat(path(file));
-        if (!stat.isFile) return null;
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) return null;
-        throw e;
-      }
-      return await fileSource(path(file));
-    },
-    async text(file) {
-      try {
-        return await Deno.readTextFile(path(file));
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.IsADirectory) return null;
-        throw e;
-      }
-    },
-  };
 }
 
 /**

@@ -976,54 +976,32 @@ export function encodeSafetensors(
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Deno-only edge: writing to disk.
-// ---------------------------------------------------------------------------------------------------
-
 /**
- * Writes a safetensors file atomically (Deno only): the bytes go to a temporary file in the same
- * directory, are flushed to disk, then renamed over `path`, so a crash never leaves a partial file at
- * `path`. Tensors are streamed one at a time, so the whole file is never built in memory.
+ * The bytes of a safetensors file as chunks, the header first, then one tensor at a time (pure; a
+ * writer streams them to disk without building the file in memory: model/deno_files.ts).
  *
- * @param path destination path
  * @param tensors the tensors to store, in layout order
  * @param metadata string key/value pairs for `__metadata__`
- * @throws TypeError or RangeError for a bad argument; file system errors pass through
+ * @param file name used in error messages
+ * @throws TypeError or RangeError for a bad argument, before the first chunk
  *
- * @example Saving a checkpoint
- * ```ts ignore
- * import { writeSafetensors } from "./safetensors.ts";
- * await writeSafetensors("out/model.safetensors", [
- *   { name: "model.norm.weight", dtype: "F16", shape: [4], data: new Float32Array([1, 1, 1, 1]) },
- * ], { format: "pt" });
+ * @example Chunks of a tiny file
+ * ```ts
+ * import { safetensorsChunks } from "./safetensors.ts";
+ * const chunks = [...safetensorsChunks([{ name: "w", dtype: "F32", shape: [1], data: new Float32Array([1]) }])];
+ * console.log(chunks.length); // 2
  * ```
  */
-export async function writeSafetensors(
-  path: string,
+export function safetensorsChunks(
   tensors: readonly TensorToWrite[],
   metadata: Record<string, string> = {},
-): Promise<void> {
-  const plan = _plan(path, tensors, metadata); // validate before touching the disk
-  const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  const dir = path.slice(0, slash + 1);
-  const base = path.slice(slash + 1);
-  // Same directory as the target: rename is only atomic within one file system.
-  const tmp = `${dir}.${base}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    {
-      using handle = await Deno.open(tmp, { write: true, createNew: true });
-      await _writeAll(handle, plan.header);
-      for (const t of tensors) await _writeAll(handle, _tensorBytes(t));
-      await handle.syncData(); // the data must be on disk before the rename makes it visible
-    }
-    await Deno.rename(tmp, path);
-  } catch (err) {
-    await Deno.remove(tmp).catch(() => {}); // best effort: the temp file may not exist
-    throw err;
-  }
-}
-
-async function _writeAll(handle: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) written += await handle.write(bytes.subarray(written));
+  file = "<memory>",
+): Uint8Array[] & Iterable<Uint8Array> {
+  const plan = _plan(file, tensors, metadata); // validate before anything is produced
+  // An array of lazily made chunks would hold every tensor at once; a generator does not.
+  const lazy = function* () {
+    yield plan.header;
+    for (const t of tensors) yield _tensorBytes(t);
+  };
+  return lazy() as unknown as Uint8Array[] & Iterable<Uint8Array>;
 }

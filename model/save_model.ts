@@ -4,8 +4,8 @@
  * @module
  */
 
-import { fileSource } from "./byte_source.ts";
-import { openSafetensors, writeSafetensors } from "./safetensors.ts";
+import { fileSource, writeSafetensors } from "./deno_files.ts";
+import { openSafetensors } from "./safetensors.ts";
 
 /** Files of a model directory copied as they are (those present). */
 const MODEL_DIR_FILES = [

@@ -11,7 +11,8 @@ import {
   llamaConfigToJson,
   parseLlamaConfig,
 } from "../model/config.ts";
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, writeSafetensors } from "../model/safetensors.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../model/safetensors.ts";
+import { writeSafetensors } from "../model/deno_files.ts";
 import { randomArray } from "./_assert.ts";
 import type { Gpu } from "../core/mod.ts";
 import { directoryFiles, Llama, type LoadOptions } from "../model/mod.ts";

@@ -84,3 +84,64 @@ Deno.test("imports: no cycles, and every dependency points down the layers", asy
   for (const m of edges.keys()) visit(m, []);
   assert.deepEqual(cycles, [], "import cycles");
 });
+
+Deno.test("browser.ts: nothing it runs uses a Deno or Node API (it bundles for a web page as it is)", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL("browser.ts", ROOT).href],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as Graph;
+  const byName = new Map(graph.modules.map((m) => [m.specifier, m]));
+  // Modules reached through code imports (type-only imports are erased).
+  const seen = new Set<string>();
+  const nodeImports: string[] = [];
+  const visit = (specifier: string) => {
+    if (seen.has(specifier)) return;
+    seen.add(specifier);
+    for (const d of byName.get(specifier)?.dependencies ?? []) {
+      const to = d.code?.specifier;
+      if (!to) continue;
+      if (to.startsWith("node:")) nodeImports.push(`${specifier} imports ${to}`);
+      if (to.startsWith(ROOT.href)) visit(to);
+    }
+  };
+  visit(new URL("browser.ts", ROOT).href);
+  const denoUses: string[] = [];
+  for (const s of seen) {
+    const text = (await Deno.readTextFile(new URL(s))).replace(/\/\*[\s\S]*?\*\//g, "").replace(
+      /\/\/[^\n]*/g,
+      "",
+    );
+    if (/\bDeno\./.test(text)) denoUses.push(s.slice(ROOT.href.length));
+  }
+  assert.ok(seen.size > 30, `only ${seen.size} modules reached`);
+  assert.deepEqual(denoUses, [], "modules of the browser entry that use Deno");
+  assert.deepEqual(nodeImports, []);
+});
+
+Deno.test("browser.ts type-checks as a web page would: lib dom and @webgpu/types, no Deno types", async () => {
+  // web/dom_check.json: the browser's libraries only (its npm imports mirror deno.json's).
+  const config = JSON.parse(await Deno.readTextFile(new URL("web/dom_check.json", ROOT)));
+  const project = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+  for (const name of ["@huggingface/jinja", "@huggingface/tokenizers"]) {
+    assert.equal(
+      config.imports[name],
+      project.imports[name],
+      `web/dom_check.json's ${name} differs from deno.json's`,
+    );
+  }
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "check",
+      "--config",
+      new URL("web/dom_check.json", ROOT).pathname,
+      new URL("browser.ts", ROOT).pathname,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+});

@@ -6,7 +6,7 @@
 import { sharedPath, sharedTest, STORIES_FIXTURE } from "../_fixtures.ts";
 
 import assert from "node:assert/strict";
-import { fileSource } from "../../model/byte_source.ts";
+import { fileSource } from "../../model/deno_files.ts";
 import { parseLlamaConfig } from "../../model/config.ts";
 import { FormatError } from "../../model/format_error.ts";
 import { convertLlama2c, llama2cTokenizerToHf, parseLlama2cCheckpoint } from "../../model/llama2c.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readTensors, Step, Tensor } from "../../core/mod.ts";
 import { directoryFiles, FormatError, Llama } from "../../model/mod.ts";
-import { writeSafetensors } from "../../model/safetensors.ts";
+import { writeSafetensors } from "../../model/deno_files.ts";
 import { assertClose } from "../_assert.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 import { refCache, refForward } from "../_llama_reference.ts";

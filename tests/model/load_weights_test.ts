@@ -3,9 +3,9 @@ import { readTensors, Step, Tensor } from "../../core/mod.ts";
 import { decode } from "../../decode/decode.ts";
 import { runToEnd } from "../../decode/generation.ts";
 import type { Gpu } from "../../core/mod.ts";
-import { fileSource } from "../../model/byte_source.ts";
+import { fileSource } from "../../model/deno_files.ts";
 import { parseLlamaConfig } from "../../model/config.ts";
-import { directoryFiles } from "../../model/model_files.ts";
+import { directoryFiles } from "../../model/deno_files.ts";
 import { Llama } from "../../model/llama.ts";
 import { planWeights, uploadWeights } from "../../model/load_weights.ts";
 import {

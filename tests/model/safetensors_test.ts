@@ -1,12 +1,7 @@
 import { seededRandom } from "../../core/random.ts";
 import assert from "node:assert/strict";
-import {
-  blobSource,
-  bufferSource,
-  type ByteSource,
-  directoryOpener,
-  fileSource,
-} from "../../model/byte_source.ts";
+import { blobSource, bufferSource, type ByteSource } from "../../model/byte_source.ts";
+import { directoryOpener, fileSource, writeSafetensors } from "../../model/deno_files.ts";
 import { FormatError } from "../../model/format_error.ts";
 import {
   bf16ToF32,
@@ -17,7 +12,6 @@ import {
   openCheckpointTensors,
   openSafetensors,
   type TensorToWrite,
-  writeSafetensors,
 } from "../../model/safetensors.ts";
 
 // ---------------------------------------------------------------------------------------------------
