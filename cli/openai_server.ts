@@ -44,6 +44,8 @@ export interface OpenAiServerOptions {
   queueSize?: number;
   /** Largest request body in bytes (default 1 MiB); larger gets 413. */
   maxBodyBytes?: number;
+  /** Routes outside /v1 (e.g. the web page at `/`); null passes to the API's 404. */
+  otherRoutes?: (request: Request) => Promise<Response | null>;
 }
 
 /** The server: a fetch handler, and the model to give it once loaded (503 until then). */
@@ -630,6 +632,10 @@ export function createOpenAiServer(options: OpenAiServerOptions): OpenAiServer {
       "/v1/completions": "POST",
     };
     const method = routes[path];
+    if (!method && !path.startsWith("/v1") && options.otherRoutes) {
+      const response = await options.otherRoutes(request);
+      if (response) return response;
+    }
     if (!method) {
       throw new ApiError(
         404,

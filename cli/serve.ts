@@ -9,12 +9,13 @@ import { CliError, numberOption, parse, required } from "./args.ts";
 import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
 import { LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
 import { createOpenAiServer } from "./openai_server.ts";
+import { webRoutes } from "../web/serve.ts";
 import { decoderLabel } from "../decode/decoder.ts";
 
 const HELP = `Usage: deno task cllm serve --model DIR [options]
 
 Serves the model over an OpenAI-compatible API: GET /v1/models, POST /v1/chat/completions and
-POST /v1/completions, streaming or not. Greedy requests (temperature 0 or absent) use the decoder
+POST /v1/completions, streaming or not; the web page (deno task web's) is at /. Greedy requests (temperature 0 or absent) use the decoder
 below (e.g. --decoder jacobi for a CLLM); sampled ones use sampled AR.
 
 Options:
@@ -59,7 +60,15 @@ export async function serveCommand(args: string[]): Promise<void> {
   const { decoder, readback } = decoderFromFlags("serve", v);
   const modelId = (v["model-id"] as string | undefined) ??
     dir.replace(/\/+$/, "").split("/").pop()!;
-  const server = createOpenAiServer({ modelId, apiKey, decoder, readback, queueSize });
+  // The web page (web/) at `/`, beside the API.
+  const server = createOpenAiServer({
+    modelId,
+    apiKey,
+    decoder,
+    readback,
+    queueSize,
+    otherRoutes: await webRoutes(),
+  });
   const listening = Promise.withResolvers<Deno.NetAddr>();
   const http = Deno.serve({
     hostname: host,
@@ -67,7 +76,10 @@ export async function serveCommand(args: string[]): Promise<void> {
     onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
   }, server.handler);
   const addr = await listening.promise;
-  console.error(`serve: listening on http://${addr.hostname}:${addr.port}/v1 (model "${modelId}" loading)`);
+  console.error(
+    `serve: listening on http://${addr.hostname}:${addr.port}/v1 (model "${modelId}" loading); ` +
+      `the web page is at http://${addr.hostname}:${addr.port}/`,
+  );
   try {
     const p = await loadModelDir(dir, loadFlags(v));
     server.setModel(p);

@@ -16,6 +16,7 @@
 
 import type { ReadbackOptions } from "./cadence.ts";
 import type { PrefixCache } from "./generation.ts";
+import type { BlockTrajectory } from "./jacobi_stats.ts";
 import type { SamplingOptions } from "./sampling.ts";
 
 /** Autoregressive decoding: greedy (GPU-resident), or sampled when `sampling.temperature > 0`. */
@@ -72,6 +73,8 @@ export interface DecodeOptions extends ReadbackOptions {
   seed?: number;
   /** A KV cache kept across generations (decode/generation.ts): only new prompt tokens are prefilled. */
   prefixCache?: PrefixCache;
+  /** Jacobi only: every block's states so far, after each readback (a live view; see decode/jacobi.ts). */
+  onTrajectory?: (trajectory: BlockTrajectory[]) => void;
 }
 
 const DEFAULTS = {

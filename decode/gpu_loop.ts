@@ -51,6 +51,8 @@ export interface GpuLoop {
    * it: whether the loop finished, and the end (exclusive) of the committed tokens.
    */
   committed(read: ReadData[], iterationsSeen: number): { done: boolean; end: number };
+  /** Sees every readback's data as it arrives (a live view of the loop; optional). */
+  observe?(read: ReadData[]): void;
   /**
    * How many more iterations can still commit a token when `known` new tokens are known to the
    * host, `pending` iterations were submitted after the read it last saw and `submitted` in all (a
@@ -155,6 +157,7 @@ export async function* runGpuDecoder<R>(
       last = rest;
       readbacks++;
       const c = loop.committed(rest, seen);
+      loop.observe?.(rest);
       // Tokens past the first EOS or the budget are cut here (greedy AR overshoots; the other
       // decoders' kernels stop exactly, so for them this cuts nothing).
       const fresh = trimAtStop(

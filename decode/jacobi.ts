@@ -37,6 +37,11 @@ import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
 export interface JacobiOptions extends GenerateOptions, ReadbackOptions {
   /** Block size n (1..model.maxRows; default 16). */
   blockSize?: number;
+  /**
+   * Called after each readback with every block's states so far (the trajectory the result will
+   * hold), for a live view: where reads are cheap (browsers) that is after every forward.
+   */
+  onTrajectory?: (trajectory: BlockTrajectory[]) => void;
   /** Seed of the guess PRNG (default 0). */
   seed?: number;
   /**
@@ -135,6 +140,12 @@ export function generateJacobi(
         },
         // The trajectory log rides along with every read, so no readback is needed at the end.
         read: [st, traj],
+        observe: options.onTrajectory
+          ? ([state, log]) =>
+            options.onTrajectory!(
+              parseTrajectory(log as Uint32Array, Math.min(state[JACOBI_SLOTS.logCount], logCapacity), n),
+            )
+          : undefined,
         committed: ([state]) => {
           const done = state[JACOBI_SLOTS.done] !== 0;
           return { done, end: done ? state[JACOBI_SLOTS.end] : state[JACOBI_SLOTS.base] };

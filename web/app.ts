@@ -27,6 +27,8 @@ const status = (text: string, error = false) => {
 const pageState = {
   ready: false,
   busy: false,
+  /** Times the Jacobi view was redrawn during a generation. */
+  liveDraws: 0,
   adapter: "",
   lastRun: null as null | {
     decoder: string;
@@ -136,7 +138,21 @@ async function generate(p: Pretrained, decoder: Decoder, draw: boolean, budget?:
   const tokens: number[] = [];
   let all = "";
   const t0 = performance.now();
-  const gen = decode(p.model, ids, decoder, { maxNewTokens, eosIds: p.eosIds });
+  // Jacobi's blocks drawn as they change: each readback (after every forward in a browser) hands
+  // over the trajectory so far; the drawing waits for the next frame, so a fast loop is not slowed.
+  let latest: BlockTrajectory[] | null = null;
+  let frame = 0;
+  const onTrajectory = draw && decoder.kind === "jacobi"
+    ? (t: BlockTrajectory[]) => {
+      latest = t;
+      frame ||= requestAnimationFrame(() => {
+        frame = 0;
+        if (latest) drawTrace(p, latest.slice(-6), true);
+        pageState.liveDraws++;
+      });
+    }
+    : undefined;
+  const gen = decode(p.model, ids, decoder, { maxNewTokens, eosIds: p.eosIds, onTrajectory });
   let r = await gen.next();
   while (!r.done) {
     const chunk = r.value;
@@ -177,16 +193,24 @@ async function generate(p: Pretrained, decoder: Decoder, draw: boolean, budget?:
       ["tokens per forward", run.tokensPerForward.toFixed(2)],
       ["forwards", `${result.stats.forwards}`],
     ]);
-    if ("trajectory" in result) drawTrace(p, result.trajectory as BlockTrajectory[]);
+    cancelAnimationFrame(frame);
+    if ("trajectory" in result) drawTrace(p, (result.trajectory as BlockTrajectory[]).slice(0, 30), false);
   }
   return run;
 }
 
-/** Every forward of the first blocks: tokens already equal to the block's fixed point in green. */
-function drawTrace(p: Pretrained, trajectory: readonly BlockTrajectory[]): void {
+/**
+ * Every forward of the given blocks: tokens already equal to the block's last state in green (while
+ * a block is still running, its last state so far stands in for its fixed point).
+ */
+function drawTrace(p: Pretrained, trajectory: readonly BlockTrajectory[], live: boolean): void {
   const trace = $("trace");
+  trace.replaceChildren();
   $("traceTitle").hidden = false;
-  for (const b of trajectory.slice(0, 12)) {
+  $("traceTitle").textContent = live
+    ? "Jacobi blocks as they run (green: equal to the block's latest state)"
+    : "Each forward of each Jacobi block (green: already final)";
+  for (const b of trajectory) {
     const fixed = b.states[b.states.length - 1];
     const block = document.createElement("div");
     block.className = "block";
@@ -261,6 +285,22 @@ $("model").addEventListener("change", () =>
     const dir = $<HTMLSelectElement>("model").value;
     await load(await fetchModel(dir), dir.split("/").pop()!);
   }));
+
+/** A model's files dropped on the page load like picked ones. */
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => {
+  e.preventDefault();
+  const dropped = e.dataTransfer?.files;
+  if (!dropped?.length) return;
+  guarded(async () => {
+    const files: Record<string, Blob> = {};
+    for (const f of dropped) files[f.name] = f;
+    if (!files["config.json"]) {
+      throw new Error("drop a model's files: config.json, *.safetensors, tokenizer files");
+    }
+    await load(files, "dropped files");
+  });
+});
 
 $("files").addEventListener("change", () =>
   guarded(async () => {

@@ -31,35 +31,41 @@ const TYPES: Record<string, string> = {
   ".json": "application/json",
 };
 
-/** Serves the page; resolves with the server once it listens. */
-export async function serveWeb(port: number): Promise<Deno.HttpServer<Deno.NetAddr>> {
+/**
+ * The page's routes: `/`, `/app.js` and the embedded models under `/models/`; null for any other
+ * path (so another server, such as `cllm serve`, can put the page beside its own routes).
+ */
+export async function webRoutes(): Promise<(request: Request) => Promise<Response | null>> {
   const app = await bundleApp();
   const page = await Deno.readFile(`${ROOT}web/index.html`);
+  return async (req) => {
+    if (req.method !== "GET") return null;
+    const path = decodeURIComponent(new URL(req.url).pathname);
+    const type = TYPES[path.slice(path.lastIndexOf("."))] ?? "application/octet-stream";
+    if (path === "/" || path === "/index.html") {
+      return new Response(page, { headers: { "content-type": TYPES[".html"] } });
+    }
+    if (path === "/app.js") return new Response(app, { headers: { "content-type": type } });
+    // The embedded models, nothing else of the tree.
+    const m = /^\/models\/(gsm-tiny-(?:base|cllm))\/([\w.-]+)$/.exec(path);
+    if (!m) return null;
+    try {
+      return new Response(await Deno.readFile(`${ROOT}demo/models/${m[1]}/${m[2]}`), {
+        headers: { "content-type": type },
+      });
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  };
+}
+
+/** Serves the page; resolves with the server once it listens. */
+export async function serveWeb(port: number): Promise<Deno.HttpServer<Deno.NetAddr>> {
+  const routes = await webRoutes();
   const listening = Promise.withResolvers<void>();
   const server = Deno.serve(
     { hostname: "127.0.0.1", port, onListen: () => listening.resolve() },
-    async (req) => {
-      const path = decodeURIComponent(new URL(req.url).pathname);
-      const type = TYPES[path.slice(path.lastIndexOf("."))] ?? "application/octet-stream";
-      if (path === "/" || path === "/index.html") {
-        return new Response(page, {
-          headers: { "content-type": TYPES[".html"] },
-        });
-      }
-      if (path === "/app.js") return new Response(app, { headers: { "content-type": type } });
-      // The embedded models, nothing else of the tree.
-      const m = /^\/models\/(gsm-tiny-(?:base|cllm))\/([\w.-]+)$/.exec(path);
-      if (m) {
-        try {
-          return new Response(await Deno.readFile(`${ROOT}demo/models/${m[1]}/${m[2]}`), {
-            headers: { "content-type": type },
-          });
-        } catch {
-          return new Response("not found", { status: 404 });
-        }
-      }
-      return new Response("not found", { status: 404 });
-    },
+    async (req) => (await routes(req)) ?? new Response("not found", { status: 404 }),
   );
   await listening.promise;
   return server;

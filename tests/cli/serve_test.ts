@@ -245,3 +245,17 @@ Deno.test("serve: refuses an address other machines can reach without an API key
     /--host 0\.0\.0\.0 is reachable from other machines; set --api-key/,
   );
 });
+
+Deno.test("serve: routes outside /v1 go to the page's handler; /v1 stays the API's", async () => {
+  const server = createOpenAiServer({
+    modelId: "m",
+    otherRoutes: (r) => Promise.resolve(new URL(r.url).pathname === "/" ? new Response("the page") : null),
+  });
+  const get = (path: string) => server.handler(new Request(`http://x${path}`));
+  assert.equal(await (await get("/")).text(), "the page");
+  for (const path of ["/nope", "/v1/nope"]) {
+    const r = await get(path);
+    assert.equal(r.status, 404);
+    assert.equal((await r.json()).error.code, "unknown_url");
+  }
+});

@@ -239,6 +239,7 @@ Deno.test({
         { timeout: 120_000 },
       );
       const s = await state() as {
+        liveDraws: number;
         comparison: { ar: number; jacobi: number; identical: boolean };
         lastRun: { tokens: number[]; jumps: number[]; decoder: string };
       };
@@ -248,13 +249,15 @@ Deno.test({
         `page: AR ${s.comparison.ar.toFixed(1)} tokens/s, ${s.lastRun.decoder} ${
           s.comparison.jacobi.toFixed(1)
         } ` +
-          `tokens/s, largest jump ${Math.max(...s.lastRun.jumps)} tokens; screenshot ${OUT_DIR}/web_page.png`,
+          `tokens/s, largest jump ${Math.max(...s.lastRun.jumps)} tokens, ${s.liveDraws} live redraws; ` +
+          `screenshot ${OUT_DIR}/web_page.png`,
       );
       assert.ok(s.comparison.identical, "AR and Jacobi texts differ in the page");
       assert.deepEqual(s.lastRun.tokens, want, "the page's Jacobi tokens differ from Deno's");
       assert.ok(Math.max(...s.lastRun.jumps) > 1, "no multi-token jump shown");
       const drawn = await page.$$eval("#output span.j2, #output span.j3, #output span.j4", (e) => e.length);
       assert.ok(drawn > 0, "no chunk drawn as a multi-token jump");
+      assert.ok(s.liveDraws > 2, `the Jacobi view was redrawn ${s.liveDraws} times during the run`);
       const traceRows = await page.$$eval("#trace .row", (e) => e.length);
       assert.ok(traceRows > 0, "no Jacobi trace drawn");
       assert.deepEqual(errors, [], "console errors in the page");
