@@ -142,7 +142,7 @@ async function generate(p: Pretrained, decoder: Decoder, draw: boolean, budget?:
   // over the trajectory so far; the drawing waits for the next frame, so a fast loop is not slowed.
   let latest: BlockTrajectory[] | null = null;
   let frame = 0;
-  const onTrajectory = draw && decoder.kind === "jacobi"
+  const onTrajectory = draw && decoder.kind === "jacobi" && !decoder.sliding
     ? (t: BlockTrajectory[]) => {
       latest = t;
       frame ||= requestAnimationFrame(() => {
@@ -194,7 +194,15 @@ async function generate(p: Pretrained, decoder: Decoder, draw: boolean, budget?:
       ["forwards", `${result.stats.forwards}`],
     ]);
     cancelAnimationFrame(frame);
-    if ("trajectory" in result) drawTrace(p, (result.trajectory as BlockTrajectory[]).slice(0, 30), false);
+    if ("trajectory" in result && decoder.kind === "jacobi" && decoder.sliding) {
+      // A sliding window's log holds window states, not blocks converging: nothing to draw per block.
+      $("trace").replaceChildren();
+      $("traceTitle").hidden = false;
+      $("traceTitle").textContent =
+        "(with a sliding window there are no fixed blocks to draw: uncheck sliding to see them)";
+    } else if ("trajectory" in result) {
+      drawTrace(p, (result.trajectory as BlockTrajectory[]).slice(0, 30), false);
+    }
   }
   return run;
 }

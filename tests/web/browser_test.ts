@@ -199,7 +199,7 @@ Deno.test({
   ...gpuTest,
   ignore: NO_GPU !== null || (NO_CHROMIUM !== null && !IN_CI),
   async fn() {
-    // What Deno makes of the page's default prompt, Jacobi n=16.
+    // What Deno makes of the page's default prompt and decoder (Jacobi n = 16).
     const gpu = await testGpu();
     const p = await loadPretrained(gpu, directoryFiles(MODEL_DIR));
     const question =
