@@ -13,7 +13,7 @@ import type { ReadbackOptions } from "../decode/cadence.ts";
 import { formatPrompt } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { readPrompts, writeTextAtomic } from "./files.ts";
-import { LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
+import { closeModel, LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
 import { Progress } from "./progress.ts";
 import { barChart } from "./svg_chart.ts";
 
@@ -199,7 +199,6 @@ export async function benchCommand(args: string[]): Promise<void> {
     }
     if (mismatches.length > 0) throw new RangeError("Decoders disagree on greedy outputs; see above");
   } finally {
-    p.model.destroy();
-    p.gpu.destroy();
+    await closeModel(p);
   }
 }

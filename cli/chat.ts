@@ -13,7 +13,7 @@ import { generateFromIds, GenerationCancelled, PrefixCache } from "../decode/mod
 import { type ChatMessage, formatPrompt, type Pretrained, PROMPT_FORMATS, renderChat } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
-import { LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
+import { closeModel, LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
 
 const HELP = `Usage: deno task cllm chat --model DIR [options]
 
@@ -185,8 +185,7 @@ export async function chatCommand(args: string[]): Promise<void> {
   } finally {
     reader.releaseLock();
     prefix.destroy();
-    p.model.destroy();
-    p.gpu.destroy();
+    await closeModel(p);
   }
 }
 

@@ -11,7 +11,7 @@ import { type EvalItemResult, evaluateGsm8k, readGsm8k } from "../train/gsm8k_ev
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
 import { writeTextAtomic } from "./files.ts";
-import { LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
+import { closeModel, LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
 import { Progress } from "./progress.ts";
 
 const HELP = `Usage: deno task cllm eval gsm8k --model DIR --data FILE [options]
@@ -101,7 +101,6 @@ export async function evalCommand(args: string[]): Promise<void> {
     );
     if (logPath) console.log(`wrote ${logPath}`);
   } finally {
-    p.model.destroy();
-    p.gpu.destroy();
+    await closeModel(p);
   }
 }

@@ -13,7 +13,7 @@ import {
 import { renderChat } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
-import { LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
+import { closeModel, LOAD_FLAGS, LOAD_HELP, loadFlags, loadModelDir } from "./load.ts";
 import { renderJacobi } from "./show_jacobi.ts";
 
 const HELP = `Usage: deno task cllm generate --model DIR (--prompt TEXT | --prompt-file F) [options]
@@ -142,7 +142,6 @@ export async function generateCommand(args: string[]): Promise<void> {
       if (v.stats) console.log(`\n${formatStats(result.stats)}`);
     }
   } finally {
-    p.model.destroy();
-    p.gpu.destroy();
+    await closeModel(p);
   }
 }

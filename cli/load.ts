@@ -112,3 +112,14 @@ export async function loadModelDir(
   (progress as Progress | null)?.done();
   return { ...pretrained, gpu };
 }
+
+/**
+ * Frees a loaded model and its device once the GPU has finished what was queued: decoding loops
+ * queue iterations behind their last read, and at a 7B model's size those run for seconds; a process
+ * that exits before they end makes wgpu give up waiting and Deno report a panic.
+ */
+export async function closeModel(p: Pretrained & { gpu: Gpu }): Promise<void> {
+  await p.gpu.device.queue.onSubmittedWorkDone();
+  p.model.destroy();
+  p.gpu.destroy();
+}

@@ -11,7 +11,7 @@ import type { CollectPrompt } from "../train/collect.ts";
 import { collectTrajectoryFile } from "../train/trajectory_writer.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { readPrompts } from "./files.ts";
-import { loadModelDir } from "./load.ts";
+import { closeModel, loadModelDir } from "./load.ts";
 import { Progress } from "./progress.ts";
 
 const HELP = `Usage: deno task cllm trajectory --model DIR --prompts FILE --out FILE.jsonl [options]
@@ -159,7 +159,6 @@ export async function trajectoryCommand(args: string[]): Promise<void> {
         } prompts/s`,
     );
   } finally {
-    p.model.destroy();
-    p.gpu.destroy();
+    await closeModel(p);
   }
 }
