@@ -103,6 +103,8 @@ export class Gpu {
   readonly #pending: Promise<GpuError | null>[] = [];
   /** Caches owned by other core modules, keyed by their module (pipelines, bind groups, staging). */
   readonly caches: Map<string, unknown> = new Map();
+  /** Dispatches and submits of every step submitted on this device so far (for per-token figures). */
+  readonly counters: { dispatches: number; submits: number } = { dispatches: 0, submits: 0 };
   /**
    * Milliseconds a read of a few bytes takes with the GPU idle, measured by {@linkcode requestGpu}:
    * ~10 in Deno (its `mapAsync` resolves after a fixed wait), well under 1 in browsers. The decoding

@@ -366,6 +366,8 @@ export class Step {
       this.#encoder.copyBufferToBuffer(resolve, 0, timingBuffer, 0, bytes);
     }
     device.queue.submit([this.#encoder.finish()]);
+    gpu.counters.dispatches += this.#dispatches.length;
+    gpu.counters.submits++;
     const validation = device.popErrorScope();
     const oom = device.popErrorScope();
     openSteps--;

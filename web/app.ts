@@ -294,6 +294,66 @@ $("model").addEventListener("change", () =>
     await load(await fetchModel(dir), dir.split("/").pop()!);
   }));
 
+/**
+ * A model from the Hugging Face Hub by name: the commit and file list from its API, then what loading
+ * needs (config, tokenizer files, model.safetensors or the index and its shards) from `resolve/<commit>`
+ * URLs, kept in the Cache API (a commit's files never change). `?hub=URL` in the page's address points
+ * at another endpoint (a mirror, or a test's).
+ */
+async function fetchHubModel(name: string): Promise<Record<string, ArrayBuffer>> {
+  const m = /^([\w.-]+\/[\w.-]+)(?:@([\w./-]+))?$/.exec(name.trim());
+  if (!m) throw new Error(`"${name}" is not a Hub model name (org/name or org/name@revision)`);
+  const [, repo, revision = "main"] = m;
+  const endpoint = (new URLSearchParams(location.search).get("hub") ?? "https://huggingface.co").replace(
+    /\/+$/,
+    "",
+  );
+  status(`asking ${endpoint} for ${repo}@${revision}…`);
+  const r = await fetch(`${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}`);
+  if (!r.ok) {
+    throw new Error(
+      r.status === 401 || r.status === 403
+        ? `${repo} is gated or private; download it with the CLI (HF_TOKEN) and pick its files here`
+        : `${repo}@${revision}: the Hub answered ${r.status}`,
+    );
+  }
+  const info = await r.json() as { sha: string; siblings: { rfilename: string }[] };
+  const available = new Set(info.siblings.map((s) => s.rfilename));
+  const cache = "caches" in globalThis ? await caches.open("cllm-models-v1") : null;
+  const get = async (file: string) => {
+    const url = `${endpoint}/${repo}/resolve/${info.sha}/${file}`;
+    let response = await cache?.match(url);
+    if (!response) {
+      status(`downloading ${repo}/${file}…`);
+      response = await fetch(url);
+      if (!response.ok) throw new Error(`${repo}/${file}: HTTP ${response.status}`);
+      await cache?.put(url, response.clone());
+    }
+    return await response.arrayBuffer();
+  };
+  const files: Record<string, ArrayBuffer> = {};
+  for (const f of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]) {
+    if (available.has(f)) files[f] = await get(f);
+  }
+  if (!files["config.json"]) throw new Error(`${repo} has no config.json`);
+  if (available.has("model.safetensors.index.json")) {
+    files["model.safetensors.index.json"] = await get("model.safetensors.index.json");
+    const index = JSON.parse(new TextDecoder().decode(files["model.safetensors.index.json"]));
+    for (const shard of new Set(Object.values(index.weight_map ?? {}) as string[])) {
+      files[shard] = await get(shard);
+    }
+  } else if (available.has("model.safetensors")) {
+    files["model.safetensors"] = await get("model.safetensors");
+  } else throw new Error(`${repo} has no safetensors weights`);
+  return files;
+}
+
+$("hubLoad").addEventListener("click", () =>
+  guarded(async () => {
+    const name = $<HTMLInputElement>("hub").value;
+    await load(await fetchHubModel(name), name.trim());
+  }));
+
 /** A model's files dropped on the page load like picked ones. */
 document.addEventListener("dragover", (e) => e.preventDefault());
 document.addEventListener("drop", (e) => {

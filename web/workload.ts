@@ -21,8 +21,10 @@ export interface WorkloadRun {
   tokensPerSecond: number;
   /** Tokens per forward over all prompts. */
   tokensPerForward: number;
-  /** Readbacks and forwards per token, over all prompts. */
+  /** Readbacks per token, over all prompts. */
   readbacksPerToken: number;
+  /** Compute dispatches per token (prefill and iterations run past the end included). */
+  dispatchesPerToken: number;
 }
 
 /**
@@ -46,6 +48,7 @@ export async function runWorkload(
     await runToEnd(decode(p.model, prompts[0], d, { maxNewTokens: 4, eosIds: p.eosIds }));
     const tokens: number[][] = [];
     let count = 0, forwards = 0, readbacks = 0;
+    const dispatches0 = p.model.gpu.counters.dispatches;
     const t0 = performance.now();
     let label = "";
     for (const prompt of prompts) {
@@ -63,6 +66,7 @@ export async function runWorkload(
       tokensPerSecond: count / seconds,
       tokensPerForward: count / forwards,
       readbacksPerToken: readbacks / count,
+      dispatchesPerToken: (p.model.gpu.counters.dispatches - dispatches0) / count,
     });
   }
   return runs;

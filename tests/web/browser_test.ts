@@ -171,10 +171,14 @@ Deno.test({
       for (const [i, run] of report.runs.entries()) {
         console.log(
           `  ${run.decoder}: browser ${run.tokensPerSecond.toFixed(1)} tokens/s, ` +
-            `${run.readbacksPerToken.toFixed(3)} readbacks/token; Deno ${
-              deno[i].tokensPerSecond.toFixed(1)
-            } tokens/s, ` +
-            `${deno[i].readbacksPerToken.toFixed(3)} readbacks/token`,
+            `${run.readbacksPerToken.toFixed(3)} readbacks and ${
+              run.dispatchesPerToken.toFixed(1)
+            } dispatches ` +
+            `per token; Deno ${deno[i].tokensPerSecond.toFixed(1)} tokens/s, ` +
+            `${deno[i].readbacksPerToken.toFixed(3)} readbacks and ${
+              deno[i].dispatchesPerToken.toFixed(1)
+            } ` +
+            `dispatches per token`,
         );
       }
       assert.deepEqual(report.failures, [], "kernel variants that did not compile in Chromium");
@@ -264,6 +268,83 @@ Deno.test({
     } finally {
       await browser.close();
       await server.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name: "browser: the page loads a model by Hub name (a fake Hub on 127.0.0.1) and generates with it",
+  ...gpuTest,
+  ignore: NO_GPU !== null || (NO_CHROMIUM !== null && !IN_CI),
+  async fn() {
+    const files = new Map<string, Uint8Array<ArrayBuffer>>();
+    for await (const e of Deno.readDir(MODEL_DIR)) {
+      if (e.isFile && e.name !== "README.md") {
+        files.set(e.name, await Deno.readFile(`${MODEL_DIR}/${e.name}`));
+      }
+    }
+    const sha = "0123456789abcdef0123456789abcdef01234567";
+    const requests: string[] = [];
+    const cors = { "access-control-allow-origin": "*" };
+    const hub = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+      const path = new URL(req.url).pathname;
+      requests.push(path);
+      if (path === "/api/models/org/cllm/revision/main") {
+        return Response.json({ sha, siblings: [...files.keys()].map((rfilename) => ({ rfilename })) }, {
+          headers: cors,
+        });
+      }
+      const m = new RegExp(`^/org/cllm/resolve/${sha}/(.+)$`).exec(path);
+      const bytes = m && files.get(m[1]);
+      return bytes
+        ? new Response(bytes, { headers: cors })
+        : new Response("not found", { status: 404, headers: cors });
+    });
+    const server = await serveWeb(0);
+    const browser = await launchChromium();
+    const errors: string[] = [];
+    try {
+      const page = await browser.newPage();
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.goto(`http://127.0.0.1:${server.addr.port}/?hub=http://127.0.0.1:${hub.addr.port}`);
+      await page.waitForFunction(
+        () => (globalThis as unknown as { cllmPage?: { ready: boolean } }).cllmPage?.ready,
+        {
+          timeout: 60_000,
+        },
+      );
+      await page.type("#hub", "org/cllm");
+      await page.click("#hubLoad");
+      await page.waitForFunction(
+        () =>
+          (globalThis as unknown as { document: { getElementById(id: string): { textContent: string } } })
+            .document
+            .getElementById("status").textContent.includes("org/cllm ready"),
+        {
+          timeout: 60_000,
+        },
+      ).catch(async () => {
+        throw new Error(
+          `not loaded: ${await page.$eval("#status", (e) => e.textContent)}; ${errors.join("; ")}`,
+        );
+      });
+      // Only what loading needs was fetched.
+      assert.ok(!requests.some((r) => r.endsWith("README.md")));
+      assert.ok(requests.some((r) => r.endsWith("/model.safetensors")));
+      await page.click("#run");
+      await page.waitForFunction(
+        () => (globalThis as unknown as { cllmPage: { lastRun: unknown; busy: boolean } }).cllmPage.lastRun,
+        { timeout: 60_000 },
+      );
+      const text = await page.evaluate(() =>
+        (globalThis as unknown as { cllmPage: { lastRun: { text: string } } }).cllmPage.lastRun.text
+      );
+      assert.match(text, /#### 40/);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await server.shutdown();
+      await hub.shutdown();
     }
   },
 });
