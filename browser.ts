@@ -1,6 +1,7 @@
 /**
  * The browser entry point: the same API as mod.ts without what needs Deno's file system (model
- * directories, saving models, the training loop with its checkpoints, trajectory and GSM8K files).
+ * directories, saving models, checkpoint directories, trajectory and GSM8K files). Training runs in a
+ * tab with a checkpoint store of the page's (`memoryCheckpointStore`, or any `CheckpointStore`).
  * Its import graph uses no Deno API (tests/architecture_test.ts checks it), so it bundles for a web
  * page as it is: `deno bundle --platform browser browser.ts -o cllm.js`. Models come in with
  * `memoryFiles` (from `fetch`, a file picker or the Cache API).
@@ -28,7 +29,7 @@ export {
 export { seededRandom } from "./core/random.ts";
 
 // Models: files, loading, saving, tokenizer, prompts.
-export { type ByteSource } from "./model/byte_source.ts";
+export { type ByteSource, type OpenByName } from "./model/byte_source.ts";
 export { memoryFiles, type ModelFiles } from "./model/model_files.ts";
 export { loadPretrained, type Pretrained } from "./model/pretrained.ts";
 export type { Llama, LoadOptions } from "./model/llama.ts";
@@ -65,3 +66,14 @@ export {
   type TextOptions,
   type TextResult,
 } from "./decode/text.ts";
+// Training in a tab: the loop with a checkpoint store of the page's (memory by default).
+export type { TrainItem } from "./train/train_step.ts";
+export { type LogEntry, train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
+export {
+  type CheckpointContents,
+  type CheckpointStore,
+  type HostTensor,
+  memoryCheckpointStore,
+  type StoredCheckpoint,
+  type TrainerState,
+} from "./train/checkpoint_store.ts";

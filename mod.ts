@@ -42,7 +42,7 @@ export {
 export { seededRandom } from "./core/random.ts";
 
 // Models: files, loading, saving, tokenizer, prompts.
-export { type ByteSource } from "./model/byte_source.ts";
+export { type ByteSource, type OpenByName } from "./model/byte_source.ts";
 export { memoryFiles, type ModelFiles } from "./model/model_files.ts";
 export { directoryFiles } from "./model/deno_files.ts";
 export { loadPretrained, type Pretrained } from "./model/pretrained.ts";
@@ -96,7 +96,22 @@ export {
 } from "./train/trajectory_writer.ts";
 export type { TrainItem } from "./train/train_step.ts";
 export { type LogEntry, train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
-export { findLatestCheckpoint, type FoundCheckpoint, type TrainerState } from "./train/checkpoint.ts";
+export {
+  CHECKPOINT_WRITE_STEPS,
+  type CheckpointWriteStep,
+  directoryCheckpointStore,
+  findLatestCheckpoint,
+  type FoundCheckpoint,
+  type WriteCheckpointOptions,
+} from "./train/checkpoint.ts";
+export {
+  type CheckpointContents,
+  type CheckpointStore,
+  type HostTensor,
+  memoryCheckpointStore,
+  type StoredCheckpoint,
+  type TrainerState,
+} from "./train/checkpoint_store.ts";
 export { writeRandomModel } from "./train/random_init.ts";
 
 // Evaluation on GSM8K-style data.

@@ -7,7 +7,7 @@
 
 import { requestGpu } from "../core/mod.ts";
 import { directoryFiles, FormatError, loadPretrained, loadTokenizer } from "../model/mod.ts";
-import { findLatestCheckpoint } from "../train/checkpoint.ts";
+import { directoryCheckpointStore, findLatestCheckpoint } from "../train/checkpoint.ts";
 import { encodeDocuments, readGsm8k } from "../train/gsm8k_eval.ts";
 import { readTrajectories } from "../train/trajectory_file.ts";
 import { train, type TrainItem, type TrainResult } from "../train/trainer.ts";
@@ -158,8 +158,7 @@ export async function trainCommand(args: string[]): Promise<void> {
   const report = trainingProgress("train");
   try {
     const result = await train(pretrained, items, {
-      out,
-      modelDir,
+      store: directoryCheckpointStore(out, modelDir),
       steps,
       lr: numberOption(v, "lr", 2e-5, { min: 0 }),
       batch,
@@ -237,8 +236,7 @@ export async function pretrainCommand(args: string[]): Promise<void> {
   const report = trainingProgress("pretrain");
   try {
     const result = await train(pretrained, items, {
-      out,
-      modelDir: initDir,
+      store: directoryCheckpointStore(out, initDir),
       steps: numberOption(v, "steps", 1000, { integer: true, min: 1 }),
       lr: numberOption(v, "lr", 1e-3, { min: 0 }),
       batch: numberOption(v, "batch", 8, { integer: true, min: 1 }),

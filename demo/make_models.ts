@@ -18,6 +18,7 @@
 import {
   type CollectPrompt,
   collectTrajectoryFile,
+  directoryCheckpointStore,
   directoryFiles,
   encodeDocuments,
   findLatestCheckpoint,
@@ -182,8 +183,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
         `loss ${e.arLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s ${e.gflops.toFixed(2)} GFLOP/s`,
     );
     const result = await train(p, items, {
-      out: `${work}/base`,
-      modelDir: init,
+      store: directoryCheckpointStore(`${work}/base`, init),
       steps: pretrainSteps,
       lr: pretrainLr,
       batch: PRETRAIN_BATCH,
@@ -275,8 +275,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
           } tok/s`,
       );
       const result = await train(p, items, {
-        out: `${work}/cllm`,
-        modelDir: baseDir,
+        store: directoryCheckpointStore(`${work}/cllm`, baseDir),
         steps: Math.max(1, Math.ceil((cllmEpochs * items.length) / batch)),
         lr: cllmLr,
         batch,

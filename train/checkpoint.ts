@@ -19,86 +19,19 @@
  * @module
  */
 
-import {
-  fileSource,
-  type LlamaConfig,
-  llamaConfigToJson,
-  openSafetensors,
-  writeSafetensors,
-} from "../model/mod.ts";
+import { directoryOpener, fileSource, writeSafetensors } from "../model/deno_files.ts";
+import { llamaConfigToJson } from "../model/config.ts";
+import { openSafetensors } from "../model/safetensors.ts";
 import type { Tensor } from "../core/mod.ts";
+import {
+  CHECKPOINT_REQUIRED,
+  type CheckpointContents,
+  type CheckpointStore,
+  MODEL_SIDE_FILES,
+  type TrainerState,
+} from "./checkpoint_store.ts";
 
-/** Files copied from the starting model into every checkpoint (tokenizer.json is required). */
-export const MODEL_SIDE_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "generation_config.json",
-] as const;
-
-/** The files a checkpoint must hold to be loaded as a model and resumed from. */
-export const CHECKPOINT_REQUIRED = [
-  "model.safetensors",
-  "optimizer.safetensors",
-  "config.json",
-  "tokenizer.json",
-  "trainer_state.json",
-] as const;
-
-/** The trainer's position, saved with every checkpoint so a resumed run continues bit for bit. */
-export interface TrainerState {
-  /** Optimizer steps done. */
-  step: number;
-  /** Epoch of the data order. */
-  epoch: number;
-  /** Index of the next item in the epoch's order. */
-  index: number;
-  /** State of the sample-choice PRNG. */
-  rng: number;
-  /** Every logged point so far. */
-  history: LogEntry[];
-}
-
-/** One logged point. */
-export interface LogEntry {
-  /** Optimizer steps done. */
-  step: number;
-  /** Mean weighted AR loss per sample over the logged steps. */
-  arLoss: number;
-  /** Mean consistency loss per sample over the logged steps. */
-  consistencyLoss: number;
-  /** Learning rate of the last step. */
-  lr: number;
-  /** Training tokens (forward rows with gradient) per second over the logged steps. */
-  tokensPerSecond: number;
-  /** Estimated model GFLOP/s (6 × params per gradient row, 2 × params per detached row). */
-  gflops: number;
-}
-
-/** One named f32 tensor as read back from the GPU. */
-export interface HostTensor {
-  /** Tensor name. */
-  name: string;
-  /** Shape. */
-  shape: number[];
-  /** Values. */
-  data: Float32Array;
-}
-
-/** Everything one checkpoint holds. */
-export interface CheckpointContents {
-  /** Model weights (names as in the checkpoint format). */
-  weights: HostTensor[];
-  /** AdamW moments, named `m.<weight>` and `v.<weight>`. */
-  optimizer: HostTensor[];
-  /** The model's configuration. */
-  config: LlamaConfig;
-  /** The starting model's side files (tokenizer...) by file name, read when training started. */
-  sideFiles: ReadonlyMap<string, Uint8Array>;
-  /** The trainer's position. */
-  state: TrainerState;
-  /** The loss curve as SVG. */
-  lossChart: string;
-}
+export * from "./checkpoint_store.ts";
 
 /** The writer's steps, in order; a fault-injection hook is called before each. */
 export const CHECKPOINT_WRITE_STEPS = [
@@ -324,4 +257,28 @@ export async function loadCheckpointTensors(
 ): Promise<void> {
   const file = await openSafetensors(await fileSource(path));
   for (const [name, t] of tensors) t.write((await file.readTensor(`${prefix}${name}`)).data);
+}
+
+/**
+ * The checkpoints of a run in a directory (Deno): `out/checkpoint-<step>/`, written crash-safe by
+ * {@linkcode writeCheckpoint}, found by {@linkcode findLatestCheckpoint}; the side files come from
+ * `modelDir`. What `train` uses when given `out` and `modelDir`.
+ */
+export function directoryCheckpointStore(
+  out: string,
+  modelDir: string,
+  hooks: WriteCheckpointOptions = {},
+): CheckpointStore {
+  return {
+    name: out,
+    async sideFiles() {
+      await Deno.mkdir(out, { recursive: true });
+      return await readSideFiles(modelDir);
+    },
+    async latest() {
+      const found = await findLatestCheckpoint(out);
+      return found ? { id: found.dir, state: found.state, open: directoryOpener(found.dir) } : null;
+    },
+    save: (contents) => writeCheckpoint(out, contents, hooks),
+  };
 }

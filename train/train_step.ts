@@ -17,7 +17,7 @@ import { type SeededRandom, type Step, Tensor } from "../core/mod.ts";
 import { adamwUpdate } from "../kernels/adamw.ts";
 import { fillForward } from "../kernels/fill.ts";
 import { clipScale, sumSquares } from "../kernels/grad_norm.ts";
-import type { Llama } from "../model/mod.ts";
+import type { Llama } from "../model/llama.ts";
 import { TrainableLlama } from "../model/llama_train.ts";
 import { arLabels, arLossStep, consistencyLossStep, consistencyRows, IGNORE } from "./losses.ts";
 

@@ -14,34 +14,30 @@
  */
 
 import { readTensors, SeededRandom, Step } from "../core/mod.ts";
-import type { Pretrained } from "../model/mod.ts";
+import type { Pretrained } from "../model/pretrained.ts";
 import {
   type CheckpointContents,
-  findLatestCheckpoint,
-  loadCheckpointTensors,
+  type CheckpointStore,
+  loadStoredTensors,
   type LogEntry,
-  readSideFiles,
   type TrainerState,
-  writeCheckpoint,
-  type WriteCheckpointOptions,
-} from "./checkpoint.ts";
+} from "./checkpoint_store.ts";
 import { LOSS_SLOTS } from "./losses.ts";
 import { lineChart } from "./loss_chart.ts";
 import { cosineSchedule } from "./schedule.ts";
 import { TrainingStep, type TrainItem } from "./train_step.ts";
 
 export type { TrainItem } from "./train_step.ts";
-export type { LogEntry } from "./checkpoint.ts";
+export type { LogEntry } from "./checkpoint_store.ts";
 
 /** Options of {@linkcode train}. */
 export interface TrainOptions {
-  /** Output directory (checkpoints and the final model). */
-  out: string;
   /**
-   * Directory of the starting model: its tokenizer files (read once, at the start) are copied into
-   * every checkpoint.
+   * Where checkpoints go and come back from (train/checkpoint_store.ts): a directory in Deno
+   * (`directoryCheckpointStore(out, modelDir)`, train/checkpoint.ts), `memoryCheckpointStore` in a
+   * browser tab, or any store of the caller's.
    */
-  modelDir: string;
+  store: CheckpointStore;
   /** Optimizer steps. */
   steps: number;
   /** Peak learning rate. */
@@ -75,11 +71,6 @@ export interface TrainOptions {
    * its weights replace the model's, its optimizer state and trainer position are restored.
    */
   resume?: boolean;
-  /**
-   * Checkpoint writer hooks (fault-injection tests).
-   * @internal
-   */
-  checkpointHooks?: WriteCheckpointOptions;
   /** Called after each readback. */
   onLog?: (entry: LogEntry, totalSteps: number) => void;
   /** Polled after each step with the steps done; true writes a checkpoint and stops (Ctrl-C). */
@@ -94,7 +85,7 @@ export interface TrainResult {
   history: LogEntry[];
   /** Why it stopped. */
   stopReason: "done" | "interrupted" | "nan";
-  /** The last checkpoint directory written. */
+  /** The last checkpoint written: its directory, or its id in the store. */
   checkpoint: string | null;
 }
 
@@ -114,7 +105,8 @@ function permutation(n: number, seed: number, epoch: number): number[] {
  *
  * @example CLLM training
  * ```ts ignore
- * const result = await train(pretrained, samples, { out: "runs/cllm", modelDir: "models/base", steps: 100,
+ * const store = directoryCheckpointStore("runs/cllm", "models/base");
+ * const result = await train(pretrained, samples, { store, steps: 100,
  *   lr: 2e-5, batch: 4, eosIds: pretrained.eosIds });
  * ```
  */
@@ -141,8 +133,8 @@ export async function train(
     warmupSteps: Math.round((options.warmupRatio ?? 0.03) * options.steps),
     totalSteps: options.steps,
   });
-  await Deno.mkdir(options.out, { recursive: true });
-  const sideFiles = await readSideFiles(options.modelDir);
+  const store = options.store;
+  const sideFiles = await store.sideFiles();
   const losses = {
     arWeight,
     labelSmoothing: smoothing,
@@ -156,13 +148,13 @@ export async function train(
   let lastCheckpoint: string | null = null;
   try {
     if (options.resume) {
-      const found = await findLatestCheckpoint(options.out);
+      const found = await store.latest();
       if (found) {
         state = found.state;
-        await loadCheckpointTensors(`${found.dir}/model.safetensors`, model.weights);
-        await loadCheckpointTensors(`${found.dir}/optimizer.safetensors`, ts.m, "m.");
-        await loadCheckpointTensors(`${found.dir}/optimizer.safetensors`, ts.v, "v.");
-        lastCheckpoint = found.dir;
+        await loadStoredTensors(found.open, "model.safetensors", model.weights);
+        await loadStoredTensors(found.open, "optimizer.safetensors", ts.m, "m.");
+        await loadStoredTensors(found.open, "optimizer.safetensors", ts.v, "v.");
+        lastCheckpoint = found.id;
       }
     }
     const rng = new SeededRandom(state.rng);
@@ -239,11 +231,7 @@ export async function train(
       windowRows = 0;
       windowFlops = 0;
       if (state.step % checkpointEvery === 0 || state.step === options.steps || interrupted) {
-        lastCheckpoint = await writeCheckpoint(
-          options.out,
-          await checkpointContents(pretrained, ts, sideFiles, state),
-          options.checkpointHooks,
-        );
+        lastCheckpoint = await store.save(await checkpointContents(pretrained, ts, sideFiles, state));
       }
       if (interrupted) {
         stopReason = "interrupted";

@@ -9,7 +9,10 @@
 
 import { compileKernel, type KernelSpec, requestGpu, type Variant } from "../core/mod.ts";
 import * as kernels from "../kernels/mod.ts";
-import { loadPretrained, memoryFiles } from "../model/mod.ts";
+import { loadPretrained } from "../model/pretrained.ts";
+import { memoryFiles } from "../model/model_files.ts";
+import { memoryCheckpointStore } from "../train/checkpoint_store.ts";
+import { train } from "../train/trainer.ts";
 import { runWorkload, type WorkloadRun } from "./workload.ts";
 
 /** What the check is asked to do. */
@@ -22,6 +25,8 @@ export interface CheckRequest {
   maxNewTokens: number;
   /** Kernel variants to compile: the spec's name and the variant. */
   kernels: { name: string; variant: Variant }[];
+  /** AR training sequences for a few steps of training in the tab (none: no training). */
+  trainSequences?: number[][];
 }
 
 /** What the check found. */
@@ -35,6 +40,8 @@ export interface CheckReport {
   /** Variants that failed, with the compiler's message. */
   failures: string[];
   runs: WorkloadRun[];
+  /** Training in the tab: the logged AR losses and the checkpoints the memory store received. */
+  training?: { arLosses: number[]; checkpoints: string[] };
 }
 
 function isSpec(x: unknown): x is KernelSpec {
@@ -81,6 +88,30 @@ async function check(request: CheckRequest): Promise<CheckReport> {
   }
   const p = await loadPretrained(gpu, memoryFiles("model", files));
   const runs = await runWorkload(p, request.prompts, request.maxNewTokens);
+  let training: CheckReport["training"];
+  if (request.trainSequences) {
+    // Training in the tab: f32 weights, checkpoints kept in memory.
+    p.model.destroy();
+    const trainable = await loadPretrained(gpu, memoryFiles("model", files), { dtype: "f32", maxRows: 64 });
+    const checkpoints: string[] = [];
+    const store = memoryCheckpointStore(
+      new Map([["tokenizer.json", new Uint8Array(files["tokenizer.json"])]]),
+      {
+        onSave: (id, saved) => checkpoints.push(`${id}: ${[...saved.keys()].join(", ")}`),
+      },
+    );
+    const result = await train(trainable, request.trainSequences.map((tokens) => ({ kind: "ar", tokens })), {
+      store,
+      steps: 6,
+      lr: 1e-3,
+      batch: 2,
+      eosIds: trainable.eosIds,
+      logEvery: 2,
+      checkpointEvery: 6,
+    });
+    training = { arLosses: result.history.map((h) => h.arLoss), checkpoints };
+    trainable.model.destroy();
+  }
   return {
     adapter: gpu.adapter.description,
     features: { ...gpu.features },
@@ -88,6 +119,7 @@ async function check(request: CheckRequest): Promise<CheckReport> {
     skipped,
     failures,
     runs,
+    training,
   };
 }
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { directoryCheckpointStore } from "../../train/checkpoint.ts";
 import { requestGpu } from "../../core/mod.ts";
-import { directoryFiles, loadPretrained } from "../../model/mod.ts";
+import { directoryFiles, loadPretrained, memoryFiles, type OpenByName } from "../../model/mod.ts";
+import { memoryCheckpointStore } from "../../train/checkpoint_store.ts";
 import { train, type TrainItem } from "../../train/trainer.ts";
 import { rng } from "../_assert.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
@@ -39,8 +41,7 @@ Deno.test(
         const from = resume ? JSON.parse(await Deno.readTextFile(`${out}/latest.json`)).checkpoint : null;
         const p = await loadPretrained(gpu, directoryFiles(from ? `${out}/${from}` : `${dir}/base`));
         const result = await train(p, items, {
-          out,
-          modelDir: `${dir}/base`,
+          store: directoryCheckpointStore(out, `${dir}/base`),
           steps: 30,
           lr: 3e-3,
           batch: 2,
@@ -87,8 +88,7 @@ Deno.test("training: an AR sample's weight scales its loss", gpuTest, async () =
       const p = await loadPretrained(await testGpu(), directoryFiles(`${dir}/base`));
       // lr 0: the weights never change, so the logged loss is the weighted loss of the same model.
       const result = await train(p, [{ kind: "ar", tokens, weight }], {
-        out: `${dir}/out-${weight}`,
-        modelDir: `${dir}/base`,
+        store: directoryCheckpointStore(`${dir}/out-${weight}`, `${dir}/base`),
         steps: 1,
         lr: 0,
         batch: 1,
@@ -106,3 +106,66 @@ Deno.test("training: an AR sample's weight scales its loss", gpuTest, async () =
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test(
+  "training with a memory checkpoint store (as in a browser tab): resume gives the uninterrupted run's losses",
+  gpuTest,
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await writeTinyModel(`${dir}/base`, { vocabSize: 48, numHeads: 4, numKvHeads: 2, seed: 5 });
+      const items = samples(20, 2);
+      const sideFiles = new Map([["tokenizer.json", await Deno.readFile(`${dir}/base/tokenizer.json`)]]);
+      const saved: string[] = [];
+      const store = memoryCheckpointStore(sideFiles, {
+        onSave: (id, files) => saved.push(`${id}:${files.size}`),
+      });
+      const run = async (stopAt: number | null, resume: boolean, s = store) => {
+        const gpu = await requestGpu();
+        // A resumed run starts from the stored checkpoint's weights, as a page would reload them.
+        const found = resume ? await s.latest() : null;
+        const files = found
+          ? memoryFiles("checkpoint", {
+            "config.json": await readAll(found.open, "config.json"),
+            "model.safetensors": await readAll(found.open, "model.safetensors"),
+            "tokenizer.json": await readAll(found.open, "tokenizer.json"),
+          })
+          : directoryFiles(`${dir}/base`);
+        const p = await loadPretrained(gpu, files);
+        const result = await train(p, items, {
+          store: s,
+          steps: 12,
+          lr: 3e-3,
+          batch: 2,
+          eosIds: [2],
+          seed: 4,
+          logEvery: 3,
+          checkpointEvery: 6,
+          resume,
+          shouldStop: (step) => step === stopAt,
+        });
+        p.model.destroy();
+        gpu.destroy();
+        return result;
+      };
+      const full = await run(null, false, memoryCheckpointStore(sideFiles));
+      const part = await run(6, false);
+      assert.equal(part.stopReason, "interrupted");
+      assert.equal(part.checkpoint, "checkpoint-6");
+      const resumed = await run(null, true);
+      assert.equal(resumed.steps, 12);
+      const losses = (h: typeof full.history) => h.map((e) => [e.step, e.arLoss, e.consistencyLoss]);
+      assert.deepEqual(losses(resumed.history), losses(full.history));
+      // Every checkpoint: weights, optimizer, config, tokenizer, trainer state, loss chart.
+      assert.deepEqual(saved, ["checkpoint-6:6", "checkpoint-12:6"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+/** A stored checkpoint file's bytes. */
+async function readAll(open: OpenByName, name: string): Promise<Uint8Array> {
+  const source = (await open(name))!;
+  return await source.read(0, source.size);
+}

@@ -154,13 +154,20 @@ Deno.test({
       const report = await page.evaluate(
         (request) =>
           (globalThis as unknown as { cllmCheck: (r: unknown) => Promise<unknown> }).cllmCheck(request),
-        { files: modelFiles, prompts, maxNewTokens, kernels },
+        {
+          files: modelFiles,
+          prompts,
+          maxNewTokens,
+          kernels,
+          trainSequences: prompts.map((q, i) => [...q, ...deno[0].tokens[i]]),
+        },
       ) as {
         adapter: string;
         compiled: number;
         skipped: string[];
         failures: string[];
         runs: typeof deno;
+        training: { arLosses: number[]; checkpoints: string[] };
       };
       await Deno.mkdir(OUT_DIR, { recursive: true });
       await page.screenshot({ path: `${OUT_DIR}/browser_check.png` });
@@ -189,6 +196,15 @@ Deno.test({
       for (const [i, run] of report.runs.entries()) {
         assert.deepEqual(run.tokens, deno[i].tokens, `${run.decoder}: browser tokens differ from Deno's`);
       }
+      // Training in the tab: 6 steps, finite losses, one checkpoint with every file in the memory store.
+      console.log(
+        `  training in the tab: AR loss ${report.training.arLosses.map((l) => l.toFixed(3)).join(" → ")}`,
+      );
+      assert.equal(report.training.arLosses.length, 3);
+      assert.ok(report.training.arLosses.every(Number.isFinite));
+      assert.deepEqual(report.training.checkpoints, [
+        "checkpoint-6: model.safetensors, optimizer.safetensors, config.json, tokenizer.json, trainer_state.json, loss.svg",
+      ]);
       assert.deepEqual(errors, [], "console errors in the page");
     } finally {
       await browser.close();
