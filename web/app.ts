@@ -71,7 +71,15 @@ async function load(files: Record<string, ArrayBuffer | Blob>, name: string): Pr
       "this browser has no WebGPU: use a recent Chrome, Edge or Safari, or enable WebGPU in its flags",
     );
   }
-  gpu ??= await requestGpu();
+  if (!gpu) {
+    gpu = await requestGpu();
+    // A lost device (driver reset, out of memory, the tab backgrounded too long) ends this page's GPU.
+    gpu.device.lost.then((info) => {
+      if (info.reason !== "destroyed") {
+        status(`the GPU device was lost (${info.message}); reload the page`, true);
+      }
+    });
+  }
   pageState.adapter = gpu.adapter.description;
   $("adapter").textContent = `GPU: ${gpu.adapter.description}`;
   model?.model.destroy();
@@ -142,9 +150,11 @@ async function generate(p: Pretrained, decoder: Decoder, draw: boolean, budget?:
   // over the trajectory so far; the drawing waits for the next frame, so a fast loop is not slowed.
   let latest: BlockTrajectory[] | null = null;
   let frame = 0;
+  let forwardsSoFar = 0; // Jacobi's forwards, from the live trajectory (prefill counted as one)
   const onTrajectory = draw && decoder.kind === "jacobi" && !decoder.sliding
     ? (t: BlockTrajectory[]) => {
       latest = t;
+      forwardsSoFar = 1 + t.reduce((a, b) => a + b.states.length, 0);
       frame ||= requestAnimationFrame(() => {
         frame = 0;
         if (latest) drawTrace(p, latest.slice(-6), true);
@@ -168,9 +178,12 @@ async function generate(p: Pretrained, decoder: Decoder, draw: boolean, budget?:
       span.textContent = piece;
       output.append(span);
       const seconds = (performance.now() - t0) / 1000;
+      // Tokens per forward so far: AR makes one per forward; Jacobi's forwards come from its trajectory.
+      const forwards = decoder.kind === "ar" ? tokens.length : forwardsSoFar;
       showStats([
         ["tokens", `${tokens.length}`],
         ["tokens/s", (tokens.length / seconds).toFixed(1)],
+        ["tokens per forward", forwards > 0 ? (tokens.length / forwards).toFixed(2) : "…"],
         ["largest jump", `${Math.max(...jumps)}`],
       ]);
     }
@@ -247,7 +260,13 @@ async function guarded(work: () => Promise<void>): Promise<void> {
   try {
     await work();
   } catch (e) {
-    status((e as Error).message, true);
+    const message = (e as Error).message;
+    status(
+      /out-of-memory|out of memory/i.test(message)
+        ? `${message}: the model needs more GPU memory than this browser gives it; try a smaller model`
+        : message,
+      true,
+    );
     console.error(e);
   } finally {
     pageState.busy = false;
