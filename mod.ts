@@ -30,59 +30,23 @@
  * @module
  */
 
-// The device.
-export {
-  type Gpu,
-  type GpuAdapterSummary,
-  GpuError,
-  type GpuFeatures,
-  type GpuOptions,
-  requestGpu,
-} from "./core/device.ts";
-export { seededRandom } from "./core/random.ts";
+// Everything that runs in a browser too (browser.ts): the device, models from memory, decoding,
+// the training loop with a checkpoint store.
+export * from "./browser.ts";
 
-// Models: files, loading, saving, tokenizer, prompts.
-export { type ByteSource, type OpenByName } from "./model/byte_source.ts";
-export { memoryFiles, type ModelFiles } from "./model/model_files.ts";
+// Deno's file system: model directories, saving models, checkpoint directories.
 export { directoryFiles } from "./model/deno_files.ts";
-export { loadPretrained, type Pretrained } from "./model/pretrained.ts";
-export type { Llama, LoadOptions } from "./model/llama.ts";
-export type { GenerationConfig, LlamaConfig } from "./model/config.ts";
-export { FormatError } from "./model/format_error.ts";
 export { saveModel, type SaveModelOptions } from "./model/save_model.ts";
-export { type EncodeOptions, loadTokenizer, type StreamDecoder, TextTokenizer } from "./model/tokenizer.ts";
 export {
-  type HfTokenizerFiles,
-  llamaTokenizerFiles,
-  type LlamaTokenizerSpec,
-} from "./model/llama_tokenizer_json.ts";
-export { type ChatMessage, formatPrompt, type PromptFields } from "./model/chat_template.ts";
-
-// Decoding: one description of a decoder, one entry point, the text layer.
-export type { ArDecoder, DecodeOptions, Decoder, JacobiDecoder, LookaheadDecoder } from "./decode/decoder.ts";
-export { decoderLabel, parseDecoder } from "./decode/decoder.ts";
-export { decode, type DecodeResult } from "./decode/decode.ts";
-export {
-  type CausalLM,
-  type GenerationResult,
-  type GenerationStats,
-  PrefixCache,
-  runToEnd,
-} from "./decode/generation.ts";
-export type { JacobiResult, JacobiStats } from "./decode/jacobi.ts";
-export type { LookaheadResult, LookaheadStats } from "./decode/lookahead.ts";
-export type { BlockTrajectory } from "./decode/jacobi_stats.ts";
-export type { SamplingOptions } from "./decode/sampling.ts";
-export type { ReadbackOptions } from "./decode/cadence.ts";
-export {
-  generateFromIds,
-  generateText,
-  type TextGeneration,
-  type TextOptions,
-  type TextResult,
-} from "./decode/text.ts";
-
-// Training: trajectories, the loop, checkpoints, a model from scratch.
+  CHECKPOINT_WRITE_STEPS,
+  type CheckpointWriteStep,
+  directoryCheckpointStore,
+  findLatestCheckpoint,
+  type FoundCheckpoint,
+  type WriteCheckpointOptions,
+} from "./train/checkpoint.ts";
+export { writeRandomModel } from "./train/random_init.ts";
+// Trajectories: reading and collecting them into files.
 export {
   readTrajectories,
   type ReadTrajectoryOptions,
@@ -94,26 +58,6 @@ export {
   type TrajectoryFileOptions,
   type TrajectoryFileResult,
 } from "./train/trajectory_writer.ts";
-export type { TrainItem } from "./train/train_step.ts";
-export { type LogEntry, train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
-export {
-  CHECKPOINT_WRITE_STEPS,
-  type CheckpointWriteStep,
-  directoryCheckpointStore,
-  findLatestCheckpoint,
-  type FoundCheckpoint,
-  type WriteCheckpointOptions,
-} from "./train/checkpoint.ts";
-export {
-  type CheckpointContents,
-  type CheckpointStore,
-  type HostTensor,
-  memoryCheckpointStore,
-  type StoredCheckpoint,
-  type TrainerState,
-} from "./train/checkpoint_store.ts";
-export { writeRandomModel } from "./train/random_init.ts";
-
 // Evaluation on GSM8K-style data.
 export {
   encodeDocuments,
