@@ -6,8 +6,8 @@
  * back once per chunk (every wait costs ~10 ms in Deno). Generation overshoots EOS by at most one
  * chunk plus the forwards run during the last wait, and the overshoot is discarded.
  *
- * Sampled: the next token depends on a host-side random draw, so every token needs one readback
- * of the last row's logits (~10 ms each in Deno); it is capped at ~90 tokens/s here.
+ * Sampled: the same loop with the sample kernel (kernels/sample.ts) in place of the argmax; the
+ * host-sampled baseline (`generateHostSampled`) reads the logits back every token instead.
  *
  * @module
  */
@@ -24,15 +24,18 @@ import {
 } from "./generation.ts";
 import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
 import { decoderLabel } from "./decoder.ts";
-import { type GpuLoop, runGpuDecoder } from "./gpu_loop.ts";
-import { sampleToken, type SamplingOptions } from "./sampling.ts";
+import { type GpuDecoderPlan, type GpuLoop, runGpuDecoder } from "./gpu_loop.ts";
+import { sampleToken, type SamplingOptions, samplingParams } from "./sampling.ts";
+import { DRAW, type SamplingParams, sampleForward } from "../kernels/sample.ts";
 
-/** Options of greedy AR decoding. */
+/** Options of AR decoding (greedy unless `sampling` has a temperature above 0). */
 export interface GreedyOptions extends GenerateOptions, ReadbackOptions {}
 
 /**
- * Greedy AR decoding with the loop on the GPU (decode/gpu_loop.ts). Yields new tokens chunk by
- * chunk (trimmed at EOS and the budget); returns the full result.
+ * AR decoding with the loop on the GPU (decode/gpu_loop.ts), greedy or sampled: each iteration's
+ * token is the argmax, or a draw by the sample kernel (kernels/sample.ts) keyed by (seed,
+ * position), written straight into the token buffer for the next forward. Yields new tokens chunk
+ * by chunk (trimmed at EOS and the budget); returns the full result.
  *
  * @example Greedy generation
  * ```ts ignore
@@ -45,30 +48,38 @@ export function generateGreedy(
   prompt: readonly number[],
   options: GreedyOptions,
 ): AsyncGenerator<number[], GenerationResult> {
+  return runGpuDecoder(model, prompt, options, arPlan(model, options));
+}
+
+/** The GPU-loop plan of AR decoding (greedy or sampled), for `runGpuDecoder` and `sampleMany`. */
+export function arPlan(model: CausalLM, options: GreedyOptions): GpuDecoderPlan<GenerationResult> {
   const budget = options.maxNewTokens;
+  const sampling = samplingParams(options.sampling);
+  const label = decoderLabel({ kind: "ar", sampling: options.sampling });
   // Three 1-row forwards fill a readback's ~10 ms wait on llvmpipe, where the adaptive cadence starts.
-  const cadence = chooseCadence(model, "ar", options, 3, model.gpu.readbackMs);
-  return runGpuDecoder(model, prompt, options, {
-    label: "ar",
+  const cadence = chooseCadence(model, label, options, 3, model.gpu.readbackMs);
+  return {
+    label,
     cadence,
     overshoot: 0,
-    setup: (s) => ({ loop: greedyLoop(s, budget), owned: [] }),
+    setup: (s) => ({ loop: arLoop(s, budget, sampling), owned: [] }),
     // Forwards past an EOS inside the last chunk produced nothing returned; count those that did.
     forwards: (_last, run) => Math.min(1 + run.submitted, run.tokens),
     finish: (common) => common,
-  });
+  };
 }
 
 /**
- * Greedy AR as a GPU loop: iteration i embeds the token at position P + i (the prefill's token for
- * i = 0), runs it at that position, and writes the argmax of its logits at P + i + 1. The host
- * knows every position, so there is no loop state to read: after `seen` iterations the tokens up
- * to P + 1 + seen are committed, and the skeleton cuts them at EOS and the budget.
+ * AR as a GPU loop: iteration i embeds the token at position P + i (the prefill's token for
+ * i = 0), runs it at that position, and writes the argmax of its logits, or a draw from them, at
+ * P + i + 1. The host knows every position, so there is no loop state to read: after `seen`
+ * iterations the tokens up to P + 1 + seen are committed, and the skeleton cuts them at EOS and
+ * the budget.
  */
-function greedyLoop(s: DecodeSession, budget: number): GpuLoop {
+function arLoop(s: DecodeSession, budget: number, sampling: SamplingParams | null): GpuLoop {
   const P = s.promptLength;
   return {
-    iterate(step, i) {
+    iterate(step, i, seed) {
       const pos = P + i;
       s.model.forward(step, {
         tokens: s.tokens,
@@ -79,7 +90,14 @@ function greedyLoop(s: DecodeSession, budget: number): GpuLoop {
         logits: s.lastLogits,
         lastOnly: true,
       });
-      s.model.argmax(step, s.lastLogits, s.tokens, pos + 1);
+      if (!sampling) s.model.argmax(step, s.lastLogits, s.tokens, pos + 1);
+      else {
+        sampleForward(step, s.lastLogits, s.lastStats, s.tokens, sampling, {
+          purpose: DRAW.token,
+          seed,
+          counter: pos + 1,
+        }, { outOffset: pos + 1 });
+      }
       s.cache.length = pos + 1;
     },
     read: [],
@@ -90,14 +108,33 @@ function greedyLoop(s: DecodeSession, budget: number): GpuLoop {
 }
 
 /**
- * Sampled AR decoding (temperature, top-k, top-p; seeded). Reads the logits back every token.
+ * Sampled AR decoding (temperature, top-k, top-p; seeded), GPU-resident: the same loop as
+ * {@linkcode generateGreedy} with the draw in place of the argmax.
  *
  * @example Sampling with a seed
  * ```ts ignore
  * const gen = generateSampled(model, promptIds, { maxNewTokens: 64, temperature: 0.8, topP: 0.9, seed: 1 });
  * ```
  */
-export async function* generateSampled(
+export function generateSampled(
+  model: CausalLM,
+  prompt: readonly number[],
+  options: GreedyOptions & SamplingOptions,
+): AsyncGenerator<number[], GenerationResult> {
+  const { temperature, topK, topP } = options;
+  return generateGreedy(model, prompt, { ...options, sampling: { temperature, topK, topP } });
+}
+
+/**
+ * Sampled AR decoding with the draw on the host: one logits readback per token (~10 ms each in
+ * Deno). Kept as the baseline the bench compares the GPU-resident loop with.
+ *
+ * @example The host-sampled baseline
+ * ```ts ignore
+ * const gen = generateHostSampled(model, promptIds, { maxNewTokens: 64, temperature: 0.8, seed: 1 });
+ * ```
+ */
+export async function* generateHostSampled(
   model: CausalLM,
   prompt: readonly number[],
   options: GenerateOptions & SamplingOptions,
@@ -147,7 +184,7 @@ export async function* generateSampled(
       tokens: out,
       stopReason,
       stats: makeStats(
-        decoderLabel({ kind: "ar", sampling: options }),
+        `${decoderLabel({ kind: "ar", sampling: options })} host`,
         P,
         out.length,
         out.length,

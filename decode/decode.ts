@@ -4,18 +4,20 @@
  * @module
  */
 
-import { generateGreedy, generateSampled } from "./ar.ts";
-import { type DecodeOptions, type Decoder, isSampled } from "./decoder.ts";
+import { arPlan } from "./ar.ts";
+import type { DecodeOptions, Decoder } from "./decoder.ts";
 import type { CausalLM, GenerationResult } from "./generation.ts";
-import { generateJacobi, type JacobiResult } from "./jacobi.ts";
-import { generateLookahead, type LookaheadResult } from "./lookahead.ts";
+import { type GpuDecoderPlan, runGpuDecoder } from "./gpu_loop.ts";
+import { jacobiPlan, type JacobiResult } from "./jacobi.ts";
+import { lookaheadPlan, type LookaheadResult } from "./lookahead.ts";
 
 /** The result of {@linkcode decode}: Jacobi and lookahead results carry their own statistics. */
 export type DecodeResult = GenerationResult | JacobiResult | LookaheadResult;
 
 /**
  * Runs the described decoder on prompt ids: yields new tokens as they are known, returns the
- * result. Jacobi and lookahead are greedy; a sampled description is refused for them.
+ * result. With `decoder.sampling` at a temperature above 0 every decoder samples, and its text has
+ * sampled AR's distribution.
  *
  * @example Jacobi decoding, sliding window
  * ```ts ignore
@@ -30,18 +32,27 @@ export function decode(
   decoder: Decoder,
   options: DecodeOptions,
 ): AsyncGenerator<number[], DecodeResult> {
+  const seeded = { ...options, seed: decoder.sampling?.seed ?? options.seed };
+  return runGpuDecoder(model, prompt, seeded, decoderPlan(model, prompt, decoder, seeded));
+}
+
+/**
+ * The GPU-loop plan of a described decoder (what `decode` runs; `sampleMany` runs it many times).
+ * @internal
+ */
+export function decoderPlan(
+  model: CausalLM,
+  prompt: readonly number[],
+  decoder: Decoder,
+  options: DecodeOptions,
+): GpuDecoderPlan<DecodeResult> {
+  const sampling = decoder.sampling;
   switch (decoder.kind) {
     case "ar":
-      return isSampled(decoder)
-        ? generateSampled(model, prompt, {
-          ...options,
-          ...decoder.sampling,
-          seed: decoder.sampling?.seed ?? options.seed,
-        })
-        : generateGreedy(model, prompt, options);
+      return arPlan(model, { ...options, sampling });
     case "jacobi":
-      return generateJacobi(model, prompt, { ...options, ...decoder });
+      return jacobiPlan(model, { ...options, ...decoder, sampling });
     case "lookahead":
-      return generateLookahead(model, prompt, { ...options, ...decoder });
+      return lookaheadPlan(model, prompt, { ...options, ...decoder, sampling });
   }
 }

@@ -2,9 +2,13 @@
  * One typed description of a decoder, used everywhere a decoder is chosen: the API
  * (`decode`, decode/decode.ts), the CLI flags, statistics labels, benches, evaluation and the demo.
  *
+ * Every decoder samples when `sampling.temperature > 0` (lossless: the text has AR sampling's
+ * distribution; kernels/jacobi_sampled.ts) and is greedy otherwise; the label then ends in
+ * `sampled t=… top-k=… top-p=…`.
+ *
  * | kind | settings | label |
  * | --- | --- | --- |
- * | `ar` | `sampling` (absent or temperature 0: greedy) | `ar`, `ar sampled t=0.7 top-p=0.9` |
+ * | `ar` | none | `ar`, `ar sampled t=0.7 top-p=0.9` |
  * | `jacobi` | `blockSize`, `sliding`, `guessSource` | `jacobi n=16`, `jacobi sliding n=8`, `jacobi n=16 guesses=context` |
  * | `lookahead` | `ngram`, `window`, `candidates` | `lookahead N=4 W=5 G=5` |
  *
@@ -19,16 +23,20 @@ import type { PrefixCache } from "./generation.ts";
 import type { BlockTrajectory } from "./jacobi_stats.ts";
 import type { SamplingOptions } from "./sampling.ts";
 
-/** Autoregressive decoding: greedy (GPU-resident), or sampled when `sampling.temperature > 0`. */
-export interface ArDecoder {
-  /** Discriminant. */
-  kind: "ar";
+/** What every decoder description has: its sampling settings. */
+export interface DecoderSampling {
   /** Sampling settings; absent or temperature 0 is greedy. */
   sampling?: SamplingOptions;
 }
 
+/** Autoregressive decoding. */
+export interface ArDecoder extends DecoderSampling {
+  /** Discriminant. */
+  kind: "ar";
+}
+
 /** Jacobi decoding of n-token blocks (CLLM's decoder). */
-export interface JacobiDecoder {
+export interface JacobiDecoder extends DecoderSampling {
   /** Discriminant. */
   kind: "jacobi";
   /** Block size n (default 16). */
@@ -40,7 +48,7 @@ export interface JacobiDecoder {
 }
 
 /** Lookahead decoding (Jacobi window + n-gram pool). */
-export interface LookaheadDecoder {
+export interface LookaheadDecoder extends DecoderSampling {
   /** Discriminant. */
   kind: "lookahead";
   /** N-gram size N ≥ 3 (default 4). */
@@ -52,7 +60,8 @@ export interface LookaheadDecoder {
 }
 
 /**
- * A decoder and its settings. Every decoder's greedy output equals greedy AR's token for token.
+ * A decoder and its settings. Every decoder's greedy output equals greedy AR's token for token, and
+ * its sampled output has sampled AR's distribution.
  *
  * @example
  * ```ts
@@ -69,7 +78,7 @@ export interface DecodeOptions extends ReadbackOptions {
   maxNewTokens: number;
   /** Token ids that end generation; the first one is kept in the output and nothing after it. */
   eosIds?: readonly number[];
-  /** Seed of the decoder's PRNG (Jacobi guesses, lookahead's window, AR sampling; default 0). */
+  /** Seed of every random draw (sampled tokens, Jacobi guesses, lookahead's window; default 0). */
   seed?: number;
   /** A KV cache kept across generations (decode/generation.ts): only new prompt tokens are prefilled. */
   prefixCache?: PrefixCache;
@@ -84,9 +93,20 @@ const DEFAULTS = {
   candidates: 5,
 };
 
-/** True when the decoder samples (AR with temperature > 0). */
-export function isSampled(d: Decoder): boolean {
-  return d.kind === "ar" && (d.sampling?.temperature ?? 0) > 0;
+/** True when the decoder samples (temperature > 0). */
+export function isSampled(d: DecoderSampling): boolean {
+  return (d.sampling?.temperature ?? 0) > 0;
+}
+
+/** The label's sampling words (`sampled t=0.7 top-k=40 top-p=0.9`), empty when greedy. */
+function samplingWords(d: DecoderSampling): string {
+  if (!isSampled(d)) return "";
+  const s = d.sampling!;
+  return [
+    `sampled t=${s.temperature}`,
+    s.topK ? `top-k=${s.topK}` : "",
+    s.topP !== undefined && s.topP < 1 ? `top-p=${s.topP}` : "",
+  ].filter(Boolean).join(" ");
 }
 
 /**
@@ -100,16 +120,13 @@ export function isSampled(d: Decoder): boolean {
  * ```
  */
 export function decoderLabel(d: Decoder): string {
+  return [baseLabel(d), samplingWords(d)].filter(Boolean).join(" ");
+}
+
+function baseLabel(d: Decoder): string {
   switch (d.kind) {
-    case "ar": {
-      if (!isSampled(d)) return "ar";
-      const s = d.sampling!;
-      return [
-        `ar sampled t=${s.temperature}`,
-        s.topK ? `top-k=${s.topK}` : "",
-        s.topP !== undefined && s.topP < 1 ? `top-p=${s.topP}` : "",
-      ].filter(Boolean).join(" ");
-    }
+    case "ar":
+      return "ar";
     case "jacobi":
       return [
         "jacobi",

@@ -8,6 +8,8 @@
 import { type Gpu, readTensors, Step, Tensor } from "../core/mod.ts";
 import type { ForwardArgs } from "../model/llama.ts";
 import type { KvCache } from "../model/kv_cache.ts";
+import { DRAW, type SamplingParams, sampleForward, STATS_WORDS } from "../kernels/sample.ts";
+import type { SamplingOptions } from "./sampling.ts";
 
 /**
  * What a decoder needs from a model: a forward over T rows at a GPU-held position, and a greedy
@@ -47,6 +49,10 @@ export interface GenerateOptions {
   eosIds?: readonly number[];
   /** A KV cache kept across generations: only the prompt past its common prefix is prefilled. */
   prefixCache?: PrefixCache;
+  /** Sampling settings (absent or temperature 0: greedy). */
+  sampling?: SamplingOptions;
+  /** Seed of every random draw: sampled tokens, Jacobi guesses, lookahead's window (default 0). */
+  seed?: number;
 }
 
 /**
@@ -186,6 +192,8 @@ export interface DecodeSession {
   tokens: Tensor;
   /** (1, V) logits of the last row. */
   lastLogits: Tensor;
+  /** Statistics of the last row's filtered distribution (f32, 4), written by the sample kernel. */
+  lastStats: Tensor;
   /** Prompt length P. */
   promptLength: number;
   /** The prompt. */
@@ -194,15 +202,41 @@ export interface DecodeSession {
   prefixCache?: PrefixCache;
 }
 
+/** How the token after the prompt is chosen: greedy (no sampling), or drawn with the seed. */
+export interface FirstPick {
+  /** The kernels' sampling settings, or null for the argmax. */
+  sampling: SamplingParams | null;
+  /** Seed of the draw. */
+  seed: number;
+}
+
+/**
+ * Records the choice of the token at `tokens[P]` from the last prompt row's logits: the argmax,
+ * or a draw keyed by (seed, position P), the same key sampled AR uses for that position.
+ */
+export function recordFirstPick(step: Step, s: DecodeSession, logits: Tensor, pick: FirstPick): void {
+  const P = s.promptLength;
+  if (!pick.sampling) s.model.argmax(step, logits, s.tokens, P);
+  else {
+    sampleForward(step, logits, s.lastStats, s.tokens, pick.sampling, {
+      purpose: DRAW.token,
+      seed: pick.seed,
+      counter: P,
+    }, { outOffset: P });
+  }
+}
+
 /**
  * Writes the prompt into a fresh token buffer and cache, runs it through the model in chunks of
- * at most `maxRows`, and puts the greedy next token at `tokens[P]` (on the GPU; not read back).
+ * at most `maxRows`, and puts the next token at `tokens[P]` (greedy, or drawn as `pick` says; on
+ * the GPU, not read back).
  */
 export function prefill(
   model: CausalLM,
   prompt: readonly number[],
   extra: number,
   prefixCache?: PrefixCache,
+  pick: FirstPick = { sampling: null, seed: 0 },
 ): DecodeSession {
   const P = prompt.length;
   if (P === 0) throw new RangeError("The prompt is empty; give at least one token (e.g. BOS)");
@@ -221,6 +255,8 @@ export function prefill(
   const tokens = new Tensor(gpu, [capacity + model.maxRows], "u32", "tokens");
   tokens.write(Uint32Array.from(prompt));
   const lastLogits = new Tensor(gpu, [1, model.config.vocabSize], "f32", "last_logits");
+  const lastStats = new Tensor(gpu, [STATS_WORDS], "f32", "last row statistics");
+  const session = { model, cache, tokens, lastLogits, lastStats, promptLength: P, prompt, prefixCache };
   const step = new Step(gpu, "prefill");
   for (let start = first; start < P; start += model.maxRows) {
     const rows = Math.min(model.maxRows, P - start);
@@ -234,10 +270,10 @@ export function prefill(
       lastOnly: true,
     });
   }
-  model.argmax(step, lastLogits, tokens, P);
+  recordFirstPick(step, session, lastLogits, pick);
   step.submit();
   cache.length = P;
-  return { model, cache, tokens, lastLogits, promptLength: P, prompt, prefixCache };
+  return session;
 }
 
 /** The stop tokens as a u32 tensor for the acceptance kernels (one never-matching id when none). */
@@ -258,6 +294,7 @@ export function closeSession(s: DecodeSession, committed?: readonly number[]): v
   } else s.cache.destroy();
   s.tokens.destroy();
   s.lastLogits.destroy();
+  s.lastStats.destroy();
 }
 
 /** Reads `count` tokens of the session's buffer from index `from`. */

@@ -22,6 +22,7 @@ import { type ReadData, readTensors, Step, Tensor } from "../core/mod.ts";
 import { DECODE_SLOTS, DECODE_STATE_SIZE } from "../kernels/decode_state.ts";
 import type { ForwardArgs } from "../model/llama.ts";
 import { type Cadence, timedRead } from "./cadence.ts";
+import { samplingParams } from "./sampling.ts";
 import {
   type CausalLM,
   closeSession,
@@ -37,13 +38,17 @@ import {
 
 /** What a GPU-resident decoder gives the skeleton once the prompt is prefilled. */
 export interface GpuLoop {
-  /** Records the kernels that set up the loop state after prefill (once, before any iteration). */
-  start?(step: Step): void;
+  /**
+   * Records the kernels that set up the loop state after prefill (once, before any iteration),
+   * for the generation seeded by `seed`.
+   */
+  start?(step: Step, seed: number): void;
   /**
    * Records one iteration: a forward over the decoder's rows and its acceptance kernel.
-   * `index` counts the iterations recorded before this one (greedy AR places its row with it).
+   * `index` counts the iterations recorded before this one (AR places its row with it); `seed`
+   * keys the iteration's random draws (kernels/sample.ts).
    */
-  iterate(step: Step, index: number): void;
+  iterate(step: Step, index: number, seed: number): void;
   /** Tensors read back with the token buffer each time (loop state, a trajectory log...). */
   read: Tensor[];
   /**
@@ -108,8 +113,12 @@ export async function* runGpuDecoder<R>(
     throw new RangeError(`maxNewTokens must be a positive integer, not ${budget}`);
   }
   const eosIds = options.eosIds ?? [];
+  const seed = options.seed ?? 0;
   const t0 = performance.now();
-  const s = prefill(model, prompt, budget + plan.overshoot, options.prefixCache);
+  const s = prefill(model, prompt, budget + plan.overshoot, options.prefixCache, {
+    sampling: samplingParams(options.sampling),
+    seed,
+  });
   const owned: Tensor[] = [];
   let committed: number[] | undefined; // set when the generation ends normally
   try {
@@ -127,8 +136,8 @@ export async function* runGpuDecoder<R>(
       if (n <= 0 && !start) return;
       const step = new Step(gpu, plan.label);
       try {
-        if (start) loop.start?.(step);
-        for (let i = 0; i < n; i++) loop.iterate(step, submitted + i);
+        if (start) loop.start?.(step, seed);
+        for (let i = 0; i < n; i++) loop.iterate(step, submitted + i, seed);
       } catch (e) {
         step.abandon();
         throw e;
@@ -230,7 +239,8 @@ export function blockBuffers(
 
 /**
  * Records a forward over the block at the committed position (`st[base]`, read on the GPU) and
- * the greedy prediction of every row into `pred`; `extra` adds per-row positions and a mask.
+ * the greedy prediction of every row into `pred` (sampled decoders draw `pred` themselves, with
+ * `greedy` false); `extra` adds per-row positions and a mask.
  */
 export function recordBlockForward(
   step: Step,
@@ -238,6 +248,7 @@ export function recordBlockForward(
   b: BlockBuffers,
   rows: number,
   extra: Pick<ForwardArgs, "relPositions" | "mask"> = {},
+  greedy = true,
 ): void {
   s.model.forward(step, {
     tokens: b.block,
@@ -248,5 +259,5 @@ export function recordBlockForward(
     logits: b.logits,
     ...extra,
   });
-  s.model.argmax(step, b.logits, b.pred, 0);
+  if (greedy) s.model.argmax(step, b.logits, b.pred, 0);
 }

@@ -18,7 +18,10 @@
  * @module
  */
 
-import { Tensor } from "../core/mod.ts";
+import { type Step, Tensor } from "../core/mod.ts";
+import { jacobiSampledAccept, jacobiWorkWords, type SampledAcceptRule } from "../kernels/jacobi_sampled.ts";
+import { DRAW, sampleForward } from "../kernels/sample.ts";
+import { samplingParams } from "./sampling.ts";
 import {
   JACOBI_SLOTS,
   JACOBI_STATE_SIZE,
@@ -30,7 +33,7 @@ import {
 import type { CausalLM, GenerateOptions, GenerationResult, GenerationStats } from "./generation.ts";
 import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
 import { decoderLabel } from "./decoder.ts";
-import { blockBuffers, type GpuLoop, recordBlockForward, runGpuDecoder } from "./gpu_loop.ts";
+import { blockBuffers, type GpuDecoderPlan, type GpuLoop, recordBlockForward, runGpuDecoder } from "./gpu_loop.ts";
 import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
 
 /** Options of Jacobi decoding. */
@@ -42,8 +45,12 @@ export interface JacobiOptions extends GenerateOptions, ReadbackOptions {
    * hold), for a live view: where reads are cheap (browsers) that is after every forward.
    */
   onTrajectory?: (trajectory: BlockTrajectory[]) => void;
-  /** Seed of the guess PRNG (default 0). */
-  seed?: number;
+  /**
+   * The sampled acceptance rule: `exact` (default), or `resample`, a deliberately wrong rule kept
+   * only as the negative control of the statistical test (kernels/jacobi_sampled.ts).
+   * @internal
+   */
+  acceptRule?: SampledAcceptRule;
   /**
    * Sliding window (default false): after a partial acceptance the block is refilled to n tokens
    * with fresh guesses instead of shrinking to the unverified suffix, so no row of a forward is
@@ -79,7 +86,7 @@ export interface JacobiResult extends GenerationResult {
 }
 
 /**
- * Greedy Jacobi decoding. Yields new tokens as they are read back; returns tokens, statistics and
+ * Jacobi decoding, greedy or (with `sampling`) lossless sampled. Yields new tokens as they are read back; returns tokens, statistics and
  * the trajectory of every block.
  *
  * @example Jacobi decoding with 16-token blocks
@@ -95,20 +102,30 @@ export function generateJacobi(
   prompt: readonly number[],
   options: JacobiOptions,
 ): AsyncGenerator<number[], JacobiResult> {
+  return runGpuDecoder(model, prompt, options, jacobiPlan(model, options));
+}
+
+/**
+ * The GPU-loop plan of Jacobi decoding, greedy or sampled, for `runGpuDecoder` and `sampleMany`.
+ * Sampled, each iteration draws every row's token (kernels/sample.ts) and verifies the guesses
+ * with the speculative-sampling rule (kernels/jacobi_sampled.ts).
+ */
+export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderPlan<JacobiResult> {
   const n = options.blockSize ?? 16;
   if (!Number.isInteger(n) || n < 1 || n > model.maxRows) {
     throw new RangeError(`The Jacobi block size must be 1..${model.maxRows}, not ${n}`);
   }
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
-  const seed = options.seed ?? 0;
   const sliding = options.sliding ?? false;
   const guesses = options.guessSource ?? "random";
-  const label = decoderLabel({ kind: "jacobi", blockSize: n, sliding, guessSource: guesses });
+  const sampling = samplingParams(options.sampling);
+  const rule = options.acceptRule ?? "exact";
+  const label = decoderLabel({ kind: "jacobi", blockSize: n, sliding, guessSource: guesses, sampling: options.sampling });
   // Two 16-row forwards fill a readback's ~10 ms wait on llvmpipe, where the adaptive cadence starts.
   const cadence = chooseCadence(model, label, options, 2, model.gpu.readbackMs);
   const logCapacity = budget + 2;
-  return runGpuDecoder(model, prompt, options, {
+  return {
     label,
     cadence,
     overshoot: n,
@@ -118,9 +135,40 @@ export function generateJacobi(
       const b = blockBuffers(model, "jacobi", n, eosIds);
       const { st, block, pred, eos } = b;
       const traj = new Tensor(model.gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
+      const V = model.config.vocabSize;
+      const work = sampling ? new Tensor(model.gpu, [jacobiWorkWords(n, V)], "f32", "jacobi sampling workspace") : null;
+      const sampledIteration = (step: Step, seed: number) => {
+        recordBlockForward(step, s, b, n, {}, false);
+        sampleForward(step, b.logits, work!, pred, sampling!, {
+          purpose: DRAW.rowSample,
+          seed,
+          state: st,
+          counterSlot: JACOBI_SLOTS.forwards,
+        });
+        jacobiSampledAccept(step, {
+          st,
+          tokens: s.tokens,
+          block,
+          pred,
+          eos,
+          eosCount: eosIds.length,
+          traj,
+          logCapacity,
+          logits: b.logits,
+          work: work!,
+          n,
+          limit,
+          seed,
+          sliding,
+          guesses,
+          rule,
+        });
+      };
       const loop: GpuLoop = {
-        start: (step) => jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses }),
-        iterate: (step) => {
+        start: (step, seed) =>
+          jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses, work: work ?? undefined }),
+        iterate: (step, _index, seed) => {
+          if (sampling) return sampledIteration(step, seed);
           recordBlockForward(step, s, b, n);
           jacobiAccept(step, {
             st,
@@ -154,7 +202,7 @@ export function generateJacobi(
         // re-committed by block 0, hence the + 1.
         useful: (known, pending) => limit - (P + known) + 1 - pending,
       };
-      return { loop, owned: [...b.all, traj] };
+      return { loop, owned: [...b.all, traj, ...(work ? [work] : [])] };
     },
     forwards: (last) => 1 + (last.length ? last[0][JACOBI_SLOTS.forwards] : 0),
     finish(common, last) {
@@ -177,7 +225,7 @@ export function generateJacobi(
         },
       };
     },
-  });
+  };
 }
 
 /** Splits the GPU trajectory log into per-block state lists. */

@@ -39,7 +39,7 @@ import {
 import type { CausalLM, GenerateOptions, GenerationResult, GenerationStats } from "./generation.ts";
 import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
 import { decoderLabel } from "./decoder.ts";
-import { blockBuffers, type GpuLoop, recordBlockForward, runGpuDecoder } from "./gpu_loop.ts";
+import { blockBuffers, type GpuDecoderPlan, type GpuLoop, recordBlockForward, runGpuDecoder } from "./gpu_loop.ts";
 
 /** Options of lookahead decoding. */
 export interface LookaheadOptions extends GenerateOptions, ReadbackOptions {
@@ -49,8 +49,6 @@ export interface LookaheadOptions extends GenerateOptions, ReadbackOptions {
   window?: number;
   /** Candidate n-grams verified per step G ≥ 1, also the n-grams kept per pool key (default 5). */
   candidates?: number;
-  /** Seed of the PRNG that fills the initial window from the prompt (default 0). */
-  seed?: number;
 }
 
 /** Statistics of a lookahead generation. */
@@ -92,6 +90,15 @@ export function generateLookahead(
   prompt: readonly number[],
   options: LookaheadOptions,
 ): AsyncGenerator<number[], LookaheadResult> {
+  return runGpuDecoder(model, prompt, options, lookaheadPlan(model, prompt, options));
+}
+
+/** The GPU-loop plan of lookahead decoding, for `runGpuDecoder` and `sampleMany`. */
+export function lookaheadPlan(
+  model: CausalLM,
+  prompt: readonly number[],
+  options: LookaheadOptions,
+): GpuDecoderPlan<LookaheadResult> {
   const shape: LookaheadShape = {
     ngram: options.ngram ?? 4,
     window: options.window ?? 5,
@@ -108,7 +115,6 @@ export function generateLookahead(
   }
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
-  const seed = options.seed ?? 0;
   const label = decoderLabel({
     kind: "lookahead",
     ngram: shape.ngram,
@@ -117,7 +123,7 @@ export function generateLookahead(
   });
   const cadence = chooseCadence(model, label, options, 2, model.gpu.readbackMs);
   const V = model.config.vocabSize;
-  return runGpuDecoder(model, prompt, options, {
+  return {
     label,
     cadence,
     overshoot: 0,
@@ -129,12 +135,15 @@ export function generateLookahead(
       const { st, block, pred, eos } = b;
       const relPositions = Tensor.from(gpu, layout.relPositions, [T], "lookahead positions");
       const mask = Tensor.from(gpu, layout.mask, [T, layout.maskWords], "lookahead mask");
-      const pool = Tensor.from(gpu, encodePool(promptPool(prompt, shape), V, shape), [
-        V * (1 + shape.guesses * (shape.ngram - 1)),
-      ], "lookahead pool");
+      // The prompt's pool stays as uploaded; each generation starts from a copy of it.
+      const words = V * (1 + shape.guesses * (shape.ngram - 1));
+      const seedPool = Tensor.from(gpu, encodePool(promptPool(prompt, shape), V, shape), [words], "lookahead prompt pool");
+      const pool = new Tensor(gpu, [words], "u32", "lookahead pool");
       const loop: GpuLoop = {
-        start: (step) =>
-          lookaheadStart(step, { st, tokens: s.tokens, block, pool, shape, vocabSize: V, base: P, seed }),
+        start: (step, seed) => {
+          step.copy(seedPool, 0, pool, 0, words * 4);
+          lookaheadStart(step, { st, tokens: s.tokens, block, pool, shape, vocabSize: V, base: P, seed });
+        },
         iterate: (step) => {
           recordBlockForward(step, s, b, T, { relPositions, mask });
           lookaheadAccept(step, {
@@ -160,7 +169,7 @@ export function generateLookahead(
         // Every step commits at least one token until done.
         useful: (known, pending) => limit - (P + known) - pending,
       };
-      return { loop, owned: [...b.all, relPositions, mask, pool] };
+      return { loop, owned: [...b.all, relPositions, mask, seedPool, pool] };
     },
     forwards: (last) => 1 + (last.length ? last[0][LOOKAHEAD_SLOTS.forwards] : 0),
     finish(common, last) {
@@ -178,5 +187,5 @@ export function generateLookahead(
         },
       };
     },
-  });
+  };
 }

@@ -23,3 +23,4 @@ export * from "./jacobi.ts";
 export * from "./jacobi_stats.ts";
 export * from "./lookahead.ts";
 export * from "./text.ts";
+export * from "./sample_many.ts";

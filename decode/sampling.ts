@@ -1,23 +1,53 @@
 /**
- * Sampling from logits on the host: temperature, top-k, top-p (nucleus), with a PRNG passed in.
+ * Sampling settings, their validation, and a host-side draw (the GPU one is kernels/sample.ts;
+ * both use the same filtered distribution: top-k, then temperature, then top-p).
  *
  * @module
  */
 
-/** Sampling settings. Temperature 0 means greedy. */
+import { type SamplingParams, samplingDistributionReference } from "../kernels/sample.ts";
+
+/** Sampling settings. Temperature 0 (or absent) means greedy. */
 export interface SamplingOptions {
-  /** Softmax temperature (default 1; 0 = argmax). */
+  /** Softmax temperature (default 0 = greedy, the argmax). */
   temperature?: number;
-  /** Keep the k most likely tokens (0 = all). */
+  /** Keep the k most likely tokens, k ≥ 1 (absent: all). Ties at the cut are kept. */
   topK?: number;
-  /** Keep the smallest set whose probability reaches p (1 = all). */
+  /** Keep the smallest set, in logit order, whose probability reaches p, p in (0, 1] (default 1 = all). */
   topP?: number;
-  /** PRNG seed. */
+  /** Seed of the draws (default: the decode options' seed). */
   seed?: number;
 }
 
 /**
- * Draws a token id from logits. Ties in the greedy case go to the lowest id.
+ * Checks sampling settings and returns the kernels' form, or null for greedy (temperature 0 or
+ * absent). Bad values are RangeErrors that name the setting and the accepted range.
+ *
+ * @example
+ * ```ts
+ * import { samplingParams } from "./sampling.ts";
+ * samplingParams({ temperature: 0.7, topP: 0.9 }); // { temperature: 0.7, topK: 0, topP: 0.9 }
+ * samplingParams({}); // null (greedy)
+ * ```
+ */
+export function samplingParams(options: SamplingOptions | undefined): SamplingParams | null {
+  const t = options?.temperature ?? 0;
+  if (!Number.isFinite(t) || t < 0) {
+    throw new RangeError(`temperature must be a finite number ≥ 0 (0 = greedy), not ${t}`);
+  }
+  const k = options?.topK;
+  if (k !== undefined && (!Number.isInteger(k) || k < 1)) {
+    throw new RangeError(`top-k must be an integer ≥ 1, not ${k} (leave it out to keep every token)`);
+  }
+  const p = options?.topP ?? 1;
+  if (!(p > 0 && p <= 1)) throw new RangeError(`top-p must be in (0, 1], not ${p} (1 keeps every token)`);
+  if (t === 0) return null;
+  return { temperature: t, topK: k ?? 0, topP: p };
+}
+
+/**
+ * Draws a token id from logits on the host with the kernels' distribution. Temperature 0 is the
+ * argmax (ties to the lowest id).
  *
  * @example Greedy and sampled draws
  * ```ts
@@ -27,40 +57,20 @@ export interface SamplingOptions {
  * ```
  */
 export function sampleToken(logits: Float32Array, options: SamplingOptions, random: () => number): number {
-  const temperature = options.temperature ?? 1;
-  if (temperature <= 0) {
+  const params = samplingParams(options);
+  if (!params) {
     let best = 0;
     for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
     return best;
   }
-  // Candidates sorted by logit, cut by top-k, then softmax at the temperature, then top-p.
-  let ids = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
-  const k = options.topK ?? 0;
-  if (k > 0 && k < ids.length) ids = ids.slice(0, k);
-  const max = logits[ids[0]];
-  let probs = ids.map((i) => Math.exp((logits[i] - max) / temperature));
-  let total = probs.reduce((a, b) => a + b, 0);
-  probs = probs.map((p) => p / total);
-  const topP = options.topP ?? 1;
-  if (topP < 1) {
-    let cum = 0;
-    let keep = ids.length;
-    for (let i = 0; i < ids.length; i++) {
-      cum += probs[i];
-      if (cum >= topP) {
-        keep = i + 1;
-        break;
-      }
-    }
-    ids = ids.slice(0, keep);
-    probs = probs.slice(0, keep);
-    total = probs.reduce((a, b) => a + b, 0);
-    probs = probs.map((p) => p / total);
-  }
+  const p = samplingDistributionReference(logits, params);
   let r = random();
-  for (let i = 0; i < ids.length; i++) {
-    r -= probs[i];
-    if (r < 0) return ids[i];
+  let last = 0;
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === 0) continue;
+    last = i;
+    r -= p[i];
+    if (r < 0) return i;
   }
-  return ids[ids.length - 1];
+  return last;
 }

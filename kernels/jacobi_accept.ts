@@ -48,7 +48,7 @@ export const JACOBI_SLOTS: DecoderSlots<"active" | "blockStart" | "logCount" | "
  * constant bound: llvmpipe runs loops bounded by a buffer value far slower.
  * {@linkcode fillGuessesReference} is its CPU twin.
  */
-const GUESSES_WGSL = `fn copySource(prev2: u32, prev: u32, base: u32) -> u32 {
+export const GUESSES_WGSL = `fn copySource(prev2: u32, prev: u32, base: u32) -> u32 {
   var unigram = 0u;
   for (var i = 0u; i < 4096u; i++) {
     if (i + 2u > base) { break; }
@@ -190,10 +190,12 @@ fn main() {
  */
 export const jacobiStartSpec: KernelSpec = {
   name: "jacobi_start",
-  bindings: [
+  bindings: (variant) => [
     { name: "st", access: "read_write", type: "u32" },
     { name: "tokens", access: "read", type: "u32" },
     { name: "block", access: "read_write", type: "u32" },
+    // Sampled decoding: every first guess is a point mass (kernels/jacobi_sampled.ts).
+    ...(variant.SAMPLED ? [{ name: "work", access: "read_write" as const, type: "f32" }] : []),
   ],
   params: [{ name: "base", type: "u32" }, { name: "seed", type: "u32" }],
   wgsl: () => `
@@ -208,6 +210,9 @@ fn main() {
   st[ACTIVE] = N;
   block[0] = tokens[P.base];
   st[RNG] = fillGuesses(1u, P.base, 0u);
+  if (SAMPLED) {
+    for (var j = 0u; j < N; j++) { work[4u * N + 4u * j + 3u] = bitcast<f32>(0xffffffffu); }
+  }
 }`,
 };
 
@@ -229,11 +234,13 @@ export function jacobiStart(
     base: number;
     seed: number;
     guesses?: JacobiGuesses;
+    /** Sampled decoding's workspace (kernels/jacobi_sampled.ts): its guesses start as point masses. */
+    work?: Tensor;
   },
 ): void {
   step.dispatch(jacobiStartSpec, {
-    variant: { N: a.n, COPY: a.guesses === "context" },
-    bindings: { st: a.st, tokens: a.tokens, block: a.block },
+    variant: { N: a.n, COPY: a.guesses === "context", SAMPLED: a.work !== undefined },
+    bindings: { st: a.st, tokens: a.tokens, block: a.block, ...(a.work ? { work: a.work } : {}) },
     params: { base: a.base, seed: a.seed },
     workgroups: [1],
   });
