@@ -44,7 +44,14 @@ export {
 export { type ChatMessage, formatPrompt, type PromptFields } from "./model/chat_template.ts";
 
 // Decoding: one description of a decoder, one entry point, the text layer.
-export type { ArDecoder, DecodeOptions, Decoder, JacobiDecoder, LookaheadDecoder } from "./decode/decoder.ts";
+export type {
+  ArDecoder,
+  DecodeOptions,
+  Decoder,
+  DecoderSampling,
+  JacobiDecoder,
+  LookaheadDecoder,
+} from "./decode/decoder.ts";
 export { decoderLabel, parseDecoder } from "./decode/decoder.ts";
 export { decode, type DecodeResult } from "./decode/decode.ts";
 export {
@@ -58,6 +65,7 @@ export type { JacobiResult, JacobiStats } from "./decode/jacobi.ts";
 export type { LookaheadResult, LookaheadStats } from "./decode/lookahead.ts";
 export type { BlockTrajectory } from "./decode/jacobi_stats.ts";
 export type { SamplingOptions } from "./decode/sampling.ts";
+export { sampleMany, type SampleManyOptions } from "./decode/sample_many.ts";
 export type { ReadbackOptions } from "./decode/cadence.ts";
 export {
   generateFromIds,

@@ -20,6 +20,7 @@ import { runMatmulBench } from "./matmul_bench.ts";
 import { runQualityBench } from "./quality_bench.ts";
 import { runScaleBench, scaleChart } from "./scale_bench.ts";
 import { runServeBench } from "./serve_bench.ts";
+import { runSamplingBench } from "./sampling_bench.ts";
 
 /** What every section gets. */
 export interface BenchContext {
@@ -57,6 +58,12 @@ export const sections: BenchSection[] = [
     name: "forward",
     description: "embedded CLLM: host, GPU-kernel and wall time of one forward at 1, 8, 16, 32 rows",
     run: (ctx) => runForwardBench(ctx.gpu),
+  },
+  {
+    name: "sampling",
+    description:
+      "embedded CLLM, t = 0.7 and 1.0: GPU-resident vs host-sampled AR, lossless sampled Jacobi; GSM accuracy",
+    run: (ctx) => runSamplingBench(ctx.gpu),
   },
   {
     name: "scale",

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { generateFromIds, GenerationCancelled, PrefixCache } from "../decode/mod.ts";
+import { decoderLabel, generateFromIds, GenerationCancelled, PrefixCache } from "../decode/mod.ts";
 import { type ChatMessage, formatPrompt, type Pretrained, PROMPT_FORMATS, renderChat } from "../model/mod.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
 import { DECODER_FLAGS, DECODER_HELP, decoderFromFlags } from "./decoder_flags.ts";
@@ -91,12 +91,7 @@ export async function chatCommand(args: string[]): Promise<void> {
   if (v.help) return console.log(HELP);
   const dir = required(v, "model", "chat");
   const maxNewTokens = numberOption(v, "max-new-tokens", 256, { integer: true, min: 1 });
-  const sampled = numberOption(v, "temperature", 0, { min: 0 }) > 0;
-  const { decoder, seed, readback } = decoderFromFlags(
-    "chat",
-    v,
-    sampled ? { kind: "ar" } : { kind: "jacobi", blockSize: 16 },
-  );
+  const { decoder, seed, readback } = decoderFromFlags("chat", v, { kind: "jacobi", blockSize: 16 });
   const formatFlag = v.format as string | undefined;
   const formats = ["template", ...Object.keys(PROMPT_FORMATS)];
   if (formatFlag !== undefined && !formats.includes(formatFlag)) {
@@ -109,7 +104,7 @@ export async function chatCommand(args: string[]): Promise<void> {
   const format = (formatFlag ?? (p.tokenizer.chatTemplate ? "template" : "vicuna")) as ChatFormat;
   console.error(
     `(${format === "template" ? "the checkpoint's chat template" : `the ${format} format`}; ${
-      decoder.kind === "ar" && !sampled ? "greedy AR" : decoder.kind
+      decoderLabel(decoder)
     } decoding; Ctrl-C stops a reply, /reset starts over)`,
   );
   const enc = new TextEncoder();

@@ -38,8 +38,8 @@ export const DECODER_HELP = `  --decoder ar|jacobi|lookahead
                             new Jacobi guesses: random context tokens (default) or copied spans
   --ngram N --window W --candidates G
                             lookahead n-gram size, window and candidates per step (default 4, 5, 5)
-  --temperature T           0 = greedy (default); > 0 samples (AR only)
-  --top-k K                 sample among the K most likely tokens (default 0 = all)
+  --temperature T           0 = greedy (default); > 0 samples, with any decoder (lossless: AR's law)
+  --top-k K                 sample among the K most likely tokens, K ≥ 1 (default: all)
   --top-p P                 nucleus sampling mass in (0, 1] (default 1)
   --seed S                  seed of sampling and of the guesses (default 0)
   --iterations-per-readback N
@@ -96,17 +96,15 @@ export function decoderFromFlags(
     if (given("candidates")) decoder.candidates = numberOption(v, "candidates", 5, { integer: true, min: 1 });
   }
   const temperature = numberOption(v, "temperature", 0, { min: 0 });
-  const topK = numberOption(v, "top-k", 0, { integer: true, min: 0 });
+  const topK = given("top-k") ? numberOption(v, "top-k", 0, { integer: true, min: 1 }) : undefined;
   const topP = numberOption(v, "top-p", 1, { min: 0, max: 1 });
   if (given("top-p") && topP <= 0) throw new CliError(`${command}: --top-p must be in (0, 1], not ${topP}`);
   const seed = numberOption(v, "seed", 0, { integer: true });
-  if (temperature > 0) {
-    if (decoder.kind !== "ar") {
-      throw new CliError(
-        `${command}: ${decoder.kind} decoding is greedy; drop --temperature or use --decoder ar`,
-      );
-    }
-    decoder.sampling = { temperature, topK, topP, seed };
+  if (temperature > 0) decoder.sampling = { temperature, topK, topP, seed };
+  else if (given("top-k") || given("top-p")) {
+    throw new CliError(
+      `${command}: --top-k and --top-p filter sampling; add --temperature T > 0 (0 is greedy)`,
+    );
   }
   const count = (name: string) =>
     given(name)

@@ -6,8 +6,8 @@
  *   (server-sent events) or not, with `max_tokens`/`max_completion_tokens`, `temperature`, `top_p`,
  *   `seed`, `stop` and `stream_options.include_usage`. Replies carry `usage` as OpenAI reports it
  *   and the decoder's statistics in an extra `cllm` field.
- * - Greedy requests (temperature 0 or absent) run the server's decoder (Jacobi on a CLLM); sampled
- *   ones run sampled AR.
+ * - Every request runs the server's decoder (Jacobi on a CLLM): greedy at temperature 0 or absent,
+ *   sampled otherwise (lossless: the reply has the model's sampling distribution).
  * - One GPU, so one generation at a time (its KV cache kept, so a request extending the previous
  *   one, such as a chat's next turn, prefills only its new tokens): requests wait in arrival order in a bounded queue; a
  *   full queue answers 429 with `Retry-After`. A client that disconnects, queued or streaming,
@@ -299,6 +299,15 @@ interface Completion {
 }
 
 /**
+ * The server's decoder with the request's sampling settings: greedy when the temperature is 0,
+ * else the same decoder sampling (lossless: the text has AR sampling's distribution).
+ */
+function requestDecoder(decoder: Decoder, request: CompletionRequest): Decoder {
+  if (!(request.temperature > 0)) return { ...decoder, sampling: undefined };
+  return { ...decoder, sampling: { temperature: request.temperature, topP: request.topP } };
+}
+
+/**
  * Generates from `ids`, passing text to `emit` as it is final: with stop strings, text that could
  * still turn out to begin one is held back, and the first stop string ends the generation (it and
  * what follows are dropped). `signal` aborts between pieces.
@@ -313,12 +322,9 @@ async function complete(
   signal: AbortSignal,
   emit: (text: string) => void,
 ): Promise<Completion> {
-  const sampled = request.temperature > 0;
   const gen = generateFromIds(p, ids, {
     maxNewTokens: request.maxTokens,
-    decoder: sampled
-      ? { kind: "ar", sampling: { temperature: request.temperature, topP: request.topP } }
-      : decoder,
+    decoder: requestDecoder(decoder, request),
     seed: request.seed,
     prefixCache,
     ...readback,
@@ -499,7 +505,7 @@ export function createOpenAiServer(options: OpenAiServerOptions): OpenAiServer {
     const now = Math.floor(Date.now() / 1000);
     const object = chat ? "chat.completion" : "text_completion";
     const abort = new AbortController();
-    const label = req.temperature > 0 ? "ar sampled" : decoderLabel(decoder);
+    const label = decoderLabel(requestDecoder(decoder, req));
 
     if (!req.stream) {
       // Until the reply is sent, an aborted request means the client left (a streaming reply

@@ -15,8 +15,9 @@ import { decoderLabel } from "../decode/decoder.ts";
 const HELP = `Usage: deno task cllm serve --model DIR [options]
 
 Serves the model over an OpenAI-compatible API: GET /v1/models, POST /v1/chat/completions and
-POST /v1/completions, streaming or not; the web page (deno task web's) is at /. Greedy requests (temperature 0 or absent) use the decoder
-below (e.g. --decoder jacobi for a CLLM); sampled ones use sampled AR.
+POST /v1/completions, streaming or not; the web page (deno task web's) is at /. Every request uses the decoder
+below (e.g. --decoder jacobi for a CLLM), greedy at temperature 0 or absent, sampled otherwise
+(lossless: a sampled reply has the model's own distribution).
 
 Options:
   --model DIR|ORG/NAME[@REV]

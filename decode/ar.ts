@@ -26,7 +26,7 @@ import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
 import { decoderLabel } from "./decoder.ts";
 import { type GpuDecoderPlan, type GpuLoop, runGpuDecoder } from "./gpu_loop.ts";
 import { sampleToken, type SamplingOptions, samplingParams } from "./sampling.ts";
-import { DRAW, type SamplingParams, sampleForward } from "../kernels/sample.ts";
+import { DRAW, sampleForward, type SamplingParams } from "../kernels/sample.ts";
 
 /** Options of AR decoding (greedy unless `sampling` has a temperature above 0). */
 export interface GreedyOptions extends GenerateOptions, ReadbackOptions {}
@@ -61,6 +61,7 @@ export function arPlan(model: CausalLM, options: GreedyOptions): GpuDecoderPlan<
   return {
     label,
     cadence,
+    sampling,
     overshoot: 0,
     setup: (s) => ({ loop: arLoop(s, budget, sampling), owned: [] }),
     // Forwards past an EOS inside the last chunk produced nothing returned; count those that did.

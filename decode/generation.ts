@@ -8,7 +8,7 @@
 import { type Gpu, readTensors, Step, Tensor } from "../core/mod.ts";
 import type { ForwardArgs } from "../model/llama.ts";
 import type { KvCache } from "../model/kv_cache.ts";
-import { DRAW, type SamplingParams, sampleForward, STATS_WORDS } from "../kernels/sample.ts";
+import { DRAW, sampleForward, type SamplingParams, STATS_WORDS } from "../kernels/sample.ts";
 import type { SamplingOptions } from "./sampling.ts";
 
 /**

@@ -22,7 +22,7 @@ import { type ReadData, readTensors, Step, Tensor } from "../core/mod.ts";
 import { DECODE_SLOTS, DECODE_STATE_SIZE } from "../kernels/decode_state.ts";
 import type { ForwardArgs } from "../model/llama.ts";
 import { type Cadence, timedRead } from "./cadence.ts";
-import { samplingParams } from "./sampling.ts";
+import type { SamplingParams } from "../kernels/sample.ts";
 import {
   type CausalLM,
   closeSession,
@@ -74,6 +74,8 @@ export interface GpuDecoderPlan<R> {
   cadence: Cadence;
   /** Token positions needed past the budget (a Jacobi block's overshoot...). */
   overshoot: number;
+  /** The sampling settings (null: greedy); the token after the prompt is drawn with them too. */
+  sampling: SamplingParams | null;
   /** Creates the decoder's buffers (freed by the skeleton) and its loop, after prefill. */
   setup(session: DecodeSession): { loop: GpuLoop; owned: Tensor[] };
   /** Forwards that produced the returned tokens, prefill included, from the last readback. */
@@ -116,7 +118,7 @@ export async function* runGpuDecoder<R>(
   const seed = options.seed ?? 0;
   const t0 = performance.now();
   const s = prefill(model, prompt, budget + plan.overshoot, options.prefixCache, {
-    sampling: samplingParams(options.sampling),
+    sampling: plan.sampling,
     seed,
   });
   const owned: Tensor[] = [];

@@ -33,7 +33,13 @@ import {
 import type { CausalLM, GenerateOptions, GenerationResult, GenerationStats } from "./generation.ts";
 import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
 import { decoderLabel } from "./decoder.ts";
-import { blockBuffers, type GpuDecoderPlan, type GpuLoop, recordBlockForward, runGpuDecoder } from "./gpu_loop.ts";
+import {
+  blockBuffers,
+  type GpuDecoderPlan,
+  type GpuLoop,
+  recordBlockForward,
+  runGpuDecoder,
+} from "./gpu_loop.ts";
 import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
 
 /** Options of Jacobi decoding. */
@@ -121,13 +127,20 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
   const guesses = options.guessSource ?? "random";
   const sampling = samplingParams(options.sampling);
   const rule = options.acceptRule ?? "exact";
-  const label = decoderLabel({ kind: "jacobi", blockSize: n, sliding, guessSource: guesses, sampling: options.sampling });
+  const label = decoderLabel({
+    kind: "jacobi",
+    blockSize: n,
+    sliding,
+    guessSource: guesses,
+    sampling: options.sampling,
+  });
   // Two 16-row forwards fill a readback's ~10 ms wait on llvmpipe, where the adaptive cadence starts.
   const cadence = chooseCadence(model, label, options, 2, model.gpu.readbackMs);
   const logCapacity = budget + 2;
   return {
     label,
     cadence,
+    sampling,
     overshoot: n,
     setup(s) {
       const P = s.promptLength;
@@ -136,7 +149,9 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
       const { st, block, pred, eos } = b;
       const traj = new Tensor(model.gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
       const V = model.config.vocabSize;
-      const work = sampling ? new Tensor(model.gpu, [jacobiWorkWords(n, V)], "f32", "jacobi sampling workspace") : null;
+      const work = sampling
+        ? new Tensor(model.gpu, [jacobiWorkWords(n, V)], "f32", "jacobi sampling workspace")
+        : null;
       const sampledIteration = (step: Step, seed: number) => {
         recordBlockForward(step, s, b, n, {}, false);
         sampleForward(step, b.logits, work!, pred, sampling!, {
@@ -166,7 +181,16 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
       };
       const loop: GpuLoop = {
         start: (step, seed) =>
-          jacobiStart(step, { st, tokens: s.tokens, block, n, base: P, seed, guesses, work: work ?? undefined }),
+          jacobiStart(step, {
+            st,
+            tokens: s.tokens,
+            block,
+            n,
+            base: P,
+            seed,
+            guesses,
+            work: work ?? undefined,
+          }),
         iterate: (step, _index, seed) => {
           if (sampling) return sampledIteration(step, seed);
           recordBlockForward(step, s, b, n);

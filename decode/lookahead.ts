@@ -14,6 +14,9 @@
  *
  * Output equals greedy AR token for token: only verified tokens are committed (row 0's argmax is
  * always right; a candidate token is committed only if it equals the model's prediction there).
+ * Sampled (`sampling` with a temperature above 0), every row draws its token, the window advances
+ * with the draws, and candidates are verified as point-mass drafts (kernels/lookahead.ts), so the
+ * text has sampled AR's distribution.
  *
  * Differences from LADE: the bonus token is committed when all N−1 candidate tokens match (LADE
  * drops it), generation stops at exactly `maxNewTokens` and at the first EOS, there is no warm-up
@@ -36,10 +39,18 @@ import {
   lookaheadStart,
   promptPool,
 } from "../kernels/lookahead.ts";
+import { DRAW, sampleForward, STATS_WORDS } from "../kernels/sample.ts";
+import { samplingParams } from "./sampling.ts";
 import type { CausalLM, GenerateOptions, GenerationResult, GenerationStats } from "./generation.ts";
 import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
 import { decoderLabel } from "./decoder.ts";
-import { blockBuffers, type GpuDecoderPlan, type GpuLoop, recordBlockForward, runGpuDecoder } from "./gpu_loop.ts";
+import {
+  blockBuffers,
+  type GpuDecoderPlan,
+  type GpuLoop,
+  recordBlockForward,
+  runGpuDecoder,
+} from "./gpu_loop.ts";
 
 /** Options of lookahead decoding. */
 export interface LookaheadOptions extends GenerateOptions, ReadbackOptions {
@@ -74,7 +85,7 @@ export interface LookaheadResult extends GenerationResult {
 }
 
 /**
- * Greedy lookahead decoding. Yields new tokens as they are read back; returns tokens and
+ * Lookahead decoding, greedy or (with `sampling`) lossless sampled. Yields new tokens as they are read back; returns tokens and
  * statistics. `stats.forwards` counts prefill as one; `tokens = forwards + acceptedFromPool`.
  *
  * @example Lookahead with 4-grams, a window of 5 and 5 guesses
@@ -115,17 +126,20 @@ export function lookaheadPlan(
   }
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
+  const sampling = samplingParams(options.sampling);
   const label = decoderLabel({
     kind: "lookahead",
     ngram: shape.ngram,
     window: shape.window,
     candidates: shape.guesses,
+    sampling: options.sampling,
   });
   const cadence = chooseCadence(model, label, options, 2, model.gpu.readbackMs);
   const V = model.config.vocabSize;
   return {
     label,
     cadence,
+    sampling,
     overshoot: 0,
     setup(s) {
       const gpu = model.gpu;
@@ -137,16 +151,31 @@ export function lookaheadPlan(
       const mask = Tensor.from(gpu, layout.mask, [T, layout.maskWords], "lookahead mask");
       // The prompt's pool stays as uploaded; each generation starts from a copy of it.
       const words = V * (1 + shape.guesses * (shape.ngram - 1));
-      const seedPool = Tensor.from(gpu, encodePool(promptPool(prompt, shape), V, shape), [words], "lookahead prompt pool");
+      const seedPool = Tensor.from(
+        gpu,
+        encodePool(promptPool(prompt, shape), V, shape),
+        [words],
+        "lookahead prompt pool",
+      );
       const pool = new Tensor(gpu, [words], "u32", "lookahead pool");
+      const stats = sampling ? new Tensor(gpu, [T * STATS_WORDS], "f32", "lookahead row statistics") : null;
       const loop: GpuLoop = {
         start: (step, seed) => {
           step.copy(seedPool, 0, pool, 0, words * 4);
           lookaheadStart(step, { st, tokens: s.tokens, block, pool, shape, vocabSize: V, base: P, seed });
         },
-        iterate: (step) => {
-          recordBlockForward(step, s, b, T, { relPositions, mask });
+        iterate: (step, _index, seed) => {
+          recordBlockForward(step, s, b, T, { relPositions, mask }, !sampling);
+          if (sampling) {
+            sampleForward(step, b.logits, stats!, pred, sampling, {
+              purpose: DRAW.rowSample,
+              seed,
+              state: st,
+              counterSlot: LOOKAHEAD_SLOTS.forwards,
+            });
+          }
           lookaheadAccept(step, {
+            sampled: sampling ? { logits: b.logits, stats: stats!, seed } : undefined,
             st,
             tokens: s.tokens,
             block,
@@ -169,7 +198,7 @@ export function lookaheadPlan(
         // Every step commits at least one token until done.
         useful: (known, pending) => limit - (P + known) - pending,
       };
-      return { loop, owned: [...b.all, relPositions, mask, seedPool, pool] };
+      return { loop, owned: [...b.all, relPositions, mask, seedPool, pool, ...(stats ? [stats] : [])] };
     },
     forwards: (last) => 1 + (last.length ? last[0][LOOKAHEAD_SLOTS.forwards] : 0),
     finish(common, last) {

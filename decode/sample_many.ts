@@ -12,7 +12,6 @@ import { readTensors, Step, Tensor } from "../core/mod.ts";
 import type { DecodeOptions, Decoder } from "./decoder.ts";
 import { decoderPlan } from "./decode.ts";
 import { type CausalLM, closeSession, prefill, recordFirstPick, trimAtStop } from "./generation.ts";
-import { samplingParams } from "./sampling.ts";
 
 /** Options of {@linkcode sampleMany}. */
 export interface SampleManyOptions extends Pick<DecodeOptions, "maxNewTokens" | "eosIds"> {
@@ -43,7 +42,7 @@ export async function sampleMany(
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
   const plan = decoderPlan(model, prompt, decoder, { maxNewTokens: budget, eosIds });
-  const sampling = samplingParams(decoder.sampling);
+  const sampling = plan.sampling;
   const s = prefill(model, prompt, budget + plan.overshoot);
   const gpu = model.gpu;
   const P = s.promptLength;

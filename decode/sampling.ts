@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type SamplingParams, samplingDistributionReference } from "../kernels/sample.ts";
+import { samplingDistributionReference, type SamplingParams } from "../kernels/sample.ts";
 
 /** Sampling settings. Temperature 0 (or absent) means greedy. */
 export interface SamplingOptions {

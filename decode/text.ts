@@ -6,7 +6,7 @@
 
 import type { Pretrained } from "../model/pretrained.ts";
 import { decode, type DecodeResult } from "./decode.ts";
-import { type Decoder, decoderLabel, isSampled } from "./decoder.ts";
+import type { Decoder } from "./decoder.ts";
 import type { ReadbackOptions } from "./cadence.ts";
 import type { PrefixCache } from "./generation.ts";
 
@@ -55,9 +55,6 @@ export interface TextGeneration {
  */
 export function generateFromIds(p: Pretrained, ids: readonly number[], options: TextOptions): TextGeneration {
   const decoder = options.decoder ?? { kind: "ar" };
-  if (decoder.kind !== "ar" && isSampled(decoder)) {
-    throw new RangeError(`${decoderLabel(decoder)} decoding is greedy; drop the temperature or use AR`);
-  }
   const tokens = decode(p.model, ids, decoder, {
     maxNewTokens: options.maxNewTokens,
     eosIds: p.eosIds,

@@ -198,7 +198,7 @@ export const jacobiStartSpec: KernelSpec = {
     ...(variant.SAMPLED ? [{ name: "work", access: "read_write" as const, type: "f32" }] : []),
   ],
   params: [{ name: "base", type: "u32" }, { name: "seed", type: "u32" }],
-  wgsl: () => `
+  wgsl: (variant) => `
 ${slotConstantsWgsl(JACOBI_SLOTS)}
 ${PCG_WGSL}
 ${GUESSES_WGSL}
@@ -210,8 +210,10 @@ fn main() {
   st[ACTIVE] = N;
   block[0] = tokens[P.base];
   st[RNG] = fillGuesses(1u, P.base, 0u);
-  if (SAMPLED) {
-    for (var j = 0u; j < N; j++) { work[4u * N + 4u * j + 3u] = bitcast<f32>(0xffffffffu); }
+${
+    variant.SAMPLED
+      ? "  for (var j = 0u; j < N; j++) { work[4u * N + 4u * j + 3u] = bitcast<f32>(0xffffffffu); }"
+      : ""
   }
 }`,
 };

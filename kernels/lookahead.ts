@@ -37,6 +37,7 @@ import {
   pcgHash,
   slotConstantsWgsl,
 } from "./decode_state.ts";
+import { DRAW, RANDOM_WGSL, SAMPLING_PROB_WGSL } from "./sample.ts";
 
 /**
  * Slots of the lookahead state tensor `st` (u32): the common ones of every decoder
@@ -338,6 +339,118 @@ fn main() {
 };
 
 /**
+ * WGSL of sampled verification (variant SAMPLED), after LADE's sampled verification (Fu et al.
+ * 2024, arXiv 2402.02057, §3.3), which follows SpecInfer's (Miao et al. 2023) for drafts that are
+ * point masses: pool n-grams have no proposal distribution. Depth by depth, the distinct tokens
+ * the live candidates propose are tried in order; x is accepted with probability
+ * p(x) / (1 − mass of the tokens rejected so far at this depth), i.e. under p with the rejected
+ * tokens removed and renormalised. Then P(token = t) = p(t) for a tried t (accepted at its turn:
+ * (1 − R)·p(t)/(1 − R)) and for an untried one (drawn from the residual p without the rejected
+ * tokens, renormalised, after all failed: (1 − R)·p(t)/(1 − R)), so each committed token follows
+ * p given the text before it, as in kernels/jacobi_sampled.ts. Candidates that disagree with an
+ * accepted token drop out; after the last depth the final token is the winner's last row's draw.
+ */
+const SAMPLED_VERIFY_WGSL = `var<workgroup> wRow: u32;
+var<workgroup> wRejected: array<u32, GUESSES>;
+var<workgroup> wRejectedCount: u32;
+var<workgroup> bestScore: array<f32, WG>;
+var<workgroup> bestIndex: array<u32, WG>;
+
+fn rowStats(r: u32) -> vec4<f32> {
+  return vec4<f32>(stats[4u * r], stats[4u * r + 1u], stats[4u * r + 2u], stats[4u * r + 3u]);
+}
+
+fn pRow(r: u32, t: u32) -> f32 { return probOf(logits[r * VOCAB + t], rowStats(r)); }
+
+fn isRejected(t: u32) -> bool {
+  for (var i = 0u; i < GUESSES; i++) {
+    if (i < wRejectedCount && wRejected[i] == t) { return true; }
+  }
+  return false;
+}
+
+fn verifySampled() {
+  var live: array<bool, GUESSES>;
+  let valid = st[VALID];
+  for (var g = 0u; g < GUESSES; g++) { live[g] = g < valid; }
+  var row = 0u;
+  var h = 0u;
+  var best = 0u;
+  for (var k = 0u; k < NGRAM - 1u; k++) {
+    wRejectedCount = 0u;
+    var rejectedMass = 0.0;
+    var accepted = false;
+    for (var g = 0u; g < GUESSES; g++) {
+      if (!live[g]) { continue; }
+      let x = block[candRow(g, k)];
+      if (isRejected(x)) { continue; } // tried at this depth already: probability 0 now
+      let p = pRow(row, x);
+      let u = uniform01(drawKey(P.seed, ${DRAW.accept}u, wCounter, k * GUESSES + g), 0u);
+      if (u * (1.0 - rejectedMass) < p) {
+        accepted = true;
+        best = g;
+        break;
+      }
+      wRejected[wRejectedCount] = x;
+      wRejectedCount = wRejectedCount + 1u;
+      rejectedMass = rejectedMass + p;
+    }
+    if (!accepted) {
+      wH = h;
+      wBest = best;
+      wRow = row;
+      wFinal = pred[row];
+      if (wRejectedCount > 0u) { wResidual = 1u; }
+      return;
+    }
+    h = h + 1u;
+    let x = block[candRow(best, k)];
+    for (var g = 0u; g < GUESSES; g++) { live[g] = live[g] && block[candRow(g, k)] == x; }
+    row = candRow(best, k);
+  }
+  wH = h;
+  wBest = best;
+  wFinal = pred[row];
+}
+
+// The residual draw: Gumbel-max over p at wRow without the rejected tokens (whole workgroup).
+fn residualDraw(lid: u32, need: bool) {
+  if (need) {
+    let key = drawKey(P.seed, ${DRAW.residual}u, wCounter, 0u);
+    var best = -3.4028234e38;
+    var index = 0xffffffffu;
+    for (var t = lid; t < VOCAB; t += WG) {
+      let w = pRow(wRow, t);
+      if (w > 0.0 && !isRejected(t)) {
+        let score = log(w) + gumbel(key, t);
+        if (index == 0xffffffffu || score > best) {
+          best = score;
+          index = t;
+        }
+      }
+    }
+    bestScore[lid] = best;
+    bestIndex[lid] = index;
+  }
+  workgroupBarrier();
+}
+
+// Invocation 0: the residual draw's winner (the row's own draw if rounding left no mass).
+fn mergeResidual() {
+  var b = -3.4028234e38;
+  var i = 0xffffffffu;
+  for (var k = 0u; k < WG; k++) {
+    let ki = bestIndex[k];
+    if (ki == 0xffffffffu) { continue; }
+    if (i == 0xffffffffu || bestScore[k] > b || (bestScore[k] == b && ki < i)) {
+      b = bestScore[k];
+      i = ki;
+    }
+  }
+  if (i != 0xffffffffu) { wFinal = i; }
+}`;
+
+/**
  * The acceptance step of lookahead decoding; one invocation (T is a few dozen rows). After the
  * forward over `block` at position base and the per-row argmax `pred`:
  * 1. t0 = pred[0]; for each valid candidate, corr = [t0] + pred at its rows, h = the number of
@@ -354,20 +467,34 @@ fn main() {
  */
 export const lookaheadAcceptSpec: KernelSpec = {
   name: "lookahead_accept",
-  bindings: [
+  bindings: (variant) => [
     { name: "st", access: "read_write", type: "u32" },
     { name: "tokens", access: "read_write", type: "u32" },
     { name: "block", access: "read_write", type: "u32" }, // (T)
-    { name: "pred", access: "read", type: "u32" }, // (T)
+    { name: "pred", access: "read", type: "u32" }, // (T) argmax, or sampled: each row's draw
     { name: "eos", access: "read", type: "u32" },
     { name: "pool", access: "read_write", type: "u32" }, // (V + V·G·(N−1))
+    ...(variant.SAMPLED
+      ? [
+        { name: "logits", access: "read" as const, type: "f32" }, // (T, V)
+        { name: "stats", access: "read" as const, type: "f32" }, // (T, 4) (kernels/sample.ts)
+      ]
+      : []),
   ],
   // The EOS count is a compile-time constant (variant EOS_COUNT), as in every decoder's commit step.
-  params: [{ name: "limit", type: "u32" }],
-  wgsl: () =>
+  params: [{ name: "limit", type: "u32" }, { name: "seed", type: "u32" }],
+  wgsl: (variant) =>
     `${_common()}
 
 ${COMMIT_WGSL}
+
+${
+      variant.SAMPLED
+        ? `${RANDOM_WGSL}
+${SAMPLING_PROB_WGSL}
+${SAMPLED_VERIFY_WGSL}`
+        : ""
+    }
 
 // The token corr[k] of candidate g: t0, then the predictions at the candidate's rows.
 fn corr(g: u32, k: u32) -> u32 {
@@ -414,32 +541,58 @@ fn poolInsert(key: u32, i: u32) {
   for (var k = 0u; k < n1; k++) { pool[entry(key, last) + k] = ngramToken(i, k); }
 }
 
-@compute @workgroup_size(1)
-fn main() {
-  if (st[DONE] != 0u) { return; }
+var<workgroup> wStop: u32;
+var<workgroup> wResidual: u32; // sampled: 1 when the final token is a residual draw
+var<workgroup> wH: u32;
+var<workgroup> wBest: u32;
+var<workgroup> wFinal: u32;
+var<workgroup> wCounter: u32;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  if (lid == 0u) {
+    wStop = st[DONE];
+    wResidual = 0u;
+    if (wStop == 0u) {
+      wCounter = st[FORWARDS];
+      st[FORWARDS] = st[FORWARDS] + 1u;
+      st[MOVE_COUNT] = 0u;
+      // 1. Greedy: the best candidate, with the largest number h of leading tokens equal to corr
+      //    (the first one wins ties); sampled: verifySampled (SAMPLED_VERIFY_WGSL).
+${
+      variant.SAMPLED ? "      verifySampled();" : `      var h = 0u;
+      var best = 0u;
+      for (var g = 0u; g < st[VALID]; g++) {
+        var m = 0u;
+        while (m < NGRAM - 1u && block[candRow(g, m)] == corr(g, m)) { m++; }
+        if (m > h) { h = m; best = g; }
+      }
+      wH = h;
+      wBest = best;
+      wFinal = corr(best, h);`
+    }
+    }
+  }
+  if (workgroupUniformLoad(&wStop) != 0u) { return; }
+${variant.SAMPLED ? "  residualDraw(lid, workgroupUniformLoad(&wResidual) != 0u);" : ""}
+  if (lid != 0u) { return; }
+${variant.SAMPLED ? "  if (wResidual != 0u) { mergeResidual(); }" : ""}
   let n1 = NGRAM - 1u;
   let W = WINDOW;
   let base = st[BASE];
-  st[FORWARDS] = st[FORWARDS] + 1u;
-  st[MOVE_COUNT] = 0u;
+  let h = wH;
+  let best = wBest;
 
-  // 1. The best candidate: largest number h of leading tokens equal to corr (first one wins ties).
-  var h = 0u;
-  var best = 0u;
-  for (var g = 0u; g < st[VALID]; g++) {
-    var m = 0u;
-    while (m < n1 && block[candRow(g, m)] == corr(g, m)) { m++; }
-    if (m > h) { h = m; best = g; }
-  }
-
-  // 2. Commit corr[0..h] at base+1.., stopping at the first EOS (kept) or at the budget.
-  // (MOVE_COUNT is still 0 here, so a stop moves no K/V.)
+  // 2. Commit the h accepted candidate tokens and the final one at base+1.., stopping at the first
+  // EOS (kept) or at the budget. (MOVE_COUNT is still 0 here, so a stop moves no K/V.)
   for (var j = 0u; j <= h; j++) {
     if (base + 1u + j < P.limit && j > 0u) {
       st[ACCEPTED] = st[ACCEPTED] + 1u;
       if (j == 1u) { st[HIT_STEPS] = st[HIT_STEPS] + 1u; }
     }
-    if (!commit(base + 1u + j, corr(best, j))) { return; }
+    var t = wFinal;
+    if (j < h) { t = block[candRow(best, j)]; }
+    if (!commit(base + 1u + j, t)) { return; }
   }
 
   // 3. The winner's first h rows hold the K/V of positions base+1..base+h; lst moves past them.
@@ -453,7 +606,7 @@ fn main() {
     stopAt(P.limit);
     return;
   }
-  let lst = corr(best, h);
+  let lst = wFinal;
 
   // 4. Pool update from the window's columns (before the shift: keys and values are this step's).
   for (var i = 0u; i < W; i++) { poolInsert(block[windowRow(0u, i)], i); }
@@ -584,6 +737,11 @@ export interface LookaheadAcceptArgs {
   vocabSize: number;
   /** Absolute position limit: prompt length + max new tokens. */
   limit: number;
+  /**
+   * Sampled decoding: the forward's logits (T, V), their rows' statistics (T, 4; kernels/sample.ts)
+   * and the seed of the draws; `pred` then holds each row's draw.
+   */
+  sampled?: { logits: Tensor; stats: Tensor; seed: number };
 }
 
 /**
@@ -599,10 +757,25 @@ export interface LookaheadAcceptArgs {
  */
 export function lookaheadAccept(step: Step, a: LookaheadAcceptArgs): void {
   checkLookaheadShape(a.shape);
+  const sampled = a.sampled;
   step.dispatch(lookaheadAcceptSpec, {
-    variant: { ..._variant(a.shape, a.vocabSize), EOS_COUNT: a.eosCount },
-    bindings: { st: a.st, tokens: a.tokens, block: a.block, pred: a.pred, eos: a.eos, pool: a.pool },
-    params: { limit: a.limit },
+    variant: {
+      ..._variant(a.shape, a.vocabSize),
+      EOS_COUNT: a.eosCount,
+      SAMPLED: sampled !== undefined,
+      // Sampled: the invocations share the residual draw over the vocabulary.
+      WG: sampled ? (step.gpu.adapter.isFallbackAdapter ? 8 : 256) : 1,
+    },
+    bindings: {
+      st: a.st,
+      tokens: a.tokens,
+      block: a.block,
+      pred: a.pred,
+      eos: a.eos,
+      pool: a.pool,
+      ...(sampled ? { logits: sampled.logits, stats: sampled.stats } : {}),
+    },
+    params: { limit: a.limit, seed: (sampled?.seed ?? 0) >>> 0 },
     workgroups: [1],
   });
 }

@@ -167,8 +167,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // 2. top-k: the largest key τ with at least k keys ≥ τ (the k-th largest), bit by bit.
   var tau = 0u;
   if (TOPK) {
-    for (var b = 31i; b >= 0i; b--) {
-      let cand = tau | (1u << u32(b));
+    for (var bit = 0u; bit < 32u; bit++) {
+      let cand = tau | (0x80000000u >> bit);
       var count = 0.0;
       for (var v = lid; v < VOCAB; v += WG) {
         if (orderedKey(logits[start + v]) >= cand) { count += 1.0; }
@@ -185,25 +185,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   z = sumAll(lid, z);
   if (TOPP) {
+    // The kept mass at the accepted candidate is the new Z (no pass after the search).
     let floorKey = tau;
     let goal = P.topP * z;
     tau = 0u;
-    for (var b = 31i; b >= 0i; b--) {
-      let cand = tau | (1u << u32(b));
+    for (var bit = 0u; bit < 32u; bit++) {
+      let cand = tau | (0x80000000u >> bit);
       var mass = 0.0;
       for (var v = lid; v < VOCAB; v += WG) {
         let l = logits[start + v];
         let key = orderedKey(l);
         if (key >= cand && key >= floorKey) { mass += exp((l - m) * P.invT); }
       }
-      if (sumAll(lid, mass) >= goal) { tau = cand; }
+      let total = sumAll(lid, mass);
+      if (total >= goal) {
+        tau = cand;
+        z = total;
+      }
     }
-    z = 0.0;
-    for (var v = lid; v < VOCAB; v += WG) {
-      let l = logits[start + v];
-      if (orderedKey(l) >= tau) { z += exp((l - m) * P.invT); }
-    }
-    z = sumAll(lid, z);
+    tau = max(tau, floorKey);
   }
   if (lid == 0u) {
     let o = (P.statsOffset + row) * ${STATS_WORDS}u;
@@ -273,9 +273,20 @@ function noState(gpu: Gpu): Tensor {
   return t;
 }
 
-/** Invocations per row: 8 on software adapters (as argmax), 256 on GPUs. */
-function workgroupSize(gpu: Gpu): number {
-  return gpu.adapter.isFallbackAdapter ? 8 : 256;
+/** Passes over a row at most: max, 32 top-k, sum, 32 top-p, draw. */
+const MAX_PASSES = 67;
+
+/**
+ * Invocations per row: 256 on GPUs; on software adapters as few as possible (8, like argmax:
+ * cheaper barriers), but enough that one invocation runs under 60,000 loop iterations in all.
+ * llvmpipe stops a shader's loops after 65,535 iterations per invocation (its loop limiter) and
+ * carries on with wrong sums: at V = 32,000 with 8 invocations the top-p search was cut at pass 14.
+ */
+export function sampleWorkgroupSize(gpu: Gpu, vocabSize: number): number {
+  if (!gpu.adapter.isFallbackAdapter) return 256;
+  let wg = 8;
+  while (wg < 256 && Math.ceil(vocabSize / wg) * MAX_PASSES >= 60_000) wg *= 2;
+  return wg;
 }
 
 /**
@@ -306,14 +317,16 @@ export function sampleForward(
     throw new RangeError(`sampleForward: writing ${rows} tokens at ${outOffset} overruns "${out.label}"`);
   }
   if ((statsOffset + rows) * STATS_WORDS > stats.size) {
-    throw new RangeError(`sampleForward: ${rows} rows of statistics at ${statsOffset} overrun "${stats.label}"`);
+    throw new RangeError(
+      `sampleForward: ${rows} rows of statistics at ${statsOffset} overrun "${stats.label}"`,
+    );
   }
   if ((source.seedSlot !== undefined || source.counterSlot !== undefined) && !source.state) {
     throw new TypeError("sampleForward: a seed or counter slot needs the state tensor");
   }
   const topK = sampling.topK > 0 && sampling.topK < V ? sampling.topK : 0;
   step.dispatch(sampleSpec, {
-    variant: { WG: workgroupSize(step.gpu), VOCAB: V, TOPK: topK > 0, TOPP: sampling.topP < 1 },
+    variant: { WG: sampleWorkgroupSize(step.gpu, V), VOCAB: V, TOPK: topK > 0, TOPP: sampling.topP < 1 },
     bindings: { logits, stats, out, st: source.state ?? noState(step.gpu) },
     params: {
       rows,
@@ -392,7 +405,13 @@ export function samplingDistributionReference(logits: ArrayLike<number>, s: Samp
  * const u = uniformReference(1, DRAW.token, 5, 0, 0); // 0 < u < 1
  * ```
  */
-export function uniformReference(seed: number, purpose: number, counter: number, row: number, i: number): number {
+export function uniformReference(
+  seed: number,
+  purpose: number,
+  counter: number,
+  row: number,
+  i: number,
+): number {
   const key = pcgHash((pcgHash((pcgHash((seed ^ pcgHash(purpose)) >>> 0) ^ counter) >>> 0) ^ row) >>> 0);
   const h = pcgHash(pcgHash((key ^ i) >>> 0));
   return ((h >>> 8) + 0.5) / 16777216;

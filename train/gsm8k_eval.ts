@@ -331,8 +331,12 @@ export async function evaluateGsm8k(
     throw new RangeError(`The Jacobi block size must be 1..${p.model.maxRows}, not ${block}`);
   }
   const n = Math.max(options.contextReserve ?? 16, block);
-  const run = async (prompt: number[], budget: number): Promise<GenerationResult> =>
-    (await runToEnd(decode(p.model, prompt, d, { maxNewTokens: budget, eosIds: p.eosIds }))).result;
+  // Sampled decoding draws each item with its own seed (the decoder's seed + the item's index).
+  const itemDecoder = (i: number): Decoder =>
+    d.sampling ? { ...d, sampling: { ...d.sampling, seed: (d.sampling.seed ?? 0) + i } } : d;
+  const run = async (prompt: number[], budget: number, i = 0): Promise<GenerationResult> =>
+    (await runToEnd(decode(p.model, prompt, itemDecoder(i), { maxNewTokens: budget, eosIds: p.eosIds })))
+      .result;
   // Room for the prompt, the budget, the reserve and one token of slack (decode/generation.ts).
   const budgetFor = (P: number) => Math.min(options.maxNewTokens, p.model.maxLength - P - n - 1);
 
@@ -362,7 +366,7 @@ export async function evaluateGsm8k(
       };
     } else {
       const t0 = performance.now();
-      const r = await run(prompts[i], budget);
+      const r = await run(prompts[i], budget, i);
       const seconds = (performance.now() - t0) / 1000;
       const output = p.tokenizer.decode(r.tokens);
       const s = scoreGeneration(output, items[i].answer);

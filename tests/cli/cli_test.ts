@@ -223,3 +223,42 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "CLI: --temperature works with every decoder, a seed repeats the text, bad sampling flags are clear errors",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTinyModel(`${dir}/m`, { maxPositionEmbeddings: 128 });
+    const gen = (...extra: string[]) =>
+      cllm(
+        "generate",
+        "--model",
+        `${dir}/m`,
+        "--prompt",
+        "t5 t6",
+        "--max-new-tokens",
+        "12",
+        "--json",
+        ...extra,
+      );
+    for (const decoder of ["ar", "jacobi:n=4", "jacobi:n=4,sliding", "lookahead:N=3,W=2,G=2"]) {
+      const a = await gen("--decoder", decoder, "--temperature", "0.8", "--top-p", "0.9", "--seed", "3");
+      assert.equal(a.code, 0, a.stderr);
+      const b = await gen("--decoder", decoder, "--temperature", "0.8", "--top-p", "0.9", "--seed", "3");
+      const ja = JSON.parse(a.stdout), jb = JSON.parse(b.stdout);
+      assert.deepEqual(ja.tokens, jb.tokens, `${decoder}: same seed, same tokens`);
+      assert.match(ja.stats.decoder, /sampled t=0\.8 top-p=0\.9$/);
+    }
+    assertCleanError(await gen("--temperature", "-1"), /temperature/);
+    assertCleanError(await gen("--temperature", "1", "--top-p", "0"), /top-p/);
+    assertCleanError(await gen("--temperature", "1", "--top-p", "1.5"), /top-p/);
+    assertCleanError(await gen("--temperature", "1", "--top-k", "0"), /top-k/);
+    assertCleanError(await gen("--top-k", "5"), /--temperature/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

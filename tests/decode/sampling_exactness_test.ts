@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
-import { decode } from "../../decode/decode.ts";
 import { type Decoder, decoderLabel } from "../../decode/decoder.ts";
-import { runToEnd } from "../../decode/generation.ts";
 import { sampleMany } from "../../decode/sample_many.ts";
 import type { SamplingOptions } from "../../decode/sampling.ts";
-import { type SamplingParams, samplingDistributionReference } from "../../kernels/sample.ts";
+import { samplingDistributionReference, type SamplingParams } from "../../kernels/sample.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 import { gTest } from "../_stats.ts";
 import { MarkovModel } from "./_markov_model.ts";
@@ -17,7 +15,8 @@ import { MarkovModel } from "./_markov_model.ts";
 // that can change from run to run, and the wrong rule below fails with p far below 1e-6.
 const V = 8;
 const PERIOD = 3;
-const PROMPT = [1, 2, 3];
+// The prompt repeats pairs so that lookahead's pool holds candidates for the first steps.
+const PROMPT = [1, 2, 3, 1, 2, 4, 1, 2, 3, 5, 3];
 const TOKENS = 3;
 const SAMPLES = 20_000;
 const PASS_P = 1e-3;
@@ -64,24 +63,36 @@ const CASES: Decoder[] = [
   { kind: "jacobi", blockSize: 16, sampling: PLAIN },
   { kind: "jacobi", blockSize: 4, sliding: true, sampling: PLAIN },
   { kind: "jacobi", blockSize: 4, guessSource: "context", sampling: FILTERED },
+  { kind: "lookahead", ngram: 3, window: 2, candidates: 3, sampling: PLAIN },
+  { kind: "lookahead", ngram: 4, window: 3, candidates: 4, sampling: FILTERED },
 ];
 
 for (const decoder of CASES) {
-  Deno.test(`sampled ${decoderLabel(decoder)}: the first ${TOKENS} tokens follow the exact joint law`, gpuTest, async () => {
-    const gpu = await testGpu();
-    const model = new MarkovModel(gpu, V, PERIOD, 7);
-    const r = await fit(model, decoder);
-    console.log(`  ${decoderLabel(decoder)}: G = ${r.g.toFixed(1)}, df = ${r.df}, p = ${r.pValue.toPrecision(3)}`);
-    assert.equal(r.impossible, 0, "a sample the filtered distribution gives probability 0");
-    assert.ok(r.pValue >= PASS_P, `p = ${r.pValue} < ${PASS_P}: not the model's distribution`);
-  });
+  Deno.test(
+    `sampled ${decoderLabel(decoder)}: the first ${TOKENS} tokens follow the exact joint law`,
+    gpuTest,
+    async () => {
+      const gpu = await testGpu();
+      const model = new MarkovModel(gpu, V, PERIOD, 7);
+      const r = await fit(model, decoder);
+      console.log(
+        `  ${decoderLabel(decoder)}: G = ${r.g.toFixed(1)}, df = ${r.df}, p = ${r.pValue.toPrecision(3)}`,
+      );
+      assert.equal(r.impossible, 0, "a sample the filtered distribution gives probability 0");
+      assert.ok(r.pValue >= PASS_P, `p = ${r.pValue} < ${PASS_P}: not the model's distribution`);
+    },
+  );
 }
 
-Deno.test("the negative control: resampling from p after a rejection fails the same test", gpuTest, async () => {
-  const gpu = await testGpu();
-  const model = new MarkovModel(gpu, V, PERIOD, 7);
-  const wrong = { kind: "jacobi", blockSize: 4, sampling: PLAIN, acceptRule: "resample" } as Decoder;
-  const r = await fit(model, wrong);
-  console.log(`  wrong rule: G = ${r.g.toFixed(1)}, df = ${r.df}, p = ${r.pValue.toPrecision(3)}`);
-  assert.ok(r.pValue < 1e-6, `the wrong rule passed (p = ${r.pValue})`);
-});
+Deno.test(
+  "the negative control: resampling from p after a rejection fails the same test",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const model = new MarkovModel(gpu, V, PERIOD, 7);
+    const wrong = { kind: "jacobi", blockSize: 4, sampling: PLAIN, acceptRule: "resample" } as Decoder;
+    const r = await fit(model, wrong);
+    console.log(`  wrong rule: G = ${r.g.toFixed(1)}, df = ${r.df}, p = ${r.pValue.toPrecision(3)}`);
+    assert.ok(r.pValue < 1e-6, `the wrong rule passed (p = ${r.pValue})`);
+  },
+);
