@@ -3,7 +3,9 @@
  * T (1 = an AR step; 8, 16 = Jacobi blocks), the host's time to record one forward, the GPU's
  * kernel time (timestamp queries, one pass per dispatch) with the largest kernels, and the wall
  * time per forward when 64 are submitted at once. The ratio of a T-row forward to a 1-row one is
- * what a Jacobi iteration costs against an AR step on this adapter.
+ * what a Jacobi iteration costs against an AR step on this adapter. Each T runs both forward paths
+ * (`Llama.forwardPath`: one kernel per operation, and the fused one), interleaved, with their
+ * dispatch counts and the fused path's speedup.
  *
  * @module
  */
@@ -15,6 +17,7 @@ import { directoryFiles, loadPretrained } from "../model/mod.ts";
 const MODEL = new URL("../demo/models/gsm-tiny-cllm/", import.meta.url).pathname;
 const ROWS = [1, 8, 16, 32];
 const BATCHED = 64;
+const PATHS = ["separate", "fused"] as const;
 
 /** Runs the forward section; returns per-T figures. */
 export async function runForwardBench(gpu: Gpu): Promise<unknown> {
@@ -25,9 +28,10 @@ export async function runForwardBench(gpu: Gpu): Promise<unknown> {
   const P = s.promptLength;
   const figures: Record<string, unknown> = {};
   console.log(
-    `T   host ms/forward  GPU ms/forward  wall ms/forward (${BATCHED} per submit)  vs T=1  largest kernels (GPU ms)`,
+    `T   path      dispatches  host ms/forward  GPU ms/forward  wall ms/forward (${BATCHED} per submit)  vs T=1  ` +
+      `largest kernels (GPU ms)`,
   );
-  let wall1 = 0;
+  const wall1: Record<string, number> = {};
   for (const T of ROWS) {
     if (T > model.maxRows) continue;
     const logits = new Tensor(gpu, [T, model.config.vocabSize], "f32", "bench_logits");
@@ -42,46 +46,59 @@ export async function runForwardBench(gpu: Gpu): Promise<unknown> {
       });
       model.argmax(step, logits, s.tokens, P + 1);
     };
-    // Warm-up (pipeline compilation), then the timed single forward.
-    for (let i = 0; i < 2; i++) {
-      const w = new Step(gpu, "warm");
-      record(w);
-      w.submit();
+    // Both paths on the same cache and tokens; the wall time is the median of 3 interleaved runs.
+    const walls: Record<string, number[]> = { separate: [], fused: [] };
+    const rows: Record<string, Record<string, unknown>> = {};
+    for (let rep = 0; rep < 3; rep++) {
+      for (const path of PATHS) {
+        model.forwardPath = path;
+        // Warm-up (pipeline compilation), then the timed single forward.
+        for (let i = 0; i < 2; i++) {
+          const w = new Step(gpu, "warm");
+          record(w);
+          w.submit();
+        }
+        await readTensors(gpu, [s.lastLogits]);
+        const before = gpu.counters.dispatches;
+        const timed = new Step(gpu, "profiled forward", { timing: 256 });
+        record(timed);
+        const dispatches = gpu.counters.dispatches - before;
+        const timingPromise = timed.submit();
+        await readTensors(gpu, [s.lastLogits]);
+        const kernels = timingPromise ? await timingPromise : [];
+        const byLabel = new Map<string, number>();
+        for (const k of kernels) byLabel.set(k.label, (byLabel.get(k.label) ?? 0) + k.ns / 1e6);
+        const gpuMs = [...byLabel.values()].reduce((a, b) => a + b, 0);
+        const t0 = performance.now();
+        const step = new Step(gpu, "batched forwards");
+        for (let i = 0; i < BATCHED; i++) record(step);
+        const hostMs = (performance.now() - t0) / BATCHED;
+        step.submit();
+        await readTensors(gpu, [s.lastLogits]);
+        walls[path].push((performance.now() - t0) / BATCHED);
+        rows[path] = { dispatches, hostMs, gpuMs: kernels.length ? gpuMs : null, kernels: Object.fromEntries(byLabel) };
+      }
     }
-    await readTensors(gpu, [s.lastLogits]);
-    const timed = new Step(gpu, "profiled forward", { timing: 256 });
-    record(timed);
-    const timingPromise = timed.submit();
-    await readTensors(gpu, [s.lastLogits]);
-    const kernels = timingPromise ? await timingPromise : [];
-    const byLabel = new Map<string, number>();
-    for (const k of kernels) byLabel.set(k.label, (byLabel.get(k.label) ?? 0) + k.ns / 1e6);
-    const gpuMs = [...byLabel.values()].reduce((a, b) => a + b, 0);
-    const top = [...byLabel.entries()].sort((a, b) => b[1] - a[1]).slice(0, 3);
-
-    const t0 = performance.now();
-    const step = new Step(gpu, "batched forwards");
-    for (let i = 0; i < BATCHED; i++) record(step);
-    const hostMs = (performance.now() - t0) / BATCHED;
-    step.submit();
-    await readTensors(gpu, [s.lastLogits]);
-    const wallMs = (performance.now() - t0) / BATCHED;
-    if (T === 1) wall1 = wallMs;
     logits.destroy();
-    figures[`T=${T}`] = {
-      hostMs,
-      gpuMs: kernels.length ? gpuMs : null,
-      wallMs,
-      kernels: Object.fromEntries(byLabel),
-    };
-    console.log(
-      `${String(T).padEnd(3)} ${hostMs.toFixed(3).padStart(15)}  ${
-        (kernels.length ? gpuMs.toFixed(3) : "n/a").padStart(14)
-      }  ${wallMs.toFixed(3).padStart(36)}  ${(wallMs / wall1).toFixed(2).padStart(6)}  ${
-        top.map(([l, ms]) => `${l} ${ms.toFixed(3)}`).join(", ")
-      }`,
-    );
+    for (const path of PATHS) {
+      const wallMs = walls[path].sort((a, b) => a - b)[1];
+      if (T === 1) wall1[path] = wallMs;
+      const r = rows[path] as { dispatches: number; hostMs: number; gpuMs: number | null; kernels: Record<string, number> };
+      figures[`T=${T} ${path}`] = { ...r, wallMs, wallRuns: walls[path] };
+      const top = Object.entries(r.kernels).sort((a, b) => b[1] - a[1]).slice(0, 3);
+      console.log(
+        `${String(T).padEnd(3)} ${path.padEnd(9)} ${String(r.dispatches).padStart(10)}  ${r.hostMs.toFixed(3).padStart(15)}  ${
+          (r.gpuMs !== null ? r.gpuMs.toFixed(3) : "n/a").padStart(14)
+        }  ${wallMs.toFixed(3).padStart(36)}  ${(wallMs / wall1[path]).toFixed(2).padStart(6)}  ${
+          top.map(([l, ms]) => `${l} ${ms.toFixed(3)}`).join(", ")
+        }`,
+      );
+    }
+    const speedup = walls.separate.sort((a, b) => a - b)[1] / walls.fused.sort((a, b) => a - b)[1];
+    figures[`T=${T} fused speedup`] = speedup;
+    console.log(`    fused / separate: ${speedup.toFixed(2)}x faster per forward`);
   }
+  model.forwardPath = "fused";
   closeSession(s);
   model.destroy();
   return figures;

@@ -79,6 +79,13 @@ export type MatmulVariant = MatmulTiling & {
   Q8: boolean;
   /** B is a q4 tensor (Q4_0: int4 groups of 32 with f16 scales), dequantised in registers. */
   Q4: boolean;
+  /**
+   * `nt` only: B is 2 or 3 weights of one dtype (bindings b, b1, b2) stacked along N, products that
+   * share A (q/k/v, gate/up) in one dispatch; columns n1.. are b1's rows, n2.. b2's (default 1).
+   */
+  GROUPS?: number;
+  /** With GROUPS: 1 writes one y (T, N) with the groups side by side; GROUPS writes y, y1, y2. */
+  YS?: number;
 };
 
 /**
@@ -173,6 +180,7 @@ function loader(
   cols: string,
   vec: boolean,
   half: "f16" | "bf16" | "q8" | "q4" | null,
+  scale = "P.bScale",
 ): string {
   if (half === "q4") {
     // Eight 4-bit values per word (q + 8); elements 4·c4 .. 4·c4+3 are half a word.
@@ -182,7 +190,7 @@ function loader(
   let w = ${buf}[row * (n4 / 2u) + c / 2u] >> (16u * (c & 1u));
   let q = vec4<f32>(vec4<u32>(w & 0xfu, (w >> 4u) & 0xfu, (w >> 8u) & 0xfu, (w >> 12u) & 0xfu)) - 8.0;
   let g = row * (${cols} / 32u) + c / 8u;
-  let s = unpack2x16float(${buf}[P.bScale + g / 2u])[g & 1u];
+  let s = unpack2x16float(${buf}[${scale} + g / 2u])[g & 1u];
   return select(vec4<f32>(), q * s, c4 < n4);
 }`;
   }
@@ -194,7 +202,7 @@ function loader(
   let w = ${buf}[row * n4 + min(c4, n4 - 1u)];
   let q = vec4<i32>(bitcast<i32>(w << 24u) >> 24u, bitcast<i32>(w << 16u) >> 24u, bitcast<i32>(w << 8u) >> 24u, bitcast<i32>(w) >> 24u);
   let g = row * (${cols} / 32u) + min(c4, n4 - 1u) / 8u;
-  let s = unpack2x16float(${buf}[P.bScale + g / 2u])[g & 1u];
+  let s = unpack2x16float(${buf}[${scale} + g / 2u])[g & 1u];
   return select(vec4<f32>(), vec4<f32>(q) * s, c4 < n4);
 }`;
   }
@@ -251,15 +259,17 @@ function wgslOf(v: MatmulVariant): string {
   // Loaders. A's rows run along K (nt, nn) or M (tn); B's along K (nt) or N (nn, tn).
   if (v.BF16) emit(BF16_WGSL);
   emit(loader("ldA", "a", layout === "tn" ? "P.M" : "P.K", v.VA, null));
-  emit(
-    loader(
-      "ldB",
-      "b",
-      layout === "nt" ? "P.K" : "P.N",
-      v.VB,
-      v.Q4 ? "q4" : v.Q8 ? "q8" : v.BF16 ? "bf16" : v.F16 ? "f16" : null,
-    ),
-  );
+  const half = v.Q4 ? "q4" : v.Q8 ? "q8" : v.BF16 ? "bf16" : v.F16 ? "f16" : null;
+  const G = v.GROUPS ?? 1;
+  emit(loader("ldB", "b", layout === "nt" ? "P.K" : "P.N", v.VB, half));
+  if (G > 1) {
+    // Stacked weights: ldG reads row `row` of group g's weight.
+    for (let g = 1; g < G; g++) emit(loader(`ldB${g}`, `b${g}`, "P.K", v.VB, half, `P.bScale${g}`));
+    emit(`fn ldG(g: u32, row: u32, c4: u32) -> vec4<f32> {
+  if (g == 0u) { return ldB(row, c4); }
+  ${G > 2 ? "if (g == 1u) { return ldB1(row, c4); }\n  return ldB2(row, c4);" : "return ldB1(row, c4);"}
+}`);
+  }
 
   const sgArgs = SG ? `, @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) ssz: u32` : "";
   emit(`@compute @workgroup_size(WG)
@@ -286,7 +296,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     const step = SG ? SGS : 1; // groups of 4 per loop iteration
     // Reduction along the rows of a (M, K): group j is vec4 k4 = kc + j, elements 4·k4 .. 4·k4 + 3.
     for (const r of range(R)) emit(`  let ar${r} = min(m0 + ${r}u, P.M - 1u);`);
-    if (layout === "nt") { for (const c of range(C)) emit(`  let br${c} = min(n0 + ${c}u, P.N - 1u);`); }
+    if (layout === "nt") {
+      for (const c of range(C)) {
+        emit(`  let br${c} = min(n0 + ${c}u, P.N - 1u);`);
+        if (G > 1) {
+          // Column → (group, row of the group's weight).
+          emit(`  let g${c} = select(select(0u, 1u, br${c} >= P.n1), 2u, br${c} >= P.n2);`);
+          emit(`  let lr${c} = br${c} - select(select(0u, P.n1, br${c} >= P.n1), P.n2, br${c} >= P.n2);`);
+        }
+      }
+    }
     emit(`  let KV = (P.K + 3u) / 4u;`);
     emit(`  for (var kc = 0u; kc < KV; kc += ${step}u) {`);
     if (SG) {
@@ -297,7 +316,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       emit(`    {`);
       emit(`      let k4 = kc + ${j}u;`);
       if (layout === "nt") {
-        for (const c of range(C)) emit(`      let w${c} = ldB(br${c}, k4);`);
+        for (const c of range(C)) {
+          emit(G > 1 ? `      let w${c} = ldG(g${c}, lr${c}, k4);` : `      let w${c} = ldB(br${c}, k4);`);
+        }
       } else {
         // nn: rows 4·k4 .. 4·k4 + 3 of b (clamped: past K the A factors are 0), transposed into
         // one vec4 per column.
@@ -366,9 +387,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   emit(SG ? `  let bad = ssz != ${SGS}u;` : `  let bad = false;`);
   // A NaN made at run time: Tint rejects a constant expression whose value is NaN.
   emit(`  let nan = bitcast<f32>(0x7fc00000u | min(P.acc, 0u));`);
+  const ys = G > 1 && (v.YS ?? 1) > 1;
   for (const r of range(R)) {
     for (const c of range(C)) {
       const row = `m0 + ${r}u`, col = `n0 + ${c}u`;
+      if (ys) {
+        // One y per group, each (M, its rows): y, y1, y2 with row strides n1, n2 − n1, N − n2.
+        const store = (buf: string, stride: string) =>
+          `{ let i = (${row}) * (${stride}) + lr${c}; ${buf}[i] = select(select(0.0, ${buf}[i], P.acc != 0u) + acc${r}_${c}, nan, bad); }`;
+        emit(`  if (${row} < P.M && ${col} < P.N) {`);
+        emit(`    if (g${c} == 0u) ${store("y", "P.n1")}`);
+        emit(`    ${G > 2 ? `else if (g${c} == 1u) ${store("y1", "P.n2 - P.n1")} else ${store("y2", "P.N - P.n2")}` : `else ${store("y1", "P.N - P.n1")}`}`);
+        emit(`  }`);
+        continue;
+      }
       emit(
         `  if (${row} < P.M && ${col} < P.N) { let i = (${row}) * P.ldy + P.yCol + ${col}; ` +
           `y[i] = select(select(0.0, y[i], P.acc != 0u) + acc${r}_${c}, nan, bad); }`,
@@ -390,20 +422,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 export const matmulSpec: KernelSpec<MatmulVariant> = {
   name: "matmul",
   bindings: (v) => {
+    const bType = v.Q8 || v.Q4 ? "u32" : v.F16 || v.BF16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32";
+    const G = v.GROUPS ?? 1;
+    const more = (prefix: string, access: "read" | "read_write", type: string, n: number) =>
+      range(n).slice(1).map((g) => ({ name: `${prefix}${g}`, access, type }));
     return [
       { name: "a", access: "read", type: v.VA ? "vec4<f32>" : "f32" },
-      {
-        name: "b",
-        access: "read",
-        type: v.Q8 || v.Q4
-          ? "u32"
-          : v.F16 || v.BF16
-          ? (v.VB ? "vec2<u32>" : "u32")
-          : v.VB
-          ? "vec4<f32>"
-          : "f32",
-      },
+      { name: "b", access: "read", type: bType },
+      ...more("b", "read", bType, G),
       { name: "y", access: "read_write", type: "f32" },
+      ...more("y", "read_write", "f32", G > 1 ? v.YS ?? 1 : 1),
     ];
   },
   params: [
@@ -414,6 +442,10 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
     { name: "ldy", type: "u32" },
     { name: "yCol", type: "u32" },
     { name: "bScale", type: "u32" }, // q8: the word where b's scales start
+    { name: "n1", type: "u32" }, // GROUPS: first column of b1's rows (N when absent)
+    { name: "n2", type: "u32" }, // GROUPS: first column of b2's rows (N when absent)
+    { name: "bScale1", type: "u32" },
+    { name: "bScale2", type: "u32" },
   ],
   wgsl: wgslOf,
 };
@@ -508,6 +540,10 @@ function dispatchMatmul(
       ldy: opts.yColumns?.stride ?? N,
       yCol: opts.yColumns?.first ?? 0,
       bScale: quantised ? b.q8ScaleWord : 0,
+      n1: N,
+      n2: N,
+      bScale1: 0,
+      bScale2: 0,
     },
     workgroups,
   });
@@ -571,6 +607,78 @@ export function matmulForward(
     dispatchMatmul(step, "nt", x, p, y, T, p.shape[0], K, { ...opts, yColumns: { stride: N, first } });
     first += p.shape[0];
   }
+}
+
+/**
+ * Records the products of one input with 2 or 3 weights in ONE dispatch (q/k/v, gate/up):
+ * `y_g(T, N_g) = x(T, K) · W_gᵀ`. `y` is one tensor (T, ΣN_g) holding them side by side, or one
+ * tensor per weight. The weights share a dtype and K; nothing is copied (the kernel picks the
+ * weight by output column), so no memory is spent on stacked copies.
+ *
+ * @example q, k and v side by side in one buffer, then gate and up into their own
+ * ```ts ignore
+ * matmulGroupsForward(step, xn, [wq, wk, wv], qkv);
+ * matmulGroupsForward(step, xn, [wGate, wUp], [gate, up]);
+ * ```
+ */
+export function matmulGroupsForward(
+  step: Step,
+  x: Tensor,
+  ws: readonly Tensor[],
+  y: Tensor | readonly Tensor[],
+  opts: Pick<MatmulOptions, "accumulate" | "variant"> = {},
+): void {
+  const [T, K] = rowsCols(x);
+  const G = ws.length;
+  if (G < 2 || G > 3) throw new RangeError(`matmulGroupsForward: 2 or 3 weights, not ${G}`);
+  const dtype = ws[0].dtype;
+  for (const w of ws) {
+    if (w.shape.length !== 2 || w.shape[1] !== K || w.dtype !== dtype) {
+      throw shapeError(
+        "matmulGroupsForward",
+        `every weight must be (N, ${K}) of one dtype; got [${w.shape.join(", ")}] ${w.dtype} beside ${dtype}`,
+      );
+    }
+  }
+  const starts = [0];
+  for (const w of ws) starts.push(starts[starts.length - 1] + w.shape[0]);
+  const N = starts[G];
+  const ys = y instanceof Tensor ? [y] : y;
+  const fits = ys.length === 1
+    ? ys[0].size === T * N && rowsCols(ys[0])[1] === N
+    : ys.length === G && ys.every((t, g) => t.size === T * ws[g].shape[0] && rowsCols(t)[1] === ws[g].shape[0]);
+  checkPositive("matmulGroupsForward", { T, N, K });
+  if (!fits || x.dtype !== "f32" || ys.some((t) => t.dtype !== "f32")) {
+    throw shapeError(
+      "matmulGroupsForward",
+      `x [${x.shape.join(", ")}] and ${G} weights of ${N} rows in all need f32 y of (T, ${N}) or one (T, N_g) per weight`,
+    );
+  }
+  const quantised = dtype === "q8" || dtype === "q4";
+  if (quantised && K % 32 !== 0) throw new RangeError(`Matmul: ${dtype} weights need K a multiple of 32, not ${K}`);
+  const base = matmulVariant(step.gpu, "nt", T, N, K, dtype as "f32" | "f16" | "bf16" | "q8" | "q4", opts.variant);
+  const variant: MatmulVariant = { ...base, GROUPS: G, YS: ys.length };
+  const bindings: Record<string, Tensor> = { a: x, b: ws[0], y: ys[0] };
+  for (let g = 1; g < G; g++) bindings[`b${g}`] = ws[g];
+  for (let g = 1; g < ys.length; g++) bindings[`y${g}`] = ys[g];
+  step.dispatch(matmulSpec, {
+    variant,
+    bindings,
+    params: {
+      M: T,
+      N,
+      K,
+      acc: opts.accumulate ? 1 : 0,
+      ldy: N,
+      yCol: 0,
+      bScale: quantised ? ws[0].q8ScaleWord : 0,
+      n1: starts[1],
+      n2: G > 2 ? starts[2] : N,
+      bScale1: quantised ? ws[1].q8ScaleWord : 0,
+      bScale2: quantised && G > 2 ? ws[2].q8ScaleWord : 0,
+    },
+    workgroups: [Math.ceil(N / (variant.WG * variant.C)), Math.ceil(T / variant.R)],
+  });
 }
 
 /**

@@ -64,3 +64,4 @@ export * from "./lookahead.ts";
 export * from "./decode_state.ts";
 export * from "./convert.ts";
 export * from "./quantize.ts";
+export * from "./rope_qkv.ts";

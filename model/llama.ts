@@ -16,9 +16,10 @@ import { addInPlace } from "../kernels/add.ts";
 import { argmaxForward } from "../kernels/argmax.ts";
 import { attentionForward } from "../kernels/attention.ts";
 import { embeddingForward } from "../kernels/embedding.ts";
-import { matmulForward } from "../kernels/matmul.ts";
+import { matmulForward, matmulGroupsForward } from "../kernels/matmul.ts";
 import { rmsNormForward } from "../kernels/rms_norm.ts";
 import { ropeForward } from "../kernels/rope.ts";
+import { ropeQkvForward } from "../kernels/rope_qkv.ts";
 import { siluMulForward } from "../kernels/silu_mul.ts";
 import { storeRowsForward } from "../kernels/store_rows.ts";
 import { type LlamaConfig, parseLlamaConfig } from "./config.ts";
@@ -114,6 +115,7 @@ interface Scratch {
   up: Tensor; // (T, I)
   hidden: Tensor; // (T, I)
   last: Tensor; // (1, C) last row of xn, for last-row-only logits
+  qkv: Tensor; // (T, (H + 2·KVH)·D): q | k | v of each row, the fused product's output
 }
 
 /** Arguments of one forward pass. */
@@ -188,6 +190,13 @@ export class Llama {
   readonly lmHead: SplitWeight;
   /** Largest T a forward accepts. */
   readonly maxRows: number;
+  /**
+   * How a forward records its layers: `"fused"` (default) in 9 dispatches per layer (q/k/v as one
+   * product, RoPE and the KV store as one kernel, gate/up as one product, the residual adds in the
+   * o and down products), or `"separate"`, one kernel per operation (16 per layer; kept to compare
+   * against and as the plainest statement of the forward). Same result up to rounding.
+   */
+  forwardPath: "fused" | "separate" = "fused";
   /** Default KV cache capacity. */
   readonly maxLength: number;
   readonly #scratch: Scratch;
@@ -254,6 +263,7 @@ export class Llama {
       up: f([T, I], "up"),
       hidden: f([T, I], "hidden"),
       last: f([1, C], "last"),
+      qkv: f([T, (H + 2 * KVH) * D], "qkv"),
     };
   }
 
@@ -365,6 +375,36 @@ export class Llama {
 
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.layers[l];
+      if (this.forwardPath === "fused") {
+        // The same layer in 9 dispatches (the steps of the separate path below, merged).
+        rmsNormForward(step, x, w.inputNorm, xn, c.rmsNormEps);
+        const qkv = this.#rows(s.qkv, T);
+        matmulGroupsForward(step, xn, [w.q, w.k, w.v], qkv);
+        ropeQkvForward(step, qkv, qr, args.cache.k[l], args.cache.v[l], state, {
+          rows: T,
+          heads,
+          kvHeads,
+          headDim,
+          baseSlot: slot,
+          theta: c.ropeTheta,
+          scale: rope.scale,
+          relPositions: args.relPositions,
+        });
+        attentionForward(step, qr, args.cache.k[l], args.cache.v[l], att, state, {
+          baseSlot: slot,
+          rows: T,
+          heads,
+          kvHeads,
+          headDim,
+          mask: args.mask,
+        });
+        matmulForward(step, att, w.o, x, { accumulate: true }); // x += o(att)
+        rmsNormForward(step, x, w.postNorm, xn, c.rmsNormEps);
+        matmulGroupsForward(step, xn, [w.gate, w.up], [gate, up]);
+        siluMulForward(step, gate, up, hidden);
+        matmulForward(step, hidden, w.down, x, { accumulate: true }); // x += down(hidden)
+        continue;
+      }
       // 2. Attention block: xn = RMSNorm(x); q, k, v = xn·Wqᵀ, xn·Wkᵀ, xn·Wvᵀ.
       rmsNormForward(step, x, w.inputNorm, xn, c.rmsNormEps);
       matmulForward(step, xn, w.q, q);
