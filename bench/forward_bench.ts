@@ -62,8 +62,8 @@ export async function runForwardBench(gpu: Gpu): Promise<unknown> {
         const before = gpu.counters.dispatches;
         const timed = new Step(gpu, "profiled forward", { timing: 256 });
         record(timed);
-        const dispatches = gpu.counters.dispatches - before;
         const timingPromise = timed.submit();
+        const dispatches = gpu.counters.dispatches - before; // counted at submit
         await readTensors(gpu, [s.lastLogits]);
         const kernels = timingPromise ? await timingPromise : [];
         const byLabel = new Map<string, number>();
@@ -76,20 +76,32 @@ export async function runForwardBench(gpu: Gpu): Promise<unknown> {
         step.submit();
         await readTensors(gpu, [s.lastLogits]);
         walls[path].push((performance.now() - t0) / BATCHED);
-        rows[path] = { dispatches, hostMs, gpuMs: kernels.length ? gpuMs : null, kernels: Object.fromEntries(byLabel) };
+        rows[path] = {
+          dispatches,
+          hostMs,
+          gpuMs: kernels.length ? gpuMs : null,
+          kernels: Object.fromEntries(byLabel),
+        };
       }
     }
     logits.destroy();
     for (const path of PATHS) {
       const wallMs = walls[path].sort((a, b) => a - b)[1];
       if (T === 1) wall1[path] = wallMs;
-      const r = rows[path] as { dispatches: number; hostMs: number; gpuMs: number | null; kernels: Record<string, number> };
+      const r = rows[path] as {
+        dispatches: number;
+        hostMs: number;
+        gpuMs: number | null;
+        kernels: Record<string, number>;
+      };
       figures[`T=${T} ${path}`] = { ...r, wallMs, wallRuns: walls[path] };
       const top = Object.entries(r.kernels).sort((a, b) => b[1] - a[1]).slice(0, 3);
       console.log(
-        `${String(T).padEnd(3)} ${path.padEnd(9)} ${String(r.dispatches).padStart(10)}  ${r.hostMs.toFixed(3).padStart(15)}  ${
-          (r.gpuMs !== null ? r.gpuMs.toFixed(3) : "n/a").padStart(14)
-        }  ${wallMs.toFixed(3).padStart(36)}  ${(wallMs / wall1[path]).toFixed(2).padStart(6)}  ${
+        `${String(T).padEnd(3)} ${path.padEnd(9)} ${String(r.dispatches).padStart(10)}  ${
+          r.hostMs.toFixed(3).padStart(15)
+        }  ${(r.gpuMs !== null ? r.gpuMs.toFixed(3) : "n/a").padStart(14)}  ${
+          wallMs.toFixed(3).padStart(36)
+        }  ${(wallMs / wall1[path]).toFixed(2).padStart(6)}  ${
           top.map(([l, ms]) => `${l} ${ms.toFixed(3)}`).join(", ")
         }`,
       );

@@ -56,7 +56,8 @@ export const sections: BenchSection[] = [
   },
   {
     name: "forward",
-    description: "embedded CLLM: dispatches, host, GPU-kernel and wall time of one forward at 1, 8, 16, 32 rows, fused vs separate",
+    description:
+      "embedded CLLM: dispatches, host, GPU-kernel and wall time of one forward at 1, 8, 16, 32 rows, fused vs separate",
     run: (ctx) => runForwardBench(ctx.gpu),
   },
   {

@@ -86,6 +86,17 @@ export type MatmulVariant = MatmulTiling & {
   GROUPS?: number;
   /** With GROUPS: 1 writes one y (T, N) with the groups side by side; GROUPS writes y, y1, y2. */
   YS?: number;
+  /**
+   * `nt` only: RMSNorm of A's rows folded in (binding `g`, the norm weight; parameter `eps`): the
+   * loop multiplies A by g and sums A² along the way, and each output is scaled by
+   * 1/sqrt(mean(A²) + eps) at the end, so the normalised activations are never written.
+   */
+  NORM?: boolean;
+  /**
+   * `nt` with GROUPS = 2 (gate, up): output column pairs interleave the two weights (column 2i is
+   * gate row i, 2i + 1 up row i) and the epilogue writes y(T, N/2) = silu(gate) · up. C is even.
+   */
+  GLU?: boolean;
 };
 
 /**
@@ -149,6 +160,11 @@ export interface MatmulOptions {
   yColumns?: { stride: number; first: number };
   /** Overrides fields of the tiling {@linkcode MATMUL_TUNING} picks (for benchmarks and tests). */
   variant?: Partial<MatmulTiling>;
+  /**
+   * `x · Wᵀ` only: multiply RMSNorm(x) instead of x, the norm folded into the product (see
+   * {@linkcode MatmulVariant.NORM}): `weight` (K) f32 and `eps`.
+   */
+  norm?: { weight: Tensor; eps: number };
 }
 
 function checkTiling(t: MatmulTiling, layout: MatmulLayout): void {
@@ -261,6 +277,8 @@ function wgslOf(v: MatmulVariant): string {
   emit(loader("ldA", "a", layout === "tn" ? "P.M" : "P.K", v.VA, null));
   const half = v.Q4 ? "q4" : v.Q8 ? "q8" : v.BF16 ? "bf16" : v.F16 ? "f16" : null;
   const G = v.GROUPS ?? 1;
+  const NORM = v.NORM === true;
+  if (NORM) emit(loader("ldNorm", "g", "P.K", v.VA, null)); // called with row 0: g is one row
   emit(loader("ldB", "b", layout === "nt" ? "P.K" : "P.N", v.VB, half));
   if (G > 1) {
     // Stacked weights: ldG reads row `row` of group g's weight.
@@ -299,7 +317,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (layout === "nt") {
       for (const c of range(C)) {
         emit(`  let br${c} = min(n0 + ${c}u, P.N - 1u);`);
-        if (G > 1) {
+        if (G > 1 && v.GLU) {
+          // Interleaved gate/up: column 2i is gate row i, 2i + 1 up row i.
+          emit(`  let g${c} = br${c} & 1u;`);
+          emit(`  let lr${c} = br${c} >> 1u;`);
+        } else if (G > 1) {
           // Column → (group, row of the group's weight).
           emit(`  let g${c} = select(select(0u, 1u, br${c} >= P.n1), 2u, br${c} >= P.n2);`);
           emit(`  let lr${c} = br${c} - select(select(0u, P.n1, br${c} >= P.n1), P.n2, br${c} >= P.n2);`);
@@ -307,10 +329,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
     emit(`  let KV = (P.K + 3u) / 4u;`);
+    if (NORM) { for (const r of range(R)) emit(`  var ss${r} = 0.0;`); }
     emit(`  for (var kc = 0u; kc < KV; kc += ${step}u) {`);
     if (SG) {
       // Lane sid loads vec4 kc + sid of every shared row; lane j's copy serves group j.
       for (const r of range(R)) emit(`    let xs${r} = ldA(ar${r}, kc + sid);`);
+      if (NORM) emit(`    let gs = ldNorm(0u, kc + sid);`);
     }
     for (const j of range(step)) {
       emit(`    {`);
@@ -331,9 +355,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           emit(`      let w${c} = vec4<f32>(b0_${g}.${i}, b1_${g}.${i}, b2_${g}.${i}, b3_${g}.${i});`);
         }
       }
+      if (NORM) emit(SG ? `      let g4 = subgroupBroadcast(gs, ${j}u);` : `      let g4 = ldNorm(0u, k4);`);
       dots(
         "      ",
-        (r) => [SG ? `let x${r} = subgroupBroadcast(xs${r}, ${j}u);` : `let x${r} = ldA(ar${r}, k4);`],
+        (r) => {
+          const load = SG
+            ? `let x${r}raw = subgroupBroadcast(xs${r}, ${j}u);`
+            : `let x${r}raw = ldA(ar${r}, k4);`;
+          // With NORM: Σ x² for the row's scale, and x · g against the weights.
+          return NORM
+            ? [load, `ss${r} += dot(x${r}raw, x${r}raw);`, `let x${r} = x${r}raw * g4;`]
+            : [load, `let x${r} = x${r}raw;`];
+        },
         (r) => `x${r}`,
         (c) => `w${c}`,
       );
@@ -387,6 +420,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   emit(SG ? `  let bad = ssz != ${SGS}u;` : `  let bad = false;`);
   // A NaN made at run time: Tint rejects a constant expression whose value is NaN.
   emit(`  let nan = bitcast<f32>(0x7fc00000u | min(P.acc, 0u));`);
+  if (NORM) {
+    // The RMSNorm scale of each row (rsqrt of the mean square plus eps), applied to its outputs.
+    for (const r of range(R)) {
+      emit(`  let rs${r} = inverseSqrt(ss${r} / f32(P.K) + P.eps);`);
+      for (const c of range(C)) emit(`  acc${r}_${c} = acc${r}_${c} * rs${r};`);
+    }
+  }
+  if (v.GLU) {
+    // Column pairs (gate, up) → one output: silu(gate) · up, at column (n0 + c) / 2 of y (M, N / 2).
+    for (const r of range(R)) {
+      for (let c = 0; c < C; c += 2) {
+        const row = `m0 + ${r}u`, col = `(n0 + ${c}u) / 2u`;
+        emit(
+          `  if (${row} < P.M && n0 + ${c}u < P.N) { let gt = acc${r}_${c}; let i = (${row}) * (P.N / 2u) + ${col}; ` +
+            `y[i] = select(select(0.0, y[i], P.acc != 0u) + gt / (1.0 + exp(-gt)) * acc${r}_${
+              c + 1
+            }, nan, bad); }`,
+        );
+      }
+    }
+    emit(`}`);
+    return lines.join("\n");
+  }
   const ys = G > 1 && (v.YS ?? 1) > 1;
   for (const r of range(R)) {
     for (const c of range(C)) {
@@ -397,7 +453,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           `{ let i = (${row}) * (${stride}) + lr${c}; ${buf}[i] = select(select(0.0, ${buf}[i], P.acc != 0u) + acc${r}_${c}, nan, bad); }`;
         emit(`  if (${row} < P.M && ${col} < P.N) {`);
         emit(`    if (g${c} == 0u) ${store("y", "P.n1")}`);
-        emit(`    ${G > 2 ? `else if (g${c} == 1u) ${store("y1", "P.n2 - P.n1")} else ${store("y2", "P.N - P.n2")}` : `else ${store("y1", "P.N - P.n1")}`}`);
+        emit(
+          `    ${
+            G > 2
+              ? `else if (g${c} == 1u) ${store("y1", "P.n2 - P.n1")} else ${store("y2", "P.N - P.n2")}`
+              : `else ${store("y1", "P.N - P.n1")}`
+          }`,
+        );
         emit(`  }`);
         continue;
       }
@@ -422,7 +484,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 export const matmulSpec: KernelSpec<MatmulVariant> = {
   name: "matmul",
   bindings: (v) => {
-    const bType = v.Q8 || v.Q4 ? "u32" : v.F16 || v.BF16 ? (v.VB ? "vec2<u32>" : "u32") : v.VB ? "vec4<f32>" : "f32";
+    const bType = v.Q8 || v.Q4
+      ? "u32"
+      : v.F16 || v.BF16
+      ? (v.VB ? "vec2<u32>" : "u32")
+      : v.VB
+      ? "vec4<f32>"
+      : "f32";
     const G = v.GROUPS ?? 1;
     const more = (prefix: string, access: "read" | "read_write", type: string, n: number) =>
       range(n).slice(1).map((g) => ({ name: `${prefix}${g}`, access, type }));
@@ -432,6 +500,7 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
       ...more("b", "read", bType, G),
       { name: "y", access: "read_write", type: "f32" },
       ...more("y", "read_write", "f32", G > 1 ? v.YS ?? 1 : 1),
+      ...(v.NORM ? [{ name: "g", access: "read" as const, type: v.VA ? "vec4<f32>" : "f32" }] : []),
     ];
   },
   params: [
@@ -446,6 +515,7 @@ export const matmulSpec: KernelSpec<MatmulVariant> = {
     { name: "n2", type: "u32" }, // GROUPS: first column of b2's rows (N when absent)
     { name: "bScale1", type: "u32" },
     { name: "bScale2", type: "u32" },
+    { name: "eps", type: "f32" }, // NORM: the RMSNorm epsilon
   ],
   wgsl: wgslOf,
 };
@@ -527,11 +597,16 @@ function dispatchMatmul(
     );
   }
   const bDtype = b.dtype as "f32" | "f16" | "bf16" | "q8" | "q4";
-  const variant = matmulVariant(step.gpu, layout, M, N, K, bDtype, opts.variant);
+  const norm = opts.norm;
+  if (norm) checkNorm(norm, K, layout);
+  const variant: MatmulVariant = {
+    ...matmulVariant(step.gpu, layout, M, N, K, bDtype, opts.variant),
+    ...(norm ? { NORM: true } : {}),
+  };
   const workgroups: [number, number] = [Math.ceil(N / (variant.WG * variant.C)), Math.ceil(M / variant.R)];
   step.dispatch(matmulSpec, {
     variant,
-    bindings: { a, b, y },
+    bindings: norm ? { a, b, y, g: norm.weight } : { a, b, y },
     params: {
       M,
       N,
@@ -544,9 +619,19 @@ function dispatchMatmul(
       n2: N,
       bScale1: 0,
       bScale2: 0,
+      eps: norm?.eps ?? 0,
     },
     workgroups,
   });
+}
+
+function checkNorm(norm: { weight: Tensor; eps: number }, K: number, layout: MatmulLayout): void {
+  if (layout !== "nt" || norm.weight.dtype !== "f32" || norm.weight.size !== K || !(norm.eps > 0)) {
+    throw new RangeError(
+      `Matmul: a folded RMSNorm needs the x·Wᵀ form, an f32 weight of K = ${K} values and eps > 0; got ` +
+        `"${norm.weight.label}" ${norm.weight.dtype} [${norm.weight.shape.join(", ")}], eps ${norm.eps}`,
+    );
+  }
 }
 
 /** Splits a shape into (rows, last dimension); a 1-D tensor is one row. */
@@ -626,7 +711,10 @@ export function matmulGroupsForward(
   x: Tensor,
   ws: readonly Tensor[],
   y: Tensor | readonly Tensor[],
-  opts: Pick<MatmulOptions, "accumulate" | "variant"> = {},
+  opts: Pick<MatmulOptions, "accumulate" | "variant" | "norm"> & {
+    /** Two weights (gate, up) into one y (T, N) = silu(x · gateᵀ) · (x · upᵀ). */
+    glu?: boolean;
+  } = {},
 ): void {
   const [T, K] = rowsCols(x);
   const G = ws.length;
@@ -644,21 +732,51 @@ export function matmulGroupsForward(
   for (const w of ws) starts.push(starts[starts.length - 1] + w.shape[0]);
   const N = starts[G];
   const ys = y instanceof Tensor ? [y] : y;
-  const fits = ys.length === 1
+  const glu = opts.glu === true;
+  if (glu && (G !== 2 || ws[0].shape[0] !== ws[1].shape[0] || ys.length !== 1)) {
+    throw shapeError("matmulGroupsForward", "glu needs two weights of one shape (gate, up) and one y");
+  }
+  const fits = glu
+    ? ys[0].size === T * ws[0].shape[0] && rowsCols(ys[0])[1] === ws[0].shape[0]
+    : ys.length === 1
     ? ys[0].size === T * N && rowsCols(ys[0])[1] === N
-    : ys.length === G && ys.every((t, g) => t.size === T * ws[g].shape[0] && rowsCols(t)[1] === ws[g].shape[0]);
+    : ys.length === G &&
+      ys.every((t, g) => t.size === T * ws[g].shape[0] && rowsCols(t)[1] === ws[g].shape[0]);
   checkPositive("matmulGroupsForward", { T, N, K });
   if (!fits || x.dtype !== "f32" || ys.some((t) => t.dtype !== "f32")) {
     throw shapeError(
       "matmulGroupsForward",
-      `x [${x.shape.join(", ")}] and ${G} weights of ${N} rows in all need f32 y of (T, ${N}) or one (T, N_g) per weight`,
+      `x [${
+        x.shape.join(", ")
+      }] and ${G} weights of ${N} rows in all need f32 y of (T, ${N}) or one (T, N_g) per weight`,
     );
   }
   const quantised = dtype === "q8" || dtype === "q4";
-  if (quantised && K % 32 !== 0) throw new RangeError(`Matmul: ${dtype} weights need K a multiple of 32, not ${K}`);
-  const base = matmulVariant(step.gpu, "nt", T, N, K, dtype as "f32" | "f16" | "bf16" | "q8" | "q4", opts.variant);
-  const variant: MatmulVariant = { ...base, GROUPS: G, YS: ys.length };
+  if (quantised && K % 32 !== 0) {
+    throw new RangeError(`Matmul: ${dtype} weights need K a multiple of 32, not ${K}`);
+  }
+  const norm = opts.norm;
+  if (norm) checkNorm(norm, K, "nt");
+  const base = matmulVariant(
+    step.gpu,
+    "nt",
+    T,
+    N,
+    K,
+    dtype as "f32" | "f16" | "bf16" | "q8" | "q4",
+    opts.variant,
+  );
+  // GLU pairs columns (gate, up) inside one invocation: an even column count per invocation.
+  if (glu && base.C % 2 === 1) base.C += 1;
+  const variant: MatmulVariant = {
+    ...base,
+    GROUPS: G,
+    YS: ys.length,
+    ...(norm ? { NORM: true } : {}),
+    ...(glu ? { GLU: true } : {}),
+  };
   const bindings: Record<string, Tensor> = { a: x, b: ws[0], y: ys[0] };
+  if (norm) bindings.g = norm.weight;
   for (let g = 1; g < G; g++) bindings[`b${g}`] = ws[g];
   for (let g = 1; g < ys.length; g++) bindings[`y${g}`] = ys[g];
   step.dispatch(matmulSpec, {
@@ -676,6 +794,7 @@ export function matmulGroupsForward(
       n2: G > 2 ? starts[2] : N,
       bScale1: quantised ? ws[1].q8ScaleWord : 0,
       bScale2: quantised && G > 2 ? ws[2].q8ScaleWord : 0,
+      eps: norm?.eps ?? 0,
     },
     workgroups: [Math.ceil(N / (variant.WG * variant.C)), Math.ceil(T / variant.R)],
   });

@@ -146,7 +146,8 @@ export function ropeQkvForward(
   const width = (H + 2 * KVH) * D;
   const cacheRow = KVH * D;
   if (
-    qkv.size < T * width || qr.size < T * H * D || kCache.size % cacheRow !== 0 || kCache.size !== vCache.size ||
+    qkv.size < T * width || qr.size < T * H * D || kCache.size % cacheRow !== 0 ||
+    kCache.size !== vCache.size ||
     [qkv, qr, kCache, vCache].some((t) => t.dtype !== "f32")
   ) {
     throw new RangeError(
@@ -192,7 +193,14 @@ export function ropeQkvForward(
  */
 export function ropeQkvReference(
   qkv: Float32Array,
-  o: { heads: number; kvHeads: number; headDim: number; theta: number; base: number; relPositions?: Uint32Array },
+  o: {
+    heads: number;
+    kvHeads: number;
+    headDim: number;
+    theta: number;
+    base: number;
+    relPositions?: Uint32Array;
+  },
 ): { q: Float32Array; k: Float32Array; v: Float32Array } {
   const { heads: H, kvHeads: KVH, headDim: D } = o;
   const width = (H + 2 * KVH) * D;

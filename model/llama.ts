@@ -191,10 +191,11 @@ export class Llama {
   /** Largest T a forward accepts. */
   readonly maxRows: number;
   /**
-   * How a forward records its layers: `"fused"` (default) in 9 dispatches per layer (q/k/v as one
-   * product, RoPE and the KV store as one kernel, gate/up as one product, the residual adds in the
-   * o and down products), or `"separate"`, one kernel per operation (16 per layer; kept to compare
-   * against and as the plainest statement of the forward). Same result up to rounding.
+   * How a forward records its layers: `"fused"` (default) in 6 dispatches per layer (RMSNorm folded
+   * into the next product, q/k/v as one product, RoPE and the KV store as one kernel, gate/up as one
+   * product with silu·mul in its epilogue, the residual adds in the o and down products), or
+   * `"separate"`, one kernel per operation (16 per layer; the plainest statement of the forward,
+   * kept to compare against). Same result up to rounding.
    */
   forwardPath: "fused" | "separate" = "fused";
   /** Default KV cache capacity. */
@@ -376,10 +377,12 @@ export class Llama {
     for (let l = 0; l < c.numLayers; l++) {
       const w = this.layers[l];
       if (this.forwardPath === "fused") {
-        // The same layer in 9 dispatches (the steps of the separate path below, merged).
-        rmsNormForward(step, x, w.inputNorm, xn, c.rmsNormEps);
+        // The same layer in 6 dispatches: each RMSNorm folded into the product after it, q/k/v
+        // as one product, RoPE and the KV store as one kernel, gate/up as one product with
+        // silu·mul in its epilogue, the residual adds in the o and down products.
+        const eps = c.rmsNormEps;
         const qkv = this.#rows(s.qkv, T);
-        matmulGroupsForward(step, xn, [w.q, w.k, w.v], qkv);
+        matmulGroupsForward(step, x, [w.q, w.k, w.v], qkv, { norm: { weight: w.inputNorm, eps } });
         ropeQkvForward(step, qkv, qr, args.cache.k[l], args.cache.v[l], state, {
           rows: T,
           heads,
@@ -399,9 +402,10 @@ export class Llama {
           mask: args.mask,
         });
         matmulForward(step, att, w.o, x, { accumulate: true }); // x += o(att)
-        rmsNormForward(step, x, w.postNorm, xn, c.rmsNormEps);
-        matmulGroupsForward(step, xn, [w.gate, w.up], [gate, up]);
-        siluMulForward(step, gate, up, hidden);
+        matmulGroupsForward(step, x, [w.gate, w.up], hidden, {
+          norm: { weight: w.postNorm, eps },
+          glu: true,
+        });
         matmulForward(step, hidden, w.down, x, { accumulate: true }); // x += down(hidden)
         continue;
       }
@@ -441,6 +445,18 @@ export class Llama {
     }
 
     // 7. Final norm and the classifier; only the last row when the caller needs just the next token.
+    if (this.forwardPath === "fused") {
+      // The final norm folded into the classifier.
+      const norm = { weight: this.norm, eps: c.rmsNormEps };
+      if (args.lastOnly) {
+        const rowBytes = c.hiddenSize * 4;
+        step.copy(s.x, (T - 1) * rowBytes, s.last, 0, rowBytes);
+        matmulForward(step, s.last, this.lmHead, args.logits, { norm });
+      } else {
+        matmulForward(step, x, this.lmHead, args.logits, { norm });
+      }
+      return;
+    }
     rmsNormForward(step, x, this.norm, xn, c.rmsNormEps);
     if (args.lastOnly) {
       const rowBytes = c.hiddenSize * 4;

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { readTensors, Step, Tensor } from "../../core/mod.ts";
 import { matmulForward, matmulGroupsForward, matmulReference } from "../../kernels/matmul.ts";
 import { quantizeQ8 } from "../../kernels/quantize.ts";
+import { rmsNormForward } from "../../kernels/rms_norm.ts";
+import { siluMulForward } from "../../kernels/silu_mul.ts";
 import { assertClose, randomArray } from "../_assert.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 
@@ -13,7 +15,7 @@ Deno.test("grouped products equal the separate ones, bit for bit, for every dtyp
   const gpu = await testGpu();
   const K = 64;
   const sizes = [[40, 24, 24], [64, 40]];
-  for (const dtype of ["f32", "f16", "q4"] as const) {
+  for (const dtype of ["f32", "f16", "q4"] as ("f32" | "f16" | "bf16" | "q8" | "q4")[]) {
     const step = new Step(gpu, `groups ${dtype}`);
     const checks: { got: Tensor; want: Tensor; what: string }[] = [];
     const fixtures: { x: Float32Array; ws: Float32Array[]; y: Tensor; T: number; Ns: number[] }[] = [];
@@ -39,7 +41,9 @@ Deno.test("grouped products equal the separate ones, bit for bit, for every dtyp
         for (const [g, w] of ws.entries()) {
           const part = new Tensor(gpu, [T, Ns[g]], "f32", "part");
           matmulForward(step, tx, w, part);
-          for (let t = 0; t < T; t++) step.copy(part, t * Ns[g] * 4, want, (t * total + first) * 4, Ns[g] * 4);
+          for (let t = 0; t < T; t++) {
+            step.copy(part, t * Ns[g] * 4, want, (t * total + first) * 4, Ns[g] * 4);
+          }
           first += Ns[g];
         }
         if (Ns.length === 3) {
@@ -72,7 +76,9 @@ Deno.test("grouped products equal the separate ones, bit for bit, for every dtyp
       let first = 0;
       f.ws.forEach((w, g) => {
         const part = matmulReference(f.x, w, f.T, f.Ns[g], K);
-        for (let t = 0; t < f.T; t++) expected.set(part.subarray(t * f.Ns[g], (t + 1) * f.Ns[g]), t * total + first);
+        for (let t = 0; t < f.T; t++) {
+          expected.set(part.subarray(t * f.Ns[g], (t + 1) * f.Ns[g]), t * total + first);
+        }
         first += f.Ns[g];
       });
       assertClose(y as Float32Array, expected, undefined, `f32 T=${f.T} vs CPU`);
@@ -85,11 +91,88 @@ Deno.test("grouped products: mismatched weights are clear errors", gpuTest, asyn
   const step = new Step(gpu, "bad");
   const x = new Tensor(gpu, [2, 8], "f32", "x");
   const a = new Tensor(gpu, [4, 8], "f32", "a");
-  assert.throws(() => matmulGroupsForward(step, x, [a], new Tensor(gpu, [2, 4], "f32", "y")), /2 or 3 weights/);
   assert.throws(
-    () => matmulGroupsForward(step, x, [a, new Tensor(gpu, [4, 6], "f32", "b")], new Tensor(gpu, [2, 8], "f32", "y")),
+    () => matmulGroupsForward(step, x, [a], new Tensor(gpu, [2, 4], "f32", "y")),
+    /2 or 3 weights/,
+  );
+  assert.throws(
+    () =>
+      matmulGroupsForward(
+        step,
+        x,
+        [a, new Tensor(gpu, [4, 6], "f32", "b")],
+        new Tensor(gpu, [2, 8], "f32", "y"),
+      ),
     /every weight must be/,
   );
-  assert.throws(() => matmulGroupsForward(step, x, [a, a], new Tensor(gpu, [2, 5], "f32", "y")), /need f32 y/);
+  assert.throws(
+    () => matmulGroupsForward(step, x, [a, a], new Tensor(gpu, [2, 5], "f32", "y")),
+    /need f32 y/,
+  );
   step.abandon();
+});
+
+// The RMSNorm folded into a product, and silu·mul in the gate/up product's epilogue, against the
+// separate kernels (rms_norm, matmul, silu_mul) and plain loops. Not bit for bit: the folded norm
+// scales after the sum instead of before it.
+Deno.test("folded RMSNorm and the silu·mul epilogue equal the separate kernels", gpuTest, async () => {
+  const gpu = await testGpu();
+  const K = 64, I = 40, eps = 1e-5;
+  for (const dtype of ["f32", "f16", "q4"] as const) {
+    for (const T of [1, 5]) {
+      const x = randomArray(T * K, T + 1, 2);
+      const g = randomArray(K, 7, 0.5).map((v) => 1 + v);
+      const wg = randomArray(I * K, 8, 0.3),
+        wu = randomArray(I * K, 9, 0.3),
+        wo = randomArray(24 * K, 10, 0.3);
+      const step = new Step(gpu, "norm glu");
+      const weight = (w: Float32Array, N: number) => {
+        if (dtype !== "q4") return Tensor.from(gpu, w, [N, K], "w", dtype);
+        const q = new Tensor(gpu, [N, K], "q4", "w");
+        quantizeQ8(step, Tensor.from(gpu, w, [N * K], "src"), q, { count: N * K });
+        return q;
+      };
+      const [tg, tu, to] = [weight(wg, I), weight(wu, I), weight(wo, 24)];
+      const tx = Tensor.from(gpu, x, [T, K], "x");
+      const tnorm = Tensor.from(gpu, g, [K], "g");
+      // Fused.
+      const hidden = new Tensor(gpu, [T, I], "f32", "hidden");
+      matmulGroupsForward(step, tx, [tg, tu], hidden, { norm: { weight: tnorm, eps }, glu: true });
+      const out = new Tensor(gpu, [T, 24], "f32", "out");
+      matmulForward(step, tx, to, out, { norm: { weight: tnorm, eps } });
+      // Separate.
+      const xn = new Tensor(gpu, [T, K], "f32", "xn");
+      rmsNormForward(step, tx, tnorm, xn, eps);
+      const [gate, up, hidden2] = [0, 1, 2].map(() => new Tensor(gpu, [T, I], "f32", "part"));
+      matmulForward(step, xn, tg, gate);
+      matmulForward(step, xn, tu, up);
+      siluMulForward(step, gate, up, hidden2);
+      const out2 = new Tensor(gpu, [T, 24], "f32", "out2");
+      matmulForward(step, xn, to, out2);
+      step.submit();
+      const [h1, h2, o1, o2] = await readTensors(gpu, [hidden, hidden2, out, out2]);
+      const what = `${dtype} T=${T}`;
+      assertClose(h1 as Float32Array, h2 as Float32Array, { atol: 2e-5, rtol: 2e-4 }, `${what}: glu`);
+      assertClose(o1 as Float32Array, o2 as Float32Array, { atol: 2e-5, rtol: 2e-4 }, `${what}: norm`);
+      if (dtype === "f32") {
+        // Plain loops: normalise, then the products.
+        const xnRef = new Float32Array(T * K);
+        for (let t = 0; t < T; t++) {
+          let ss = 0;
+          for (let k = 0; k < K; k++) ss += x[t * K + k] ** 2;
+          const rs = 1 / Math.sqrt(ss / K + eps);
+          for (let k = 0; k < K; k++) xnRef[t * K + k] = x[t * K + k] * rs * g[k];
+        }
+        const a = matmulReference(xnRef, wg, T, I, K), b = matmulReference(xnRef, wu, T, I, K);
+        const h = a.map((v, i) => (v / (1 + Math.exp(-v))) * b[i]);
+        assertClose(h1 as Float32Array, h, undefined, `${what}: glu vs CPU`);
+        assertClose(
+          o1 as Float32Array,
+          matmulReference(xnRef, wo, T, 24, K),
+          undefined,
+          `${what}: norm vs CPU`,
+        );
+      }
+    }
+  }
 });

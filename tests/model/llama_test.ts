@@ -12,7 +12,7 @@ import { writeTinyModel } from "../_tiny_model.ts";
 const LOGITS_TOL = { atol: 2e-4, rtol: 2e-3 };
 
 Deno.test(
-  "tiny GQA Llama (BF16, untied) matches the CPU reference: prefill 7 rows, then 5 cached steps",
+  "tiny GQA Llama (BF16, untied) matches the CPU reference, fused and separate paths: prefill 7 rows, then 5 cached steps",
   gpuTest,
   async () => {
     const gpu = await testGpu();
@@ -25,43 +25,54 @@ Deno.test(
         dtype: "BF16",
       });
       const model = await Llama.load(gpu, directoryFiles(dir), { maxLength: 64, maxRows: 16 });
-      const cache = model.createCache(64);
-      const prompt = [1, 17, 5, 33, 60, 9, 41];
-      const steps = [12, 3, 50, 27, 8];
-      const all = [...prompt, ...steps];
-      const tokens = Tensor.from(gpu, Uint32Array.from(all), [all.length], "tokens");
-      const V = config.vocabSize;
-      const prefillLogits = new Tensor(gpu, [prompt.length, V], "f32", "prefill logits");
-      const stepLogits = steps.map((_, i) => new Tensor(gpu, [1, V], "f32", `step ${i} logits`));
-      const step = new Step(gpu, "tiny model");
-      model.forward(step, {
-        tokens,
-        tokenOffset: 0,
-        rows: prompt.length,
-        position: cache.at(0),
-        cache,
-        logits: prefillLogits,
-      });
-      steps.forEach((_, i) => {
-        const pos = prompt.length + i;
+      // Both forward paths (fused: 6 dispatches a layer; separate: one kernel per operation).
+      for (const path of ["fused", "separate"] as const) {
+        model.forwardPath = path;
+        const cache = model.createCache(64);
+        const prompt = [1, 17, 5, 33, 60, 9, 41];
+        const steps = [12, 3, 50, 27, 8];
+        const all = [...prompt, ...steps];
+        const tokens = Tensor.from(gpu, Uint32Array.from(all), [all.length], "tokens");
+        const V = config.vocabSize;
+        const prefillLogits = new Tensor(gpu, [prompt.length, V], "f32", "prefill logits");
+        const stepLogits = steps.map((_, i) => new Tensor(gpu, [1, V], "f32", `step ${i} logits`));
+        const step = new Step(gpu, "tiny model");
         model.forward(step, {
           tokens,
-          tokenOffset: pos,
-          rows: 1,
-          position: cache.at(pos),
+          tokenOffset: 0,
+          rows: prompt.length,
+          position: cache.at(0),
           cache,
-          logits: stepLogits[i],
+          logits: prefillLogits,
         });
-      });
-      step.submit();
-      const results = await readTensors(gpu, [prefillLogits, ...stepLogits]);
-      const ref = refForward(config, weights, refCache(config), all);
-      for (let t = 0; t < prompt.length; t++) {
-        assertClose(results[0].subarray(t * V, (t + 1) * V), ref[t], LOGITS_TOL, `prefill row ${t}`);
+        steps.forEach((_, i) => {
+          const pos = prompt.length + i;
+          model.forward(step, {
+            tokens,
+            tokenOffset: pos,
+            rows: 1,
+            position: cache.at(pos),
+            cache,
+            logits: stepLogits[i],
+          });
+        });
+        step.submit();
+        const results = await readTensors(gpu, [prefillLogits, ...stepLogits]);
+        const ref = refForward(config, weights, refCache(config), all);
+        for (let t = 0; t < prompt.length; t++) {
+          assertClose(
+            results[0].subarray(t * V, (t + 1) * V),
+            ref[t],
+            LOGITS_TOL,
+            `${path}: prefill row ${t}`,
+          );
+        }
+        steps.forEach((_, i) =>
+          assertClose(results[1 + i], ref[prompt.length + i], LOGITS_TOL, `${path}: step ${i}`)
+        );
+        cache.destroy();
       }
-      steps.forEach((_, i) => assertClose(results[1 + i], ref[prompt.length + i], LOGITS_TOL, `step ${i}`));
       model.destroy();
-      cache.destroy();
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
