@@ -17,6 +17,9 @@
  * | `siluMulForward` | `silu(gate) * up`, the gated MLP product |
  * | `softmaxForward` | row softmax |
  * | `argmaxForward` | per-row argmax (lowest index on ties), kept on the GPU |
+ * | `sampleForward` | per-row filtered distribution (top-k, T, top-p) and a keyed draw, on the GPU |
+ * | `matmulGroupsForward` | 2-3 products sharing an input in one dispatch (norm prologue, silu·mul epilogue) |
+ * | `ropeQkvForward` | RoPE of q and k plus the KV-cache store in one dispatch |
  *
  * Kernels that need the number of cached tokens read it on the GPU from `state[baseSlot]`, so
  * decoding loops can run many steps without a readback.
@@ -65,3 +68,5 @@ export * from "./decode_state.ts";
 export * from "./convert.ts";
 export * from "./quantize.ts";
 export * from "./rope_qkv.ts";
+export * from "./sample.ts";
+export * from "./jacobi_sampled.ts";

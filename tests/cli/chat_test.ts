@@ -34,7 +34,7 @@ Deno.test(
       "80",
     );
     assert.equal(r.code, 0, r.err);
-    assert.match(r.err, /the gsm8k format; jacobi decoding/);
+    assert.match(r.err, /the gsm8k format; jacobi n=16 decoding/);
     assert.match(r.out, /#### 40/); // 32 + 8: one of the embedded CLLM's held-out problems
     const stats = [
       ...r.err.matchAll(
