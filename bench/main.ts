@@ -12,6 +12,7 @@
 
 import { parseArgs } from "node:util";
 import { type Gpu, requestGpu } from "../core/mod.ts";
+import { Llama } from "../model/mod.ts";
 import { sgemmPeak } from "./_sgemm_peak.ts";
 import { runDecodeBench } from "./decode_bench.ts";
 import { runForwardBench } from "./forward_bench.ts";
@@ -97,11 +98,20 @@ async function main(): Promise<void> {
     options: {
       only: { type: "string", multiple: true },
       out: { type: "string" },
+      "forward-path": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
+  const path = values["forward-path"];
+  if (path !== undefined) {
+    if (path !== "fused" && path !== "separate") {
+      throw new Error(`--forward-path must be fused or separate, not "${path}"`);
+    }
+    // Every model the sections load records its layers this way (the forward section runs both).
+    Llama.defaultForwardPath = path;
+  }
   if (values.help) {
-    console.log("deno task bench [--only SECTION[,SECTION]] [--out FILE.json]");
+    console.log("deno task bench [--only SECTION[,SECTION]] [--out FILE.json] [--forward-path fused|separate]");
     for (const s of sections) console.log(`  ${s.name.padEnd(10)} ${s.description}`);
     return;
   }

@@ -188,6 +188,8 @@ export class Llama {
    * @internal
    */
   readonly lmHead: SplitWeight;
+  /** The `forwardPath` of models created from now on (benchmarks compare the two). */
+  static defaultForwardPath: "fused" | "separate" = "fused";
   /** Largest T a forward accepts. */
   readonly maxRows: number;
   /**
@@ -197,7 +199,7 @@ export class Llama {
    * `"separate"`, one kernel per operation (16 per layer; the plainest statement of the forward,
    * kept to compare against). Same result up to rounding.
    */
-  forwardPath: "fused" | "separate" = "fused";
+  forwardPath: "fused" | "separate";
   /** Default KV cache capacity. */
   readonly maxLength: number;
   readonly #scratch: Scratch;
@@ -220,6 +222,7 @@ export class Llama {
       if (t instanceof Tensor) this.weights.set(name, t);
       else this.splitWeights.set(name, t);
     }
+    this.forwardPath = Llama.defaultForwardPath;
     this.maxRows = options.maxRows ?? 64;
     this.maxLength = options.maxLength ?? defaultMaxLength(config);
     const w = (name: string) => {
