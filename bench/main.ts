@@ -111,7 +111,9 @@ async function main(): Promise<void> {
     Llama.defaultForwardPath = path;
   }
   if (values.help) {
-    console.log("deno task bench [--only SECTION[,SECTION]] [--out FILE.json] [--forward-path fused|separate]");
+    console.log(
+      "deno task bench [--only SECTION[,SECTION]] [--out FILE.json] [--forward-path fused|separate]",
+    );
     for (const s of sections) console.log(`  ${s.name.padEnd(10)} ${s.description}`);
     return;
   }
