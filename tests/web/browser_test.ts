@@ -31,6 +31,9 @@ function launchChromium() {
   return puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
+    // One page call compiles every kernel variant a Deno workload used (100 now, ~3 min on
+    // SwiftShader with 2 cores), past puppeteer's default 180 s per protocol call.
+    protocolTimeout: 900_000,
     args: [
       "--no-sandbox",
       "--enable-unsafe-webgpu",
