@@ -463,7 +463,11 @@ fn mergeResidual() {
  *    tokens of the column, new_results[i] = pred at level N−2, column i), LRU insert;
  * 5. window shift: level 0 ← level 1 (columns 1..), level l ← level l+1, level N−2 ← new_results;
  * 6. next input: row 0 = lst = corr[h], candidates = pool[lst] (padded; `valid` of them count).
- * Variant: `NGRAM`, `WINDOW`, `GUESSES`, `VOCAB` (N, W, G, V).
+ * Sampled (`SAMPLED`, with the forward's logits and their rows' statistics bound): `pred` holds each
+ * row's draw, step 1 is the point-mass verification of {@linkcode SAMPLED_VERIFY_WGSL} (its final
+ * token a residual draw by the whole workgroup of `WG` invocations, or a row's draw), steps 2-6 as
+ * above with the accepted tokens and that final token in place of corr.
+ * Variant: `NGRAM`, `WINDOW`, `GUESSES`, `VOCAB` (N, W, G, V), `EOS_COUNT`, `SAMPLED`, `WG`.
  */
 export const lookaheadAcceptSpec: KernelSpec = {
   name: "lookahead_accept",
