@@ -65,7 +65,7 @@ function _each(n: number, f: (i: number) => string, sep = "\n"): string {
  */
 export const attentionBackwardDqSpec: KernelSpec = {
   name: "attention_backward_dq",
-  bindings: [
+  bindings: (variant) => [
     { name: "q", access: "read", type: "vec4<f32>" }, // (T, H, D)
     { name: "k", access: "read", type: "vec4<f32>" }, // (T, KVH, D)
     { name: "v", access: "read", type: "vec4<f32>" }, // (T, KVH, D)
@@ -73,6 +73,7 @@ export const attentionBackwardDqSpec: KernelSpec = {
     { name: "dOut", access: "read", type: "vec4<f32>" }, // (T, H, D)
     { name: "dq", access: "read_write", type: "vec4<f32>" }, // (T, H, D)
     { name: "stats", access: "read_write", type: "f32" }, // (T, H, 2): lse (log2 units), D_i
+    ...(variant.MASK ? [_MASK_BINDING] : []),
   ],
   params: [
     { name: "rows", type: "u32" }, // T
@@ -83,10 +84,27 @@ export const attentionBackwardDqSpec: KernelSpec = {
     { name: "scale", type: "f32" },
     { name: "gridX", type: "u32" }, // workgroups in x (2-D grids for huge T·H)
     { name: "headVecs", type: "u32" }, // D / 4
+    { name: "maskWords", type: "u32" }, // u32 words per mask row (unused without MASK)
   ],
   wgsl: (variant) =>
-    _dqWgsl(Number(variant.D), Number(variant.R), Number(variant.WG), variant.UNROLL === true),
+    _dqWgsl(
+      Number(variant.D),
+      Number(variant.R),
+      Number(variant.WG),
+      variant.UNROLL === true,
+      variant.MASK === true,
+    ),
 };
+
+/** The optional attention mask: (T, maskWords) bits, bit j of row i set when query i sees key j. */
+const _MASK_BINDING = { name: "mask", access: "read" as const, type: "u32" };
+
+/** WGSL: whether query row `i` sees key row `j` (causal, and the mask's bit when there is one). */
+function _sees(i: string, j: string, mask: boolean): string {
+  return mask
+    ? `(${j} <= ${i} && ((mask[${i} * P.maskWords + (${j} >> 5u)] >> (${j} & 31u)) & 1u) != 0u)`
+    : `${j} <= ${i}`;
+}
 
 /** A lane index of a head vector: its WGSL expression, and its value when unrolled (−1 in a loop). */
 interface _Lane {
@@ -129,7 +147,7 @@ ${names.map((n) => `var<workgroup> ${n}: array<vec4<f32>, ${WG * R * D4}>;`).joi
  * The dq kernel's WGSL. Names: qv (the R queries times scale·log2(e)), go (their dO), acc (their
  * dq), m{r} / l{r} (running max / sum of exp2), lse{r}, di{r} (D_i), s{r} (score in log2 units).
  */
-function _dqWgsl(D: number, R: number, WG: number, unroll: boolean): string {
+function _dqWgsl(D: number, R: number, WG: number, unroll: boolean, mask: boolean): string {
   const D4 = D / 4;
   const x = _vectors(["qv", "go", "acc"], R, D4, WG, unroll);
   return `
@@ -181,7 +199,7 @@ ${_each(R, (r) => `      s${r} += dot(${x.ref("qv", r, d)}, kd);`)}`)
   }
 ${
     _each(R, (r) =>
-      `    if (j <= t${r}) {
+      `    if (${_sees(`t${r}`, "j", mask)}) {
       let mNew${r} = max(m${r}, s${r});
       l${r} = l${r} * exp2(m${r} - mNew${r}) + exp2(s${r} - mNew${r});
       m${r} = mNew${r};
@@ -203,7 +221,12 @@ ${
       dp${r} += dot(${x.ref("go", r, d)}, vd);`)
       }`)
   }
-${_each(R, (r) => `    let ds${r} = select(0.0, exp2(s${r} - lse${r}) * (dp${r} - di${r}), j <= t${r});`)}
+${
+    _each(R, (r) =>
+      `    let ds${r} = select(0.0, exp2(s${r} - lse${r}) * (dp${r} - di${r}), ${
+        _sees(`t${r}`, "j", mask)
+      });`)
+  }
 ${
     x.lanes("    ", (d) =>
       `      let kd = k[kOff + ${d.e}];
@@ -241,7 +264,7 @@ ${x.lanes("    ", (d) => `      dq[qOff${r} + ${d.e}] = ${x.ref("acc", r, d)} * 
  */
 export const attentionBackwardDkvSpec: KernelSpec = {
   name: "attention_backward_dkv",
-  bindings: [
+  bindings: (variant) => [
     { name: "q", access: "read", type: "vec4<f32>" }, // (T, H, D)
     { name: "k", access: "read", type: "vec4<f32>" }, // (T, KVH, D)
     { name: "v", access: "read", type: "vec4<f32>" }, // (T, KVH, D)
@@ -249,17 +272,24 @@ export const attentionBackwardDkvSpec: KernelSpec = {
     { name: "stats", access: "read", type: "f32" }, // (T, H, 2): lse (log2 units), D_i
     { name: "dk", access: "read_write", type: "vec4<f32>" }, // (T, KVH, D)
     { name: "dv", access: "read_write", type: "vec4<f32>" }, // (T, KVH, D)
+    ...(variant.MASK ? [_MASK_BINDING] : []),
   ],
   params: attentionBackwardDqSpec.params,
   wgsl: (variant) =>
-    _dkvWgsl(Number(variant.D), Number(variant.R), Number(variant.WG), variant.UNROLL === true),
+    _dkvWgsl(
+      Number(variant.D),
+      Number(variant.R),
+      Number(variant.WG),
+      variant.UNROLL === true,
+      variant.MASK === true,
+    ),
 };
 
 /**
  * The dk/dv kernel's WGSL. Names: kv (the R keys times scale·log2(e)), vv (their values), dkAcc /
  * dvAcc (their gradients), j{r} (key row), s{r}, dp{r}, p{r}, ds{r} for the current (query, head).
  */
-function _dkvWgsl(D: number, R: number, WG: number, unroll: boolean): string {
+function _dkvWgsl(D: number, R: number, WG: number, unroll: boolean, mask: boolean): string {
   const D4 = D / 4;
   const x = _vectors(["kv", "vv", "dkAcc", "dvAcc"], R, D4, WG, unroll);
   return `
@@ -311,7 +341,7 @@ ${
   }
 ${
     _each(R, (r) =>
-      `      let p${r} = select(0.0, exp2(s${r} - lse), j${r} <= i);
+      `      let p${r} = select(0.0, exp2(s${r} - lse), ${_sees("i", `j${r}`, mask)});
       let ds${r} = p${r} * (dp${r} - di);`)
   }
 ${
@@ -359,6 +389,13 @@ export interface AttentionBackwardOptions {
   stats?: Tensor;
   /** Schedule override for benchmarks: rows per invocation of the dq and dk/dv kernels (must fit the workgroup memory). */
   tuning?: AttentionBackwardTuning;
+  /**
+   * The forward's attention mask (u32, T rows of ceil(T/32) words; bit j of row i set when query i
+   * sees key j), as given to `attentionForward`. It narrows the causal rule (packed training
+   * sequences, train/jacobi_forcing.ts): bits above the diagonal must be clear (the forward kernel
+   * would read them; the backward kernels skip those keys).
+   */
+  mask?: Tensor;
 }
 
 /** Schedule parameters of the backward kernels (normally chosen by {@linkcode attentionBackwardSchedule}). */
@@ -506,6 +543,14 @@ export function attentionBackward(
         `${stats.size} ${stats.dtype}`,
     );
   }
+  const mask = options.mask;
+  const maskWords = Math.ceil(T / 32);
+  if (mask && (mask.dtype !== "u32" || mask.size < T * maskWords)) {
+    throw new RangeError(
+      `attentionBackward: mask "${mask.label}" must be u32 (${T}, ${maskWords}), not ` +
+        `[${mask.shape.join(", ")}] ${mask.dtype}`,
+    );
+  }
   if (T === 0 || H === 0) return;
   const wgBytes = step.gpu.limits.maxComputeWorkgroupStorageSize;
   const auto = attentionBackwardSchedule(T, H, KVH, D, wgBytes);
@@ -534,20 +579,23 @@ export function attentionBackward(
     scaleLog2e: scale * Math.LOG2E,
     scale,
     headVecs: D / 4,
+    maskWords,
   };
+  const MASK = mask !== undefined;
+  const masked: Record<string, Tensor> = mask ? { mask } : {};
   // 1. dq and the per-(row, head) statistics.
   const gq = grid(KVH * Math.ceil((T * group) / RQ));
   step.dispatch(attentionBackwardDqSpec, {
-    variant: { D, R: RQ, WG, UNROLL },
-    bindings: { q, k, v, out, dOut, dq, stats },
+    variant: { D, R: RQ, WG, UNROLL, MASK },
+    bindings: { q, k, v, out, dOut, dq, stats, ...masked },
     params: { ...params, gridX: gq.gridX },
     workgroups: gq.workgroups,
   });
   // 2. dk and dv from the statistics.
   const gk = grid(KVH * Math.ceil(T / RK));
   step.dispatch(attentionBackwardDkvSpec, {
-    variant: { D, R: RK, WG, UNROLL },
-    bindings: { q, k, v, dOut, stats, dk, dv },
+    variant: { D, R: RK, WG, UNROLL, MASK },
+    bindings: { q, k, v, dOut, stats, dk, dv, ...masked },
     params: { ...params, gridX: gk.gridX },
     workgroups: gk.workgroups,
   });
@@ -563,6 +611,8 @@ export interface AttentionBackwardReferenceOptions {
   headDim: number;
   /** Score scale (default 1/sqrt(D)). */
   scale?: number;
+  /** Attention mask bits as in {@linkcode AttentionBackwardOptions.mask} (T rows of ceil(T/32) words). */
+  mask?: Uint32Array;
 }
 
 /** Gradients returned by {@linkcode attentionBackwardReference}. */
@@ -606,6 +656,9 @@ export function attentionBackwardReference(
   const scale = options.scale ?? 1 / Math.sqrt(D);
   const T = q.length / (H * D);
   const group = H / KVH;
+  const words = Math.ceil(T / 32);
+  const sees = (i: number, j: number) =>
+    j <= i && (!options.mask || ((options.mask[i * words + (j >> 5)] >>> (j & 31)) & 1) === 1);
   const dq = new Float64Array(T * H * D);
   const dk = new Float64Array(T * KVH * D);
   const dv = new Float64Array(T * KVH * D);
@@ -613,40 +666,40 @@ export function attentionBackwardReference(
     for (let h = 0; h < H; h++) {
       const kvh = Math.floor(h / group);
       const qo = (i * H + h) * D;
-      // Forward: scores S_ij = scale q_i·k_j for j ≤ i, softmax P_ij.
-      const s: number[] = [];
-      for (let j = 0; j <= i; j++) {
+      // Forward: scores S_ij = scale q_i·k_j over the keys j query i sees, softmax P_ij.
+      const keys: number[] = [];
+      for (let j = 0; j <= i; j++) if (sees(i, j)) keys.push(j);
+      const s = keys.map((j) => {
         let dot = 0;
         for (let d = 0; d < D; d++) dot += q[qo + d] * k[(j * KVH + kvh) * D + d];
-        s.push(scale * dot);
-      }
+        return scale * dot;
+      });
       const max = Math.max(...s);
       const e = s.map((x) => Math.exp(x - max));
       const sum = e.reduce((a, b) => a + b, 0);
       const p = e.map((x) => x / sum);
       // O_i = Σ_j P_ij v_j  ⇒  dv_j += P_ij dO_i and dP_ij = dO_i·v_j.
-      const dp: number[] = [];
-      for (let j = 0; j <= i; j++) {
+      const dp = keys.map((j, n) => {
         const ko = (j * KVH + kvh) * D;
         let dot = 0;
         for (let d = 0; d < D; d++) {
-          dv[ko + d] += p[j] * dOut[qo + d];
+          dv[ko + d] += p[n] * dOut[qo + d];
           dot += dOut[qo + d] * v[ko + d];
         }
-        dp.push(dot);
-      }
+        return dot;
+      });
       // Softmax backward: dS_ij = P_ij (dP_ij − Σ_l P_il dP_il).
       let pdp = 0;
-      for (let j = 0; j <= i; j++) pdp += p[j] * dp[j];
+      for (let n = 0; n < keys.length; n++) pdp += p[n] * dp[n];
       // S_ij = scale q_i·k_j  ⇒  dq_i += scale dS_ij k_j, dk_j += scale dS_ij q_i.
-      for (let j = 0; j <= i; j++) {
-        const ds = p[j] * (dp[j] - pdp);
+      keys.forEach((j, n) => {
+        const ds = p[n] * (dp[n] - pdp);
         const ko = (j * KVH + kvh) * D;
         for (let d = 0; d < D; d++) {
           dq[qo + d] += scale * ds * k[ko + d];
           dk[ko + d] += scale * ds * q[qo + d];
         }
-      }
+      });
     }
   }
   return { dq: new Float32Array(dq), dk: new Float32Array(dk), dv: new Float32Array(dv) };

@@ -22,13 +22,13 @@
 import type { Step, Tensor } from "../core/mod.ts";
 import { recordRope, type RopeOptions, ropeReference, type RopeReferenceOptions } from "./rope.ts";
 
-/** Options of {@linkcode ropeBackward}: those of the forward it undoes (without per-row positions or the cache). */
-export type RopeBackwardOptions = Omit<RopeOptions, "relPositions" | "toCache" | "inverse">;
+/** Options of {@linkcode ropeBackward}: those of the forward it undoes (without the cache). */
+export type RopeBackwardOptions = Omit<RopeOptions, "toCache" | "inverse">;
 
 /**
- * Records the backward of {@linkcode ropeForward} (without `relPositions` or `toCache`): writes
- * `dx`, the gradient of the rotation's input, for `rows` rows of `heads` head vectors at positions
- * `base + t`, `base = state[baseSlot]`. Overwrites `dx` (no accumulate).
+ * Records the backward of {@linkcode ropeForward} (without `toCache`): writes `dx`, the gradient of
+ * the rotation's input, for `rows` rows of `heads` head vectors at positions `base + t` (or
+ * `base + relPositions[t]`), `base = state[baseSlot]`. Overwrites `dx` (no accumulate).
  *
  * @param step the step to record into
  * @param dOut (T, H, D) gradient of the rotated output
@@ -52,7 +52,7 @@ export function ropeBackward(
 }
 
 /** Arguments of {@linkcode ropeBackwardReference}: those of the forward's reference. */
-export type RopeBackwardReferenceOptions = Omit<RopeReferenceOptions, "relPositions" | "inverse">;
+export type RopeBackwardReferenceOptions = Omit<RopeReferenceOptions, "inverse">;
 
 /**
  * CPU reference: the transposed rotate-half rotation (the forward's reference by minus the angle),

@@ -190,11 +190,20 @@ export class TrainableLlama {
   /**
    * Records a forward over `rows` tokens at positions 0..rows−1 into `logits` (rows, V). With a
    * tape, records the backward of every op; without, it is an inference-only forward (the
-   * consistency loss's detached target).
+   * consistency loss's detached target). A packed sequence (train/jacobi_forcing.ts) brings its
+   * own `positions` (u32 per row) and attention `mask` (u32 (rows, ceil(rows/32)) bits, narrowing
+   * the causal rule), used by the forward and the backward alike.
    */
   forward(
     step: Step,
-    args: { tokens: Tensor; tokenOffset: number; rows: number; logits: Tensor },
+    args: {
+      tokens: Tensor;
+      tokenOffset: number;
+      rows: number;
+      logits: Tensor;
+      positions?: Tensor;
+      mask?: Tensor;
+    },
     tape?: Tape,
   ): void {
     const T = args.rows;
@@ -210,8 +219,15 @@ export class TrainableLlama {
       scale: c.ropeScaling?.factor ?? 1,
       rows: T,
       headDim: c.headDim,
+      ...(args.positions ? { relPositions: args.positions } : {}),
     };
-    const attn = { rows: T, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim };
+    const attn = {
+      rows: T,
+      heads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      ...(args.mask ? { mask: args.mask } : {}),
+    };
     const eps = c.rmsNormEps;
     const grad = (name: string) => this.grads.get(name)!;
 

@@ -115,7 +115,15 @@ export function consistencyLossStep(
   step: Step,
   model: TrainableLlama,
   b: LossBuffers,
-  args: { stateOffset: number; targetOffset: number; length: number; first: number; last: number },
+  args: {
+    stateOffset: number;
+    targetOffset: number;
+    length: number;
+    first: number;
+    last: number;
+    /** Factor on the loss and gradient (default 1 / (last − first): the mean over the rows). */
+    scale?: number;
+  },
 ): void {
   const T = args.length;
   const V = b.logits.shape[1];
@@ -127,8 +135,83 @@ export function consistencyLossStep(
   softCrossEntropyLoss(step, logits, target, model.dLogits(T), b.loss, {
     firstRow: args.first,
     lastRow: args.last,
-    scale: 1 / (args.last - args.first),
+    scale: args.scale ?? 1 / (args.last - args.first),
     lossSlot: LOSS_SLOTS.consistency,
   });
+  tape.backward(step);
+}
+
+/** Buffers of {@linkcode jacobiForcingLossStep} beyond {@linkcode LossBuffers}. */
+export interface PackedBuffers {
+  /** u32 row positions of the packed sequence. */
+  positions: Tensor;
+  /** u32 attention mask of the packed sequence. */
+  mask: Tensor;
+  /** (maxSeq, V) scratch: the consistency rows' logits gathered, then their gradients. */
+  studentLogits: Tensor;
+}
+
+/**
+ * Records Jacobi Forcing's losses on one packed sequence (train/jacobi_forcing.ts) and their
+ * backward: one forward with the tape over the whole sequence (positions and mask uploaded), the AR
+ * loss on the clean chain's rows, and the progressive consistency loss — the soft cross-entropy
+ * from each span's noisy rows to the clean rows at the same offsets. The clean rows' logits are
+ * copied out before any gradient is computed, so the teacher is detached; the noisy rows are
+ * gathered into a compact tensor, their gradient computed there and copied back into dLogits (the
+ * AR loss leaves zeros on those rows).
+ */
+export function jacobiForcingLossStep(
+  step: Step,
+  model: TrainableLlama,
+  b: LossBuffers & PackedBuffers,
+  args: {
+    length: number;
+    labeledRows: number;
+    arWeight: number;
+    consistencyWeight: number;
+    smoothing: number;
+    spans: readonly { student: number; teacher: number; count: number }[];
+  },
+): void {
+  const L = args.length;
+  const V = b.logits.shape[1];
+  const rowBytes = V * 4;
+  const logits = b.logits.view([L, V]);
+  const tape = new Tape();
+  model.forward(step, {
+    tokens: b.tokens,
+    tokenOffset: 0,
+    rows: L,
+    logits,
+    positions: b.positions,
+    mask: b.mask,
+  }, tape);
+  const K = args.spans.reduce((a, s) => a + s.count, 0);
+  let k = 0;
+  for (const s of args.spans) {
+    step.copy(b.logits, s.student * rowBytes, b.studentLogits, k * rowBytes, s.count * rowBytes);
+    step.copy(b.logits, s.teacher * rowBytes, b.targetLogits, k * rowBytes, s.count * rowBytes);
+    k += s.count;
+  }
+  const dLogits = model.dLogits(L);
+  crossEntropyLoss(step, logits, b.labels, dLogits, b.loss, {
+    smoothing: args.smoothing,
+    scale: args.arWeight / Math.max(1, args.labeledRows),
+    lossSlot: LOSS_SLOTS.ar,
+  });
+  if (K > 0) {
+    const student = b.studentLogits.view([K, V]);
+    softCrossEntropyLoss(step, student, b.targetLogits.view([K, V]), student, b.loss, {
+      firstRow: 0,
+      lastRow: K,
+      scale: args.consistencyWeight / K,
+      lossSlot: LOSS_SLOTS.consistency,
+    });
+    k = 0;
+    for (const s of args.spans) {
+      step.copy(b.studentLogits, k * rowBytes, dLogits, s.student * rowBytes, s.count * rowBytes);
+      k += s.count;
+    }
+  }
   tape.backward(step);
 }

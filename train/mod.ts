@@ -23,3 +23,4 @@ export * from "./trainer.ts";
 export * from "./gsm8k_eval.ts";
 export * from "./trajectory_writer.ts";
 export * from "./random_init.ts";
+export * from "./jacobi_forcing.ts";

@@ -19,11 +19,29 @@ import { fillForward } from "../kernels/fill.ts";
 import { clipScale, sumSquares } from "../kernels/grad_norm.ts";
 import type { Llama } from "../model/llama.ts";
 import { TrainableLlama } from "../model/llama_train.ts";
-import { arLabels, arLossStep, consistencyLossStep, consistencyRows, IGNORE } from "./losses.ts";
+import {
+  DEFAULT_NOISE,
+  type JacobiForcingSample,
+  type NoiseSchedule,
+  packJacobiForcing,
+} from "./jacobi_forcing.ts";
+import {
+  arLabels,
+  arLossStep,
+  consistencyLossStep,
+  consistencyRows,
+  IGNORE,
+  jacobiForcingLossStep,
+} from "./losses.ts";
 
-/** One training item: a CLLM trajectory sample, or a plain token sequence for AR training. */
+/**
+ * One training item: a CLLM trajectory sample (one block), a Jacobi Forcing sample (a prompt and
+ * all its blocks, packed at record time: train/jacobi_forcing.ts), or a plain token sequence for AR
+ * training.
+ */
 export type TrainItem =
   | { kind: "cllm"; context: number[]; states: number[][]; fixedPoint: number[]; labels?: number[] }
+  | ({ kind: "jacobi-forcing" } & JacobiForcingSample)
   | { kind: "ar"; tokens: number[]; weight?: number };
 
 /** The loss settings of a sample. */
@@ -38,6 +56,10 @@ export interface SampleLosses {
   arTargets: "teacher" | "gold";
   /** EOS ids (AR labels after the first EOS are masked). */
   eosIds: readonly number[];
+  /** Noise schedule of Jacobi Forcing samples (default {@linkcode DEFAULT_NOISE}). */
+  noise?: NoiseSchedule;
+  /** Weight of the progressive consistency loss of Jacobi Forcing samples (default 1). */
+  consistencyWeight?: number;
 }
 
 /** The optimizer settings of an update. */
@@ -97,6 +119,7 @@ export class TrainingStep {
   readonly #tokens: Tensor; // three sequences: AR/goal at 0 and maxSeq, state at 2·maxSeq
   readonly #labels: Tensor;
   readonly #buffers: { tokens: Tensor; labels: Tensor; logits: Tensor; targetLogits: Tensor; loss: Tensor };
+  #packed: { positions: Tensor; mask: Tensor; studentLogits: Tensor } | null = null;
 
   /** Allocates the training state of `model` for sequences of up to `maxSeq` tokens. */
   constructor(model: Llama, maxSeq: number) {
@@ -164,6 +187,29 @@ export class TrainingStep {
       ar(item.tokens, item.weight ?? 1);
       return work;
     }
+    if (item.kind === "jacobi-forcing") {
+      const packed = packJacobiForcing(item, losses.noise ?? DEFAULT_NOISE, losses.eosIds, () => rng.next());
+      const L = packed.tokens.length;
+      if (L > maxSeq) {
+        throw new RangeError(`a packed Jacobi Forcing sequence of ${L} tokens exceeds ${maxSeq}`);
+      }
+      const pb = this.#packedBuffers();
+      this.#tokens.write(Uint32Array.from(packed.tokens), 0);
+      this.#labels.write(packed.labels);
+      pb.positions.write(packed.positions);
+      pb.mask.write(packed.mask);
+      jacobiForcingLossStep(step, this.#trainable, { ...this.#buffers, ...pb }, {
+        length: L,
+        labeledRows: packed.labels.filter((x) => x !== IGNORE).length,
+        arWeight: losses.arWeight,
+        consistencyWeight: losses.consistencyWeight ?? 1,
+        smoothing: losses.labelSmoothing,
+        spans: packed.spans,
+      });
+      work.rows += L;
+      work.flops += 6 * this.params * L;
+      return work;
+    }
     const target = [...item.context, ...item.fixedPoint];
     ar(losses.arTargets === "gold" && item.labels ? item.labels : target, losses.arWeight);
     // A random non-final state (a trajectory with only its fixed point has none: skip).
@@ -186,6 +232,19 @@ export class TrainingStep {
     work.rows += stateSeq.length;
     work.flops += 8 * this.params * stateSeq.length;
     return work;
+  }
+
+  /** The packed-sequence buffers, made on the first Jacobi Forcing sample. */
+  #packedBuffers(): { positions: Tensor; mask: Tensor; studentLogits: Tensor } {
+    if (!this.#packed) {
+      const gpu = this.model.gpu, S = this.maxSeq;
+      this.#packed = {
+        positions: new Tensor(gpu, [S], "u32", "packed positions"),
+        mask: new Tensor(gpu, [S * Math.ceil(S / 32)], "u32", "packed mask"),
+        studentLogits: new Tensor(gpu, [S, this.model.config.vocabSize], "f32", "consistency rows' logits"),
+      };
+    }
+    return this.#packed;
   }
 
   /** Records the update: global gradient norm → clip scale, then AdamW on every weight. */
@@ -225,5 +284,6 @@ export class TrainingStep {
     ) t.destroy();
     this.#buffers.logits.destroy();
     this.#buffers.targetLogits.destroy();
+    if (this.#packed) { for (const t of Object.values(this.#packed)) t.destroy(); }
   }
 }

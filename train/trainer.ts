@@ -25,6 +25,7 @@ import {
 import { LOSS_SLOTS } from "./losses.ts";
 import { lineChart } from "./loss_chart.ts";
 import { cosineSchedule } from "./schedule.ts";
+import { type NoiseSchedule, packedLength } from "./jacobi_forcing.ts";
 import { TrainingStep, type TrainItem } from "./train_step.ts";
 
 export type { TrainItem } from "./train_step.ts";
@@ -58,6 +59,10 @@ export interface TrainOptions {
   consistency?: "global" | "local";
   /** AR targets for CLLM samples: the teacher (context ⊕ fixed point) or gold labels. */
   arTargets?: "teacher" | "gold";
+  /** Noise schedule of Jacobi Forcing items (default: progressive, window 4). */
+  noise?: NoiseSchedule;
+  /** Weight of the progressive consistency loss of Jacobi Forcing items (default 1). */
+  consistencyWeight?: number;
   /** Seed of the data order and the state choice. */
   seed?: number;
   /** Steps between checkpoints (rounded up to a multiple of logEvery). */
@@ -125,7 +130,13 @@ export async function train(
   const seed = options.seed ?? 0;
   const eos = options.eosIds;
   const maxSeq = Math.max(
-    ...items.map((it) => it.kind === "ar" ? it.tokens.length : it.context.length + it.fixedPoint.length),
+    ...items.map((it) =>
+      it.kind === "ar"
+        ? it.tokens.length
+        : it.kind === "jacobi-forcing"
+        ? packedLength(it)
+        : it.context.length + it.fixedPoint.length
+    ),
     ...items.map((it) => it.kind === "cllm" && it.labels ? it.labels.length : 0),
   );
   const schedule = cosineSchedule({
@@ -141,6 +152,8 @@ export async function train(
     consistency: options.consistency ?? "global",
     arTargets: options.arTargets ?? "teacher",
     eosIds: eos,
+    noise: options.noise,
+    consistencyWeight: options.consistencyWeight,
   } as const;
 
   const ts = new TrainingStep(model, maxSeq);

@@ -262,3 +262,83 @@ Deno.test("attentionBackward rejects bad sizes with a clear error", gpuTest, asy
   // D = 128 in 32 KiB of workgroup memory: 4 vectors × 2 keys × 128 × 4 bytes × 8 invocations.
   assert.deepEqual(attentionBackwardSchedule(512, 8, 2, 128, 32768), { queries: 2, keys: 2, unroll: false });
 });
+
+/** A random mask that narrows the causal rule: each key j < i kept with probability 1/2, the diagonal always. */
+function randomCausalMask(T: number, seed: number): Uint32Array {
+  const words = Math.ceil(T / 32);
+  const mask = new Uint32Array(T * words);
+  const r = randomArray(T * T, seed);
+  for (let i = 0; i < T; i++) {
+    for (let j = 0; j <= i; j++) {
+      if (j === i || r[i * T + j] > 0) mask[i * words + (j >> 5)] |= 1 << (j & 31);
+    }
+  }
+  return mask;
+}
+
+Deno.test(
+  "attentionBackward with a mask matches the masked CPU reference (T = 7, 40, 70)",
+  gpuTest,
+  async () => {
+    const gpu = await testGpu();
+    const shapes: Shape[] = [{ T: 7, H: 4, KVH: 2, D: 8 }, { T: 40, H: 2, KVH: 1, D: 16 }, {
+      T: 70,
+      H: 4,
+      KVH: 2,
+      D: 8,
+    }];
+    const step = new Step(gpu, "masked attention backward");
+    const cases = shapes.map((s, n) => {
+      const { T, H, KVH, D } = s;
+      const mask = randomCausalMask(T, 900 + n);
+      const q = randomArray(T * H * D, 910 + n);
+      const k = randomArray(T * KVH * D, 920 + n);
+      const v = randomArray(T * KVH * D, 930 + n);
+      const dOut = randomArray(T * H * D, 940 + n);
+      const opts = { heads: H, kvHeads: KVH, headDim: D };
+      const out = attentionReference(q, k, v, { base: 0, ...opts, mask });
+      const [tq, tk, tv, to, tdo] = [q, k, v, out, dOut].map((x, i) =>
+        Tensor.from(gpu, x, [x.length], `in${i}`)
+      );
+      const grads = [T * H * D, T * KVH * D, T * KVH * D].map((n) => new Tensor(gpu, [n], "f32", "grad"));
+      attentionBackward(step, tq, tk, tv, to, tdo, grads[0], grads[1], grads[2], {
+        rows: T,
+        ...opts,
+        mask: Tensor.from(gpu, mask, [mask.length], "mask"),
+      });
+      const expected = attentionBackwardReference(q, k, v, dOut, { ...opts, mask });
+      // The mask matters: the unmasked gradients differ.
+      const causal = attentionBackwardReference(q, k, v, dOut, opts);
+      assert.ok(causal.dk.some((x, i) => Math.abs(x - expected.dk[i]) > 1e-3), "the mask changes dk");
+      return { name: `T=${T} H=${H} KVH=${KVH} D=${D}`, grads, expected };
+    });
+    step.submit();
+    const got = await readTensors(gpu, cases.flatMap((c) => c.grads));
+    cases.forEach((c, n) => {
+      assertClose(got[3 * n], c.expected.dq, GRAD_TOL, `dq ${c.name}`);
+      assertClose(got[3 * n + 1], c.expected.dk, GRAD_TOL, `dk ${c.name}`);
+      assertClose(got[3 * n + 2], c.expected.dv, GRAD_TOL, `dv ${c.name}`);
+    });
+  },
+);
+
+Deno.test("masked attentionBackwardReference matches finite differences of the masked attentionReference", () => {
+  const { T, H, KVH, D } = { T: 6, H: 2, KVH: 1, D: 4 };
+  const opts = { heads: H, kvHeads: KVH, headDim: D };
+  const mask = randomCausalMask(T, 950);
+  const q = randomArray(T * H * D, 951, 1.5);
+  const k = randomArray(T * KVH * D, 952, 1.5);
+  const v = randomArray(T * KVH * D, 953);
+  const w = randomArray(T * H * D, 954);
+  const loss = () => {
+    const out = attentionReference(q, k, v, { base: 0, ...opts, mask });
+    let sum = 0;
+    for (let i = 0; i < out.length; i++) sum += w[i] * out[i];
+    return sum;
+  };
+  const { dq, dk, dv } = attentionBackwardReference(q, k, v, w, { ...opts, mask });
+  const FD_TOL = { atol: 5e-6, rtol: 1e-4 };
+  assertClose(dq, numericGradient(q, loss), FD_TOL, "masked dq");
+  assertClose(dk, numericGradient(k, loss), FD_TOL, "masked dk");
+  assertClose(dv, numericGradient(v, loss), FD_TOL, "masked dv");
+});
