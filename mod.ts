@@ -46,6 +46,13 @@ export {
   type WriteCheckpointOptions,
 } from "./train/checkpoint.ts";
 export { writeRandomModel } from "./train/random_init.ts";
+// Jacobi Forcing's packed training samples (the `jacobi-forcing` TrainItem kind).
+export {
+  jacobiForcingSamples,
+  type JacobiForcingSample,
+  type NoiseSchedule,
+  packJacobiForcing,
+} from "./train/jacobi_forcing.ts";
 // Trajectories: reading and collecting them into files.
 export {
   readTrajectories,

@@ -16,6 +16,7 @@ export const DECODER_FLAGS: Options = {
   decoder: { type: "string" },
   block: { type: "string" },
   sliding: { type: "boolean" },
+  blocks: { type: "string" },
   "guess-source": { type: "string" },
   ngram: { type: "string" },
   window: { type: "string" },
@@ -34,6 +35,8 @@ export const DECODER_HELP = `  --decoder ar|jacobi|lookahead
                             exactly greedy AR's text. The text form works too: jacobi:n=8,sliding
   --block N                 Jacobi block size n (default 16)
   --sliding                 Jacobi with a sliding window: refill the block after each partial acceptance
+  --blocks K                Jacobi with K blocks in flight (multiblock): K·n rows per forward, a new
+                            block entering whenever n places are free (default 1; not with --sliding)
   --guess-source random|context
                             new Jacobi guesses: random context tokens (default) or copied spans
   --ngram N --window W --candidates G
@@ -82,11 +85,12 @@ export function decoderFromFlags(
       }
     }
   };
-  only(["block", "sliding", "guess-source"], "jacobi");
+  only(["block", "sliding", "blocks", "guess-source"], "jacobi");
   only(["ngram", "window", "candidates"], "lookahead");
   if (decoder.kind === "jacobi") {
     if (given("block")) decoder.blockSize = numberOption(v, "block", 16, { integer: true, min: 1, max: 64 });
     if (given("sliding")) decoder.sliding = true;
+    if (given("blocks")) decoder.blocks = numberOption(v, "blocks", 1, { integer: true, min: 1, max: 8 });
     if (given("guess-source")) {
       decoder.guessSource = choiceOption(v, "guess-source", ["random", "context"] as const, "random");
     }

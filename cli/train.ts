@@ -10,6 +10,7 @@ import { directoryFiles, FormatError, loadPretrained, loadTokenizer } from "../m
 import { directoryCheckpointStore, findLatestCheckpoint } from "../train/checkpoint.ts";
 import { encodeDocuments, readGsm8k } from "../train/gsm8k_eval.ts";
 import { readTrajectories } from "../train/trajectory_file.ts";
+import { jacobiForcingSamples } from "../train/jacobi_forcing.ts";
 import { train, type TrainItem, type TrainResult } from "../train/trainer.ts";
 import { writeRandomModel } from "../train/random_init.ts";
 import { CliError, numberOption, parse, required } from "./args.ts";
@@ -19,6 +20,14 @@ import { modelDirectory } from "./load.ts";
 const TRAIN_HELP = `Usage: deno task cllm train --model DIR --trajectories FILE --out DIR [options]
 
 Options:
+  --objective cllm|jacobi-forcing
+                           cllm (default): one sample per block trajectory, the consistency loss on a
+                           random state; jacobi-forcing: one packed sequence per prompt holding a noisy
+                           and a clean copy of every block (train/jacobi_forcing.ts)
+  --noise progressive|random
+                           jacobi-forcing: how each block's noisy state is picked (default progressive)
+  --noise-window W         jacobi-forcing: blocks per noise window, ratios 0..1 over it (default 4)
+  --consistency-weight X   jacobi-forcing: weight of the progressive consistency loss (default 1)
   --steps N | --epochs E   optimizer steps, or passes over the samples (default 1 epoch)
   --lr X                   peak learning rate (default 2e-5), cosine schedule, 3% warmup
   --batch B                samples per step (gradient accumulation; default 4)
@@ -94,6 +103,10 @@ export async function trainCommand(args: string[]): Promise<void> {
     "ar-weight": { type: "string" },
     "label-smoothing": { type: "string" },
     loss: { type: "string" },
+    objective: { type: "string" },
+    noise: { type: "string" },
+    "noise-window": { type: "string" },
+    "consistency-weight": { type: "string" },
     mix: { type: "string" },
     "mix-count": { type: "string" },
     labels: { type: "string" },
@@ -111,6 +124,18 @@ export async function trainCommand(args: string[]): Promise<void> {
   if (loss !== "global" && loss !== "local") {
     throw new CliError(`train: --loss must be global or local, not "${loss}"`);
   }
+  const objective = (v.objective as string | undefined) ?? "cllm";
+  if (objective !== "cllm" && objective !== "jacobi-forcing") {
+    throw new CliError(`train: --objective must be cllm or jacobi-forcing, not "${objective}"`);
+  }
+  const noiseKind = (v.noise as string | undefined) ?? "progressive";
+  if (noiseKind !== "progressive" && noiseKind !== "random") {
+    throw new CliError(`train: --noise must be progressive or random, not "${noiseKind}"`);
+  }
+  const noise = {
+    kind: noiseKind,
+    window: numberOption(v, "noise-window", 4, { integer: true, min: 2 }),
+  } as const;
   const labels = (v.labels as string | undefined) ?? "teacher";
   if (labels !== "teacher" && labels !== "gold") {
     throw new CliError(`train: --labels must be teacher or gold, not "${labels}"`);
@@ -134,13 +159,15 @@ export async function trainCommand(args: string[]): Promise<void> {
   if (samples.length === 0) {
     throw new FormatError(trajPath, "no usable trajectory records", "collect them with `cllm trajectory`");
   }
-  const items: TrainItem[] = samples.map((s) => ({
-    kind: "cllm",
-    context: s.context,
-    states: s.states,
-    fixedPoint: s.fixedPoint,
-    labels: s.labels,
-  }));
+  const items: TrainItem[] = objective === "jacobi-forcing"
+    ? jacobiForcingSamples(samples).map((s) => ({ kind: "jacobi-forcing", ...s }))
+    : samples.map((s) => ({
+      kind: "cllm",
+      context: s.context,
+      states: s.states,
+      fixedPoint: s.fixedPoint,
+      labels: s.labels,
+    }));
   const arWeight = numberOption(v, "ar-weight", 10, { min: 0 });
   if (v.mix) {
     const problems = await readGsm8k(v.mix as string);
@@ -165,6 +192,8 @@ export async function trainCommand(args: string[]): Promise<void> {
       arWeight,
       labelSmoothing: numberOption(v, "label-smoothing", 0.1, { min: 0, max: 1 }),
       consistency: loss,
+      noise,
+      consistencyWeight: numberOption(v, "consistency-weight", 1, { min: 0 }),
       arTargets: labels,
       maxGradNorm: numberOption(v, "max-grad-norm", 1, { min: 0 }),
       checkpointEvery: numberOption(v, "checkpoint-every", 100, { integer: true, min: 1 }),

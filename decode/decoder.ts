@@ -9,11 +9,11 @@
  * | kind | settings | label |
  * | --- | --- | --- |
  * | `ar` | none | `ar`, `ar sampled t=0.7 top-p=0.9` |
- * | `jacobi` | `blockSize`, `sliding`, `guessSource` | `jacobi n=16`, `jacobi sliding n=8`, `jacobi n=16 guesses=context` |
+ * | `jacobi` | `blockSize`, `sliding`, `blocks`, `guessSource` | `jacobi n=16`, `jacobi sliding n=8`, `jacobi n=16 blocks=2`, `jacobi n=16 guesses=context` |
  * | `lookahead` | `ngram`, `window`, `candidates` | `lookahead N=4 W=5 G=5` |
  *
  * The text form (`parseDecoder`) is the label's own words joined by `:` and `,`:
- * `ar`, `jacobi:n=16,sliding`, `jacobi:n=16,guesses=context`, `lookahead:N=4,W=5,G=5`.
+ * `ar`, `jacobi:n=16,sliding`, `jacobi:n=16,blocks=2`, `jacobi:n=16,guesses=context`, `lookahead:N=4,W=5,G=5`.
  *
  * @module
  */
@@ -43,6 +43,12 @@ export interface JacobiDecoder extends DecoderSampling {
   blockSize?: number;
   /** Refill the block to n tokens after a partial acceptance (default false). */
   sliding?: boolean;
+  /**
+   * Blocks in flight K (multiblock decoding, default 1): each forward runs K·n rows, the first
+   * block verified against the committed text, the later ones iterating on the unverified blocks
+   * before them; a new block of n guesses enters whenever n places are free. Not with `sliding`.
+   */
+  blocks?: number;
   /** Where new guesses come from: random context tokens (default) or copied spans. */
   guessSource?: "random" | "context";
 }
@@ -132,6 +138,7 @@ function baseLabel(d: Decoder): string {
         "jacobi",
         d.sliding ? "sliding" : "",
         `n=${d.blockSize ?? DEFAULTS.blockSize}`,
+        (d.blocks ?? 1) > 1 ? `blocks=${d.blocks}` : "",
         d.guessSource && d.guessSource !== "random" ? `guesses=${d.guessSource}` : "",
       ].filter(Boolean).join(" ");
     case "lookahead":
@@ -180,8 +187,9 @@ export function parseDecoder(text: string): Decoder {
       for (const [key, value] of settings) {
         if (key === "n") d.blockSize = intSetting(text, key, value);
         else if (key === "sliding" && value === undefined) d.sliding = true;
+        else if (key === "blocks") d.blocks = intSetting(text, key, value);
         else if (key === "guesses" && (value === "random" || value === "context")) d.guessSource = value;
-        else throw unknown(key, "n=N, sliding and guesses=random|context");
+        else throw unknown(key, "n=N, sliding, blocks=K and guesses=random|context");
       }
       return d;
     }

@@ -29,6 +29,7 @@ import {
   type JacobiGuesses,
   jacobiLogStride,
   jacobiStart,
+  refillUnit,
 } from "../kernels/jacobi_accept.ts";
 import type { CausalLM, GenerateOptions, GenerationResult, GenerationStats } from "./generation.ts";
 import { chooseCadence, type ReadbackOptions } from "./cadence.ts";
@@ -64,6 +65,14 @@ export interface JacobiOptions extends GenerateOptions, ReadbackOptions {
    */
   sliding?: boolean;
   /**
+   * Blocks in flight K (multiblock decoding; default 1): each forward runs K·n rows — the first
+   * block verified against the committed text, the later ones iterating on the unverified blocks
+   * before them (Jacobi Forcing's pseudo-active blocks, verified once they become the first) — and
+   * a new block of n guesses enters whenever n places of the window are free. Same output. Not
+   * with `sliding` (which refills every free place at once).
+   */
+  blocks?: number;
+  /**
    * Where new guesses come from (default `"random"`, the reference's): `"context"` copies the
    * tokens that followed the latest earlier occurrence of the preceding ones (prompt lookup), which
    * raises tokens per forward where answers repeat the question. Same output either way.
@@ -75,6 +84,8 @@ export interface JacobiOptions extends GenerateOptions, ReadbackOptions {
 export interface JacobiStats extends GenerationStats {
   /** Block size. */
   blockSize: number;
+  /** Blocks in flight (multiblock decoding; 1 otherwise). */
+  blocksInFlight: number;
   /** Blocks started. */
   blocks: number;
   /** Mean newly-correct prefix tokens per iteration (docs/method.md §5.1), averaged over blocks. */
@@ -117,10 +128,20 @@ export function generateJacobi(
  * with the speculative-sampling rule (kernels/jacobi_sampled.ts).
  */
 export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderPlan<JacobiResult> {
-  const n = options.blockSize ?? 16;
-  if (!Number.isInteger(n) || n < 1 || n > model.maxRows) {
-    throw new RangeError(`The Jacobi block size must be 1..${model.maxRows}, not ${n}`);
+  const blockSize = options.blockSize ?? 16;
+  const blocks = options.blocks ?? 1;
+  // The window: every forward's rows (one block, or K blocks in flight).
+  const n = blockSize * blocks;
+  if (
+    !Number.isInteger(blockSize) || blockSize < 1 || !Number.isInteger(blocks) || blocks < 1 ||
+    n > model.maxRows
+  ) {
+    throw new RangeError(
+      `The Jacobi window (block size ${blockSize} × ${blocks} blocks) must be 1..${model.maxRows} rows` +
+        (n > model.maxRows ? `; load the model with maxRows ≥ ${n}, or use fewer or smaller blocks` : ""),
+    );
   }
+  refillUnit(n, options.sliding, blocks); // validates the combination
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
   const sliding = options.sliding ?? false;
@@ -129,7 +150,8 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
   const rule = options.acceptRule ?? "exact";
   const label = decoderLabel({
     kind: "jacobi",
-    blockSize: n,
+    blockSize,
+    blocks,
     sliding,
     guessSource: guesses,
     sampling: options.sampling,
@@ -175,6 +197,7 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
           limit,
           seed,
           sliding,
+          blocks,
           guesses,
           rule,
         });
@@ -207,6 +230,7 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
             limit,
             seed,
             sliding,
+            blocks,
             guesses,
           });
         },
@@ -242,7 +266,8 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
         trajectory,
         stats: {
           ...common.stats,
-          blockSize: n,
+          blockSize,
+          blocksInFlight: blocks,
           blocks: trajectory.length,
           fastForward: ts.fastForward,
           stationary: ts.stationary,

@@ -1,7 +1,7 @@
 /**
- * A base model against its CLLM on the same GSM8K-format items, in one run: greedy AR on the base
- * (f32 and f16 weights, so its fastest AR path is the baseline), then AR and Jacobi (fixed and
- * sliding window) on both models. Reports accuracy, tokens/s, tokens per forward and the speedup
+ * A base model against its consistency-trained versions (CLLM, Jacobi Forcing) on the same
+ * GSM8K-format items, in one run: greedy AR on the base (f32 and f16 weights, so its fastest AR path
+ * is the baseline), then AR and every parallel decoder on each model. Reports accuracy, tokens/s, tokens per forward and the speedup
  * over the base's fastest AR, and whether every Jacobi output equals the same model's AR output.
  *
  * `deno task make-models` publishes this table in the model cards; `deno task bench --only gsm8k` measures it
@@ -49,18 +49,18 @@ export interface Comparison {
   figures: Record<string, { results: EvalItemResult[]; summary: EvalSummary }>;
   /** Tokens/s of the base model's fastest AR row: the speedup's denominator. */
   fastestBaseAr: number;
-  /** Whether every Jacobi row's outputs equal the same model's AR outputs, per model. */
-  identical: { base: boolean; cllm: boolean };
+  /** Whether every Jacobi row's outputs equal the same model's AR outputs, per model ("base", "cllm", …). */
+  identical: Record<string, boolean>;
   /** The figures as a Markdown table, one row per run, with the speedup column. */
   table: string;
 }
 
 /**
- * Evaluates both models on `items` with every run, in one process on one device (weights stored
+ * Evaluates the models on `items` with every run, in one process on one device (weights stored
  * as f16 except the extra base AR row with f32 weights), and tabulates the result.
  *
  * @param gpu the device
- * @param models the two checkpoints
+ * @param models the checkpoints by row label: `base` first (the baseline), then the others in order
  * @param items the problems (the same for every row)
  * @param options the runs (default {@linkcode standardRuns} of 16), budget per item, and a
  *   callback after each row
@@ -74,7 +74,7 @@ export interface Comparison {
  */
 export async function compareBaseAndCllm(
   gpu: Gpu,
-  models: { base: ModelFiles; cllm: ModelFiles },
+  models: { base: ModelFiles } & Record<string, ModelFiles>,
   items: readonly Gsm8kItem[],
   options: {
     runs?: readonly Decoder[];
@@ -111,8 +111,7 @@ export async function compareBaseAndCllm(
     }
   };
   await evaluate(models.base, "f32", "base", runs.slice(0, 1));
-  await evaluate(models.base, "f16", "base", runs);
-  await evaluate(models.cllm, "f16", "cllm", runs);
+  for (const [label, files] of Object.entries(models)) await evaluate(files, "f16", label, runs);
 
   const fastestBaseAr = Math.max(
     figures[`base ${decoderLabel(runs[0])}`].summary.tokensPerSecond,
@@ -133,5 +132,10 @@ export async function compareBaseAndCllm(
     "| --- | --- | --- | --- | --- |",
     ...Object.keys(figures).map(row),
   ].join("\n");
-  return { figures, fastestBaseAr, identical: { base: identical("base"), cllm: identical("cllm") }, table };
+  return {
+    figures,
+    fastestBaseAr,
+    identical: Object.fromEntries(Object.keys(models).map((m) => [m, identical(m)])),
+    table,
+  };
 }

@@ -6,8 +6,13 @@
  * 3. pretrain a small Llama from random weights on the problems (AR loss) — `train`;
  * 4. collect its Jacobi trajectories on training questions — `collectTrajectoryFile`;
  * 5. consistency-train it into the CLLM — `train`;
- * 6. write `demo/models/<name>-base` and `demo/models/<name>-cllm` (HF layout, f16 safetensors,
+ * 6. train the same base on the same trajectories with the Jacobi Forcing objective (packed noisy
+ *    and clean blocks, train/jacobi_forcing.ts) — `train`;
+ * 7. write `demo/models/<name>-base`, `<name>-cllm` and `<name>-jf` (HF layout, f16 safetensors,
  *    `saveModel`) with model cards holding the recipe and the figures measured on held-out problems.
+ * `--base DIR` / `--cllm DIR` take an existing model instead of making it (that stage is skipped and
+ * the folder is not rewritten): `--base demo/models/gsm-tiny-base --cllm demo/models/gsm-tiny-cllm`
+ * adds the Jacobi Forcing model to the published pair.
  * Intermediate files live in `--work` (default .make-models/, git-ignored); each stage is skipped
  * when its output exists, and the training and trajectory stages resume from their checkpoints
  * and files, so an interrupted run continues.
@@ -23,6 +28,7 @@ import {
   encodeDocuments,
   findLatestCheckpoint,
   formatPrompt,
+  jacobiForcingSamples,
   loadPretrained,
   loadTokenizer,
   readGsm8k,
@@ -52,6 +58,13 @@ Options:
   --cllm-epochs E        consistency-training epochs (default 6)
   --cllm-lr X            consistency-training peak learning rate (default 5e-4)
   --cllm-ar-weight W     weight of its AR loss against the consistency loss (default 2; the reference: 10)
+  --jf-epochs E          Jacobi Forcing epochs over the prompts (default 16)
+  --jf-lr X              its peak learning rate (default 5e-4)
+  --noise progressive|random
+                         its noise schedule (default progressive)
+  --noise-window W       blocks per noise window (default 4)
+  --base DIR             use this base model instead of pretraining one (not rewritten)
+  --cllm DIR             use this CLLM instead of training one (not rewritten)
   --block N              Jacobi block size (default 16)
   --seed S               everything is seeded from it (default 1)`;
 
@@ -103,6 +116,12 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     trajectories: { type: "string" },
     block: { type: "string" },
     seed: { type: "string" },
+    "jf-epochs": { type: "string" },
+    "jf-lr": { type: "string" },
+    noise: { type: "string" },
+    "noise-window": { type: "string" },
+    base: { type: "string" },
+    cllm: { type: "string" },
   });
   if (v.help) return console.log(HELP);
   const name = (v.name as string | undefined) ?? "gsm-tiny";
@@ -118,6 +137,18 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const cllmArWeight = numberOption(v, "cllm-ar-weight", 2, { min: 0 });
   const trajectoryPrompts = numberOption(v, "trajectories", 1200, { integer: true, min: 1 });
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
+  const jfEpochs = numberOption(v, "jf-epochs", 16, { min: 0 });
+  const jfLr = numberOption(v, "jf-lr", 5e-4, { min: 0 });
+  const noiseKind = (v.noise as string | undefined) ?? "progressive";
+  if (noiseKind !== "progressive" && noiseKind !== "random") {
+    throw new Error(`make-models: --noise must be progressive or random, not "${noiseKind}"`);
+  }
+  const noise = {
+    kind: noiseKind,
+    window: numberOption(v, "noise-window", 4, { integer: true, min: 2 }),
+  } as const;
+  const givenBase = v.base as string | undefined;
+  const givenCllm = v.cllm as string | undefined;
   await Deno.mkdir(work, { recursive: true });
   // Seconds each stage took when it last ran, kept across interrupted and resumed runs so that the
   // model card can say how long the whole recipe takes (a skipped stage keeps its earlier time).
@@ -162,47 +193,52 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   // 3. Pretraining from random weights, one whole problem per sequence (resumable). Measured here:
   // packing problems into 512-token sequences let each attend to the ones before it, and 5000 such
   // steps (45 minutes) gave 4 % held-out accuracy; single problems reach more in less time.
-  await stage("pretrain", async () => {
-    const resume = await exists(`${work}/base/latest.json`);
-    if (resume && JSON.parse(await Deno.readTextFile(`${work}/base/latest.json`)).step >= pretrainSteps) {
-      return;
-    }
-    // The random initial weights; a resumed run loads them too, then `train` replaces them with
-    // its newest complete checkpoint's.
-    const init = `${work}/init`;
-    if (!(await exists(`${init}/model.safetensors`))) {
-      const config = { ...DEMO_CONFIG, vocab_size: tokenizer.vocabSize };
-      await writeRandomModel(init, config, "demo config", `${work}/tokenizer`, seed);
-    }
-    const gpu = await requestGpu();
-    const p = await loadPretrained(gpu, directoryFiles(init), { maxRows: 64, dtype: "f32" });
-    const items: TrainItem[] = encodeDocuments(tokenizer, trainSet).map((tokens) => ({ kind: "ar", tokens }));
-    const progress = trainingProgress(
-      "pretrain",
-      (e) =>
-        `loss ${e.arLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s ${e.gflops.toFixed(2)} GFLOP/s`,
-    );
-    const result = await train(p, items, {
-      store: directoryCheckpointStore(`${work}/base`, init),
-      steps: pretrainSteps,
-      lr: pretrainLr,
-      batch: PRETRAIN_BATCH,
-      warmupRatio: 0.02,
-      weightDecay: 0.01,
-      labelSmoothing: 0,
-      seed: seed + 1, // the data order's stream, apart from the initial weights'
-      logEvery: 25,
-      checkpointEvery: 250,
-      eosIds: p.eosIds,
-      resume,
-      onLog: progress.onLog,
+  if (!givenBase) {
+    await stage("pretrain", async () => {
+      const resume = await exists(`${work}/base/latest.json`);
+      if (resume && JSON.parse(await Deno.readTextFile(`${work}/base/latest.json`)).step >= pretrainSteps) {
+        return;
+      }
+      // The random initial weights; a resumed run loads them too, then `train` replaces them with
+      // its newest complete checkpoint's.
+      const init = `${work}/init`;
+      if (!(await exists(`${init}/model.safetensors`))) {
+        const config = { ...DEMO_CONFIG, vocab_size: tokenizer.vocabSize };
+        await writeRandomModel(init, config, "demo config", `${work}/tokenizer`, seed);
+      }
+      const gpu = await requestGpu();
+      const p = await loadPretrained(gpu, directoryFiles(init), { maxRows: 64, dtype: "f32" });
+      const items: TrainItem[] = encodeDocuments(tokenizer, trainSet).map((tokens) => ({
+        kind: "ar",
+        tokens,
+      }));
+      const progress = trainingProgress(
+        "pretrain",
+        (e) =>
+          `loss ${e.arLoss.toFixed(3)} ${e.tokensPerSecond.toFixed(0)} tok/s ${e.gflops.toFixed(2)} GFLOP/s`,
+      );
+      const result = await train(p, items, {
+        store: directoryCheckpointStore(`${work}/base`, init),
+        steps: pretrainSteps,
+        lr: pretrainLr,
+        batch: PRETRAIN_BATCH,
+        warmupRatio: 0.02,
+        weightDecay: 0.01,
+        labelSmoothing: 0,
+        seed: seed + 1, // the data order's stream, apart from the initial weights'
+        logEvery: 25,
+        checkpointEvery: 250,
+        eosIds: p.eosIds,
+        resume,
+        onLog: progress.onLog,
+      });
+      progress.done();
+      p.model.destroy();
+      gpu.destroy();
+      if (result.stopReason !== "done") throw new Error(`pretraining stopped: ${result.stopReason}`);
     });
-    progress.done();
-    p.model.destroy();
-    gpu.destroy();
-    if (result.stopReason !== "done") throw new Error(`pretraining stopped: ${result.stopReason}`);
-  });
-  const baseDir = await latest(`${work}/base`);
+  }
+  const baseDir = givenBase ?? await latest(`${work}/base`);
 
   // 4. Trajectories (resumable: the writer picks up what an interrupted run left in the file).
   await stage("trajectories", async () => {
@@ -245,58 +281,116 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
 
   // 5. Consistency training: global consistency + AR loss on the gold answers, with as many fresh
   // training problems mixed in as AR samples (resumable from its checkpoints).
-  await stage("consistency training", async () => {
-    if (await exists(`${work}/cllm/DONE`)) return;
+  if (!givenCllm) {
+    await stage("consistency training", async () => {
+      if (await exists(`${work}/cllm/DONE`)) return;
+      const gpu = await requestGpu();
+      const p = await loadPretrained(gpu, directoryFiles(baseDir), { maxRows: 64, dtype: "f32" });
+      try {
+        const trajPath = `${work}/trajectories.jsonl`;
+        const samples = readTrajectories(await Deno.readTextFile(trajPath), {
+          vocabSize: p.model.config.vocabSize,
+          file: trajPath,
+        });
+        const items: TrainItem[] = samples.map((s) => ({
+          kind: "cllm",
+          context: s.context,
+          states: s.states,
+          fixedPoint: s.fixedPoint,
+          labels: s.labels,
+        }));
+        const mixed = (await readGsm8k(`${work}/train.jsonl`)).slice(0, samples.length);
+        for (const tokens of encodeDocuments(p.tokenizer, mixed)) {
+          items.push({ kind: "ar", tokens, weight: cllmArWeight });
+        }
+        const batch = 4;
+        const progress = trainingProgress(
+          "train",
+          (e) =>
+            `ar ${e.arLoss.toFixed(3)} cons ${e.consistencyLoss.toFixed(3)} ${
+              e.tokensPerSecond.toFixed(0)
+            } tok/s`,
+        );
+        const result = await train(p, items, {
+          store: directoryCheckpointStore(`${work}/cllm`, baseDir),
+          steps: Math.max(1, Math.ceil((cllmEpochs * items.length) / batch)),
+          lr: cllmLr,
+          batch,
+          arWeight: cllmArWeight,
+          arTargets: "gold",
+          seed,
+          checkpointEvery: 200,
+          logEvery: 20,
+          eosIds: p.eosIds,
+          resume: true,
+          onLog: progress.onLog,
+        });
+        progress.done();
+        if (result.stopReason !== "done") {
+          throw new Error(`consistency training stopped: ${result.stopReason}`);
+        }
+      } finally {
+        p.model.destroy();
+        gpu.destroy();
+      }
+      await Deno.writeTextFile(`${work}/cllm/DONE`, "");
+    });
+  }
+  const cllmDir = givenCllm ?? await latest(`${work}/cllm`);
+
+  // 6. Jacobi Forcing: the same base and trajectories, one packed sequence per prompt (all its
+  // blocks, noisy and clean), AR on the clean chain, as many fresh training problems mixed in as AR
+  // samples as there are prompts (resumable).
+  await stage("jacobi forcing training", async () => {
+    if (await exists(`${work}/jf/DONE`)) return;
     const gpu = await requestGpu();
     const p = await loadPretrained(gpu, directoryFiles(baseDir), { maxRows: 64, dtype: "f32" });
     try {
       const trajPath = `${work}/trajectories.jsonl`;
-      const samples = readTrajectories(await Deno.readTextFile(trajPath), {
-        vocabSize: p.model.config.vocabSize,
-        file: trajPath,
-      });
-      const items: TrainItem[] = samples.map((s) => ({
-        kind: "cllm",
-        context: s.context,
-        states: s.states,
-        fixedPoint: s.fixedPoint,
-        labels: s.labels,
-      }));
+      const samples = jacobiForcingSamples(
+        readTrajectories(await Deno.readTextFile(trajPath), {
+          vocabSize: p.model.config.vocabSize,
+          file: trajPath,
+        }),
+      );
+      const items: TrainItem[] = samples.map((s) => ({ kind: "jacobi-forcing", ...s }));
       const mixed = (await readGsm8k(`${work}/train.jsonl`)).slice(0, samples.length);
       for (const tokens of encodeDocuments(p.tokenizer, mixed)) {
         items.push({ kind: "ar", tokens, weight: cllmArWeight });
       }
       const batch = 4;
       const progress = trainingProgress(
-        "train",
+        "jacobi forcing",
         (e) =>
           `ar ${e.arLoss.toFixed(3)} cons ${e.consistencyLoss.toFixed(3)} ${
             e.tokensPerSecond.toFixed(0)
           } tok/s`,
       );
       const result = await train(p, items, {
-        store: directoryCheckpointStore(`${work}/cllm`, baseDir),
-        steps: Math.max(1, Math.ceil((cllmEpochs * items.length) / batch)),
-        lr: cllmLr,
+        store: directoryCheckpointStore(`${work}/jf`, baseDir),
+        steps: Math.max(1, Math.ceil((jfEpochs * items.length) / batch)),
+        lr: jfLr,
         batch,
         arWeight: cllmArWeight,
-        arTargets: "gold",
+        noise,
         seed,
-        checkpointEvery: 200,
+        checkpointEvery: 100,
         logEvery: 20,
         eosIds: p.eosIds,
         resume: true,
         onLog: progress.onLog,
       });
       progress.done();
-      if (result.stopReason !== "done") throw new Error(`consistency training stopped: ${result.stopReason}`);
+      if (result.stopReason !== "done") {
+        throw new Error(`Jacobi Forcing training stopped: ${result.stopReason}`);
+      }
     } finally {
       p.model.destroy();
       gpu.destroy();
     }
-    await Deno.writeTextFile(`${work}/cllm/DONE`, "");
+    await Deno.writeTextFile(`${work}/jf/DONE`, "");
   });
-  const cllmDir = await latest(`${work}/cllm`);
+  const jfDir = await latest(`${work}/jf`);
 
   // 6. Evaluate on 100 held-out problems and publish with model cards.
   let comparison!: Comparison; // set by the stage, which always runs
@@ -304,7 +398,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     const gpu = await requestGpu();
     comparison = await compareBaseAndCllm(
       gpu,
-      { base: directoryFiles(baseDir), cllm: directoryFiles(cllmDir) },
+      { base: directoryFiles(baseDir), cllm: directoryFiles(cllmDir), jf: directoryFiles(jfDir) },
       heldout.slice(0, 100),
       {
         runs: standardRuns(block),
@@ -316,7 +410,9 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   });
   const { table, identical } = comparison;
   const summary = `${table}\n\nJacobi output identical to the same model's greedy AR output, every ` +
-    `setting: CLLM ${identical.cllm ? "yes" : "NO"}, base ${identical.base ? "yes" : "NO"}.`;
+    `setting: Jacobi Forcing ${identical.jf ? "yes" : "NO"}, CLLM ${identical.cllm ? "yes" : "NO"}, base ${
+      identical.base ? "yes" : "NO"
+    }.`;
   const minutes = Object.values(timings).reduce((a, b) => a + b, 0) / 60;
   const recipe =
     `Made by \`deno task make-models\` (seed ${seed}) in about ${minutes.toFixed(0)} minutes on this ` +
@@ -328,21 +424,40 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       JSON.stringify(DEMO_CONFIG)
     }.\n\n` +
     `Pretraining: ${pretrainSteps} AdamW steps x ${PRETRAIN_BATCH} problems (one per sequence), lr ${pretrainLr} cosine. CLLM: Jacobi trajectories (n = ${block}) of ` +
-    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + ${cllmArWeight}x AR loss on the gold answers (--labels gold) with as many fresh training problems mixed in as AR samples (--mix), lr ${cllmLr}.\n\n` +
-    `Measured on 100 held-out problems, greedy, max 200 new tokens, same run:\n\n${summary}\n`;
-  await saveModel(baseDir, `${outRoot}/${name}-base`, {
+    `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + ${cllmArWeight}x AR loss on the gold answers (--labels gold) with as many fresh training problems mixed in as AR samples (--mix), lr ${cllmLr}. ` +
+    `Jacobi Forcing (jf): the same base and trajectories, ${jfEpochs} epochs over the prompts of one packed sequence each (prompt, then a noisy and a clean copy of every block under the noise-conditioned mask; ${noise.kind} noise over windows of ${noise.window} blocks), ${cllmArWeight}x AR loss on the clean chain + the progressive consistency loss, as many fresh training problems mixed in as AR samples as there are prompts, lr ${jfLr}.` +
+    (givenBase || givenCllm
+      ? ` This run took ${
+        [givenBase && `the base from ${givenBase}`, givenCllm && `the CLLM from ${givenCllm}`].filter(Boolean)
+          .join(" and ")
+      } (their stages' times are not in the figure above).`
+      : "") +
+    `\n\nMeasured on 100 held-out problems, greedy, max 200 new tokens, same run:\n\n${summary}\n`;
+  const written: string[] = [];
+  if (!givenBase) {
+    await saveModel(baseDir, `${outRoot}/${name}-base`, {
+      dtype: "F16",
+      readme: `# ${name}-base\n\nA tiny Llama pretrained from scratch on generated grade-school ` +
+        `arithmetic word problems.\n\n${recipe}`,
+    });
+    written.push(`${outRoot}/${name}-base`);
+  }
+  if (!givenCllm) {
+    await saveModel(cllmDir, `${outRoot}/${name}-cllm`, {
+      dtype: "F16",
+      readme: `# ${name}-cllm\n\n${name}-base after consistency training (CLLM): it ` +
+        `decodes several tokens per forward with Jacobi decoding, with the same greedy output.\n\n${recipe}`,
+    });
+    written.push(`${outRoot}/${name}-cllm`);
+  }
+  await saveModel(jfDir, `${outRoot}/${name}-jf`, {
     dtype: "F16",
-    readme: `# ${name}-base\n\nA tiny Llama pretrained from scratch on generated grade-school ` +
-      `arithmetic word problems.\n\n${recipe}`,
+    readme: `# ${name}-jf\n\n${name}-base after Jacobi Forcing (progressive consistency training on packed ` +
+      `noisy and clean blocks): it decodes several tokens per forward with Jacobi, multiblock and recycling ` +
+      `decoders, with the same greedy output.\n\n${recipe}`,
   });
-  await saveModel(cllmDir, `${outRoot}/${name}-cllm`, {
-    dtype: "F16",
-    readme: `# ${name}-cllm\n\n${name}-base after consistency training (CLLM): it ` +
-      `decodes several tokens per forward with Jacobi decoding, with the same greedy output.\n\n${recipe}`,
-  });
+  written.push(`${outRoot}/${name}-jf`);
   console.log(
-    `\n${summary}\nwrote ${outRoot}/${name}-base and ${outRoot}/${name}-cllm (the whole recipe: about ${
-      minutes.toFixed(0)
-    } minutes)`,
+    `\n${summary}\nwrote ${written.join(", ")} (the whole recipe: about ${minutes.toFixed(0)} minutes)`,
   );
 }

@@ -40,7 +40,7 @@ export const JACOBI_SLOTS: DecoderSlots<"active" | "blockStart" | "logCount" | "
   decoderSlots(["active", "blockStart", "logCount", "blockIters", "blocks"]);
 
 /**
- * WGSL of `fillGuesses(known, base, r)`, shared by both Jacobi kernels: fills `block[known..N)`
+ * WGSL of `fillGuesses(known, end, base, r)`, shared by both Jacobi kernels: fills `block[known..end)`
  * with guesses and returns the PRNG counter after its draws. A random guess is the context token
  * `tokens[pcg(seed ^ pcg(r)) % base]` (the reference's); with `COPY`, a guess continues the span
  * copied from the context, or starts one after the latest earlier occurrence of the two preceding
@@ -61,10 +61,11 @@ export const GUESSES_WGSL = `fn copySource(prev2: u32, prev: u32, base: u32) -> 
   return unigram;
 }
 
-fn fillGuesses(known: u32, base: u32, r0: u32) -> u32 {
+fn fillGuesses(known: u32, end: u32, base: u32, r0: u32) -> u32 {
   var r = r0;
   var src = 0u;
   for (var j = known; j < N; j++) {
+    if (j >= end) { break; } // a constant loop bound: llvmpipe runs those much faster
     if (COPY) {
       if (src == 0u || src >= base) {
         var prev2 = tokens[base - 1u];
@@ -156,25 +157,31 @@ fn main() {
   if (base >= P.limit) { stopAt(P.limit); return; }
 
   // 4. Next input: the tokens already known, then seeded guesses drawn from the context
-  //    tokens[0..base) for a new block (converged: the bonus token pred[m-1] starts it) or, with
-  //    SLIDE, to refill the window to n tokens (after pred[m-1]); otherwise the unverified suffix alone.
+  //    tokens[0..base): a new window (converged: the bonus token pred[m-1] starts it), or the
+  //    unverified suffix followed by as many new blocks of UNIT tokens as fit in the window (the
+  //    first starting with pred[m-1]): UNIT 1 is the sliding window, UNIT n one block (never
+  //    refilled before it converges), n/K multiblock decoding with K blocks in flight.
   var known = 1u;
+  var end = 0u; // 0: no new block
   if (a == m) {
     block[0] = pred[m - 1u];
+    end = N;
   } else {
     // nxt[a..m) = pred[a-1..m-1); its first token is now known correct.
     for (var j = 0u; j < m - a; j++) { block[j] = pred[a - 1u + j]; }
     known = m - a;
-    // With SLIDE the window grows back: the last row's prediction, for the position just past the
-    // block, is a better first guess than a random draw (a < m, so known < n here).
-    if (SLIDE) {
+    let room = (N - known) / UNIT * UNIT;
+    // The last row's prediction, for the position just past the window, is a better first guess
+    // for the new block than a random draw (a < m, so known < n here).
+    if (room > 0u) {
       block[known] = pred[m - 1u];
+      end = known + room;
       known = known + 1u;
     }
   }
-  if (a == m || SLIDE) {
-    st[RNG] = fillGuesses(known, base, st[RNG]);
-    st[ACTIVE] = n;
+  if (end > 0u) {
+    st[RNG] = fillGuesses(known, end, base, st[RNG]);
+    st[ACTIVE] = end;
     st[BLOCK_START] = base;
     st[BLOCK_ITERS] = 0u;
     st[BLOCKS] = st[BLOCKS] + 1u;
@@ -209,7 +216,7 @@ fn main() {
   st[BLOCK_START] = P.base;
   st[ACTIVE] = N;
   block[0] = tokens[P.base];
-  st[RNG] = fillGuesses(1u, P.base, 0u);
+  st[RNG] = fillGuesses(1u, N, P.base, 0u);
 ${
     variant.SAMPLED
       ? "  for (var j = 0u; j < N; j++) { work[4u * N + 4u * j + 3u] = bitcast<f32>(0xffffffffu); }"
@@ -274,8 +281,26 @@ export interface JacobiAcceptArgs {
   seed: number;
   /** Refill the block to n tokens after each partial acceptance (sliding window). */
   sliding?: boolean;
+  /**
+   * Blocks in flight K (multiblock decoding; default 1): the window of n = K·b tokens gains a new
+   * block of b guesses whenever b places are free. Not with `sliding` (a refill unit of 1).
+   */
+  blocks?: number;
   /** Where new guesses come from: random context tokens (the reference; default) or copied spans. */
   guesses?: JacobiGuesses;
+}
+
+/**
+ * The refill unit of a window of n tokens: 1 when sliding, n / blocks otherwise (n for one block).
+ * Throws when the blocks do not divide n or are combined with the sliding window.
+ */
+export function refillUnit(n: number, sliding: boolean | undefined, blocks: number | undefined): number {
+  const K = blocks ?? 1;
+  if (!Number.isInteger(K) || K < 1 || n % K !== 0) {
+    throw new RangeError(`Multiblock Jacobi: ${K} blocks must divide the window of ${n} tokens`);
+  }
+  if (sliding && K > 1) throw new RangeError("Multiblock Jacobi and the sliding window do not combine");
+  return sliding ? 1 : n / K;
 }
 
 /**
@@ -298,7 +323,12 @@ export type JacobiGuesses = "random" | "context";
  */
 export function jacobiAccept(step: Step, a: JacobiAcceptArgs): void {
   step.dispatch(jacobiAcceptSpec, {
-    variant: { N: a.n, EOS_COUNT: a.eosCount, SLIDE: a.sliding ?? false, COPY: a.guesses === "context" },
+    variant: {
+      N: a.n,
+      EOS_COUNT: a.eosCount,
+      UNIT: refillUnit(a.n, a.sliding, a.blocks),
+      COPY: a.guesses === "context",
+    },
     bindings: { st: a.st, tokens: a.tokens, block: a.block, pred: a.pred, eos: a.eos, traj: a.traj },
     params: { limit: a.limit, seed: a.seed, logCapacity: a.logCapacity },
     workgroups: [1],
@@ -320,12 +350,20 @@ export function jacobiAccept(step: Step, a: JacobiAcceptArgs): void {
 export function fillGuessesReference(
   tokens: Uint32Array,
   block: Uint32Array,
-  a: { known: number; base: number; n: number; r: number; seed: number; guesses?: JacobiGuesses },
+  a: {
+    known: number;
+    base: number;
+    n: number;
+    r: number;
+    seed: number;
+    guesses?: JacobiGuesses;
+    end?: number;
+  },
 ): number {
   let { r } = a;
   const base = a.base;
   let src = 0;
-  for (let j = a.known; j < a.n; j++) {
+  for (let j = a.known; j < (a.end ?? a.n); j++) {
     if (a.guesses === "context") {
       if (src === 0 || src >= base) {
         const prev2 = j >= 2 ? block[j - 2] : tokens[base - 1];
@@ -378,9 +416,11 @@ export function jacobiAcceptReference(a: {
   limit: number;
   seed: number;
   sliding?: boolean;
+  blocks?: number;
   guesses?: JacobiGuesses;
 }): void {
   const { st, tokens, block, pred, n } = a;
+  const unit = refillUnit(n, a.sliding, a.blocks);
   const S = JACOBI_SLOTS;
   if (st[S.done]) return;
   const m = st[S.active];
@@ -422,24 +462,32 @@ export function jacobiAcceptReference(a: {
     return;
   }
   let known = 1;
+  let end = 0;
   if (acc === m) {
     block[0] = pred[m - 1];
+    end = n;
   } else {
     const next = Array.from(pred.subarray(acc - 1, m - 1));
     next.forEach((t, j) => (block[j] = t));
     known = m - acc;
-    if (a.sliding) block[known++] = pred[m - 1];
+    const room = Math.floor((n - known) / unit) * unit;
+    if (room > 0) {
+      block[known] = pred[m - 1];
+      end = known + room;
+      known++;
+    }
   }
-  if (acc === m || a.sliding) {
+  if (end > 0) {
     st[S.rng] = fillGuessesReference(tokens, block, {
       known,
       base,
       n,
+      end,
       r: st[S.rng],
       seed: a.seed,
       guesses: a.guesses,
     });
-    st[S.active] = n;
+    st[S.active] = end;
     st[S.blockStart] = base;
     st[S.blockIters] = 0;
     st[S.blocks]++;

@@ -53,7 +53,7 @@
 
 import type { Gpu, KernelSpec, Step, Tensor } from "../core/mod.ts";
 import { COMMIT_WGSL, PCG_WGSL, slotConstantsWgsl } from "./decode_state.ts";
-import { GUESSES_WGSL, JACOBI_SLOTS, type JacobiGuesses } from "./jacobi_accept.ts";
+import { GUESSES_WGSL, JACOBI_SLOTS, type JacobiGuesses, refillUnit } from "./jacobi_accept.ts";
 import { DRAW, RANDOM_WGSL, SAMPLING_PROB_WGSL, STATS_WORDS } from "./sample.ts";
 
 /** f32 words of the sampled Jacobi workspace for block size n and vocabulary V. */
@@ -71,7 +71,7 @@ export type SampledAcceptRule = "exact" | "resample";
 
 /**
  * The sampled acceptance step (see the module header); one workgroup, its invocations share the
- * residual draw over the vocabulary. Variant: `N`, `EOS_COUNT`, `SLIDE`, `COPY` (as the greedy
+ * residual draw over the vocabulary. Variant: `N`, `EOS_COUNT`, `UNIT`, `COPY` (as the greedy
  * kernel), `WG`, `VOCAB`, `RESAMPLE` (the wrong rule).
  */
 export const jacobiSampledAcceptSpec: KernelSpec = {
@@ -216,9 +216,11 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   // The next input: block[0] is the residual draw (or, all accepted, row m−1's draw); the
   // guesses after it are this iteration's draws for the following positions, whose q is their row.
   var known = 1u;
+  var end = 0u; // 0: no new block (see the greedy kernel's step 4)
   var rows: array<u32, N>;
   if (acc == m) {
     block[0] = pred[m - 1u];
+    end = N;
   } else {
     block[0] = y;
     for (var k = 1u; k < m - acc; k++) {
@@ -226,9 +228,11 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       rows[k] = acc - 1u + k;
     }
     known = m - acc;
-    if (SLIDE) {
+    let room = (N - known) / UNIT * UNIT;
+    if (room > 0u) {
       block[known] = pred[m - 1u];
       rows[known] = m - 1u;
+      end = known + room;
       known = known + 1u;
     }
   }
@@ -244,9 +248,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       work[o + 3u] = bitcast<f32>(POINT);
     }
   }
-  if (acc == m || SLIDE) {
-    st[RNG] = fillGuesses(known, base, st[RNG]);
-    st[ACTIVE] = n;
+  if (end > 0u) {
+    st[RNG] = fillGuesses(known, end, base, st[RNG]);
+    st[ACTIVE] = end;
     st[BLOCK_START] = base;
     st[BLOCK_ITERS] = 0u;
     st[BLOCKS] = st[BLOCKS] + 1u;
@@ -286,6 +290,8 @@ export interface JacobiSampledAcceptArgs {
   seed: number;
   /** Sliding window. */
   sliding?: boolean;
+  /** Blocks in flight (multiblock; see the greedy kernel's `blocks`). */
+  blocks?: number;
   /** Where point-mass guesses come from. */
   guesses?: JacobiGuesses;
   /** The acceptance rule (default exact; `resample` is the statistical test's negative control). */
@@ -316,7 +322,7 @@ export function jacobiSampledAccept(step: Step, a: JacobiSampledAcceptArgs): voi
     variant: {
       N: a.n,
       EOS_COUNT: a.eosCount,
-      SLIDE: a.sliding ?? false,
+      UNIT: refillUnit(a.n, a.sliding, a.blocks),
       COPY: a.guesses === "context",
       WG: workgroupSize(step.gpu),
       VOCAB: V,

@@ -11,6 +11,7 @@ const DECODERS: Decoder[] = [
   { kind: "ar" },
   { kind: "jacobi", blockSize: 4 },
   { kind: "jacobi", blockSize: 4, sliding: true },
+  { kind: "jacobi", blockSize: 2, blocks: 3 },
   { kind: "jacobi", blockSize: 4, guessSource: "context" },
   { kind: "lookahead", ngram: 3, window: 2, candidates: 2 },
 ];

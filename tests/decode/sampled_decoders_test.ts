@@ -13,6 +13,7 @@ const DECODERS: Decoder[] = [
   { kind: "ar", sampling: SAMPLING },
   { kind: "jacobi", blockSize: 4, sampling: SAMPLING },
   { kind: "jacobi", blockSize: 8, sliding: true, sampling: SAMPLING },
+  { kind: "jacobi", blockSize: 2, blocks: 3, sampling: SAMPLING },
   { kind: "jacobi", blockSize: 4, guessSource: "context", sampling: SAMPLING },
   { kind: "lookahead", ngram: 3, window: 2, candidates: 2, sampling: SAMPLING },
 ];

@@ -62,6 +62,7 @@ const CASES: Decoder[] = [
   { kind: "jacobi", blockSize: 4, sampling: FILTERED },
   { kind: "jacobi", blockSize: 16, sampling: PLAIN },
   { kind: "jacobi", blockSize: 4, sliding: true, sampling: PLAIN },
+  { kind: "jacobi", blockSize: 2, blocks: 2, sampling: PLAIN },
   { kind: "jacobi", blockSize: 4, guessSource: "context", sampling: FILTERED },
   { kind: "lookahead", ngram: 3, window: 2, candidates: 3, sampling: PLAIN },
   { kind: "lookahead", ngram: 4, window: 3, candidates: 4, sampling: FILTERED },

@@ -13,15 +13,16 @@ import { rng } from "../_assert.ts";
 import { gpuTest, testGpu } from "../_gpu.ts";
 
 Deno.test(
-  "jacobi_start and jacobi_accept equal their CPU references, step by step (fixed/sliding, random/context guesses)",
+  "jacobi_start and jacobi_accept equal their CPU references, step by step (fixed/sliding/3 blocks, random/context guesses)",
   gpuTest,
   async () => {
     const gpu = await testGpu();
     const n = 6, P = 12, capacity = 64, limit = 40, seed = 7, eosId = 2;
-    for (const sliding of [false, true]) {
+    for (const [sliding, blocks] of [[false, 1], [true, 1], [false, 3]] as const) {
       for (const guesses of ["random", "context"] as const) {
-        const what = `sliding=${sliding} guesses=${guesses}`;
-        const r = rng(sliding ? 3 : 4);
+        const what = `sliding=${sliding} blocks=${blocks} guesses=${guesses}`;
+        const r = rng(sliding ? 3 : 4 + blocks);
+        let refills = 0;
         // A small vocabulary, so the context repeats and copies find sources.
         const tok = () => 3 + Math.floor(r() * 5);
         const tokens = new Uint32Array(capacity);
@@ -75,9 +76,11 @@ Deno.test(
             limit,
             seed,
             sliding,
+            blocks,
             guesses,
           });
           step.submit();
+          const blocksBefore = st[JACOBI_SLOTS.blocks];
           jacobiAcceptReference({
             st,
             tokens,
@@ -89,8 +92,14 @@ Deno.test(
             limit,
             seed,
             sliding,
+            blocks,
             guesses,
           });
+          // Multiblock: a partial acceptance that frees a block's places brings a new one in.
+          if (blocks > 1 && st[JACOBI_SLOTS.blocks] > blocksBefore && st[JACOBI_SLOTS.active] < n) refills++;
+          if (blocks > 1 && !st[JACOBI_SLOTS.done]) {
+            assert.ok(n - st[JACOBI_SLOTS.active] < n / blocks, `${what}: no whole block's places stay free`);
+          }
           const [a, b, c] = await readTensors(gpu, [tSt, tTokens, tBlock]);
           [gSt, gBlock] = [a, c];
           assert.deepEqual(Array.from(gSt), Array.from(st), `${what}: state after step ${i}`);
@@ -103,6 +112,7 @@ Deno.test(
           );
         }
         assert.ok(st[JACOBI_SLOTS.base] > P + 5, `${what}: the run committed tokens`);
+        if (blocks > 1) assert.ok(refills > 0, `${what}: a block entered a partly verified window`);
       }
     }
   },

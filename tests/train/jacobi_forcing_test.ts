@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readTensors, Step, Tape, Tensor } from "../../core/mod.ts";
+import { readTensors, Step, Tensor } from "../../core/mod.ts";
 import { directoryFiles, Llama } from "../../model/mod.ts";
 import { TrainableLlama } from "../../model/llama_train.ts";
 import {
