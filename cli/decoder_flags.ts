@@ -17,6 +17,8 @@ export const DECODER_FLAGS: Options = {
   block: { type: "string" },
   sliding: { type: "boolean" },
   blocks: { type: "string" },
+  recycle: { type: "string" },
+  "recycle-length": { type: "string" },
   "guess-source": { type: "string" },
   ngram: { type: "string" },
   window: { type: "string" },
@@ -37,6 +39,9 @@ export const DECODER_HELP = `  --decoder ar|jacobi|lookahead
   --sliding                 Jacobi with a sliding window: refill the block after each partial acceptance
   --blocks K                Jacobi with K blocks in flight (multiblock): K·n rows per forward, a new
                             block entering whenever n places are free (default 1; not with --sliding)
+  --recycle G               Jacobi with rejection recycling (greedy): G branches per forward continuing the
+                            next token with the model's predictions from earlier iterations (default 0)
+  --recycle-length C        tokens per recycled branch (default the block size)
   --guess-source random|context
                             new Jacobi guesses: random context tokens (default) or copied spans
   --ngram N --window W --candidates G
@@ -85,12 +90,16 @@ export function decoderFromFlags(
       }
     }
   };
-  only(["block", "sliding", "blocks", "guess-source"], "jacobi");
+  only(["block", "sliding", "blocks", "recycle", "recycle-length", "guess-source"], "jacobi");
   only(["ngram", "window", "candidates"], "lookahead");
   if (decoder.kind === "jacobi") {
     if (given("block")) decoder.blockSize = numberOption(v, "block", 16, { integer: true, min: 1, max: 64 });
     if (given("sliding")) decoder.sliding = true;
     if (given("blocks")) decoder.blocks = numberOption(v, "blocks", 1, { integer: true, min: 1, max: 8 });
+    if (given("recycle")) decoder.recycle = numberOption(v, "recycle", 0, { integer: true, min: 0, max: 8 });
+    if (given("recycle-length")) {
+      decoder.recycleLength = numberOption(v, "recycle-length", 16, { integer: true, min: 2, max: 64 });
+    }
     if (given("guess-source")) {
       decoder.guessSource = choiceOption(v, "guess-source", ["random", "context"] as const, "random");
     }

@@ -9,7 +9,7 @@
  * | kind | settings | label |
  * | --- | --- | --- |
  * | `ar` | none | `ar`, `ar sampled t=0.7 top-p=0.9` |
- * | `jacobi` | `blockSize`, `sliding`, `blocks`, `guessSource` | `jacobi n=16`, `jacobi sliding n=8`, `jacobi n=16 blocks=2`, `jacobi n=16 guesses=context` |
+ * | `jacobi` | `blockSize`, `sliding`, `blocks`, `recycle`, `recycleLength`, `guessSource` | `jacobi n=16`, `jacobi sliding n=8`, `jacobi n=16 blocks=2 recycle=2`, `jacobi n=16 guesses=context` |
  * | `lookahead` | `ngram`, `window`, `candidates` | `lookahead N=4 W=5 G=5` |
  *
  * The text form (`parseDecoder`) is the label's own words joined by `:` and `,`:
@@ -49,6 +49,14 @@ export interface JacobiDecoder extends DecoderSampling {
    * before them; a new block of n guesses enters whenever n places are free. Not with `sliding`.
    */
   blocks?: number;
+  /**
+   * Rejection recycling (greedy only): G branches verified beside the window in every forward,
+   * each the next token followed by a continuation the model predicted at an earlier iteration
+   * (kernels/jacobi_recycle.ts); the longest verified path is committed. Default 0 (off).
+   */
+  recycle?: number;
+  /** Tokens per recycled branch C (2..n·blocks; default n). */
+  recycleLength?: number;
   /** Where new guesses come from: random context tokens (default) or copied spans. */
   guessSource?: "random" | "context";
 }
@@ -139,6 +147,13 @@ function baseLabel(d: Decoder): string {
         d.sliding ? "sliding" : "",
         `n=${d.blockSize ?? DEFAULTS.blockSize}`,
         (d.blocks ?? 1) > 1 ? `blocks=${d.blocks}` : "",
+        (d.recycle ?? 0) > 0
+          ? `recycle=${d.recycle}${
+            d.recycleLength && d.recycleLength !== (d.blockSize ?? DEFAULTS.blockSize)
+              ? `x${d.recycleLength}`
+              : ""
+          }`
+          : "",
         d.guessSource && d.guessSource !== "random" ? `guesses=${d.guessSource}` : "",
       ].filter(Boolean).join(" ");
     case "lookahead":
@@ -188,8 +203,12 @@ export function parseDecoder(text: string): Decoder {
         if (key === "n") d.blockSize = intSetting(text, key, value);
         else if (key === "sliding" && value === undefined) d.sliding = true;
         else if (key === "blocks") d.blocks = intSetting(text, key, value);
-        else if (key === "guesses" && (value === "random" || value === "context")) d.guessSource = value;
-        else throw unknown(key, "n=N, sliding, blocks=K and guesses=random|context");
+        else if (key === "recycle") {
+          const [g, c] = (value ?? "").split("x");
+          d.recycle = intSetting(text, key, g);
+          if (c !== undefined) d.recycleLength = intSetting(text, "recycle length", c);
+        } else if (key === "guesses" && (value === "random" || value === "context")) d.guessSource = value;
+        else throw unknown(key, "n=N, sliding, blocks=K, recycle=G (or GxC) and guesses=random|context");
       }
       return d;
     }

@@ -42,6 +42,15 @@ import {
   runGpuDecoder,
 } from "./gpu_loop.ts";
 import { type BlockTrajectory, trajectoryStats } from "./jacobi_stats.ts";
+import {
+  jacobiRecyclePrepare,
+  jacobiRecycleVerify,
+  RECYCLE_SLOTS,
+  recycleLayout,
+  recyclePoolWords,
+  type RecycleShape,
+} from "../kernels/jacobi_recycle.ts";
+import { lookaheadMoveKv } from "../kernels/lookahead.ts";
 
 /** Options of Jacobi decoding. */
 export interface JacobiOptions extends GenerateOptions, ReadbackOptions {
@@ -73,6 +82,14 @@ export interface JacobiOptions extends GenerateOptions, ReadbackOptions {
    */
   blocks?: number;
   /**
+   * Rejection recycling (greedy only; default 0, off): G branches verified beside the window in
+   * every forward, each the next token followed by a continuation from the model's predictions at
+   * an earlier iteration (kernels/jacobi_recycle.ts); the longest verified path is committed.
+   */
+  recycle?: number;
+  /** Tokens per recycled branch C (2..window; default the block size). */
+  recycleLength?: number;
+  /**
    * Where new guesses come from (default `"random"`, the reference's): `"context"` copies the
    * tokens that followed the latest earlier occurrence of the preceding ones (prompt lookup), which
    * raises tokens per forward where answers repeat the question. Same output either way.
@@ -86,6 +103,10 @@ export interface JacobiStats extends GenerationStats {
   blockSize: number;
   /** Blocks in flight (multiblock decoding; 1 otherwise). */
   blocksInFlight: number;
+  /** Tokens committed from recycled branches beyond what the window verified (0 without recycling). */
+  recycledTokens: number;
+  /** Iterations a recycled branch won. */
+  recycleHits: number;
   /** Blocks started. */
   blocks: number;
   /** Mean newly-correct prefix tokens per iteration (docs/method.md §5.1), averaged over blocks. */
@@ -142,16 +163,36 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
     );
   }
   refillUnit(n, options.sliding, blocks); // validates the combination
+  const recycle = options.recycle ?? 0;
+  const shape: RecycleShape | null = recycle > 0
+    ? { window: n, branches: recycle, length: Math.min(n, options.recycleLength ?? blockSize) }
+    : null;
+  const layout = shape ? recycleLayout(shape) : null; // validates G and C
+  // Rows of every forward: the window, and the recycled branches beside it.
+  const rows = layout?.rows ?? n;
+  if (rows > model.maxRows) {
+    throw new RangeError(
+      `Jacobi with ${recycle} recycled branches of ${
+        shape!.length
+      } needs ${rows} rows per forward, over the ` +
+        `model's maxRows of ${model.maxRows}; use fewer or shorter branches, or load the model with a larger maxRows`,
+    );
+  }
   const budget = options.maxNewTokens;
   const eosIds = options.eosIds ?? [];
   const sliding = options.sliding ?? false;
   const guesses = options.guessSource ?? "random";
   const sampling = samplingParams(options.sampling);
+  if (sampling && shape) {
+    throw new RangeError("Rejection recycling is greedy-only; drop `recycle` or sample with temperature 0");
+  }
   const rule = options.acceptRule ?? "exact";
   const label = decoderLabel({
     kind: "jacobi",
     blockSize,
     blocks,
+    recycle,
+    recycleLength: shape?.length,
     sliding,
     guessSource: guesses,
     sampling: options.sampling,
@@ -163,11 +204,18 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
     label,
     cadence,
     sampling,
-    overshoot: n,
+    overshoot: rows,
     setup(s) {
       const P = s.promptLength;
       const limit = P + budget;
-      const b = blockBuffers(model, "jacobi", n, eosIds);
+      const b = blockBuffers(model, "jacobi", rows, eosIds);
+      const recycling = shape && layout
+        ? {
+          relPositions: Tensor.from(model.gpu, layout.relPositions, [rows], "recycling positions"),
+          mask: Tensor.from(model.gpu, layout.mask, [rows, layout.maskWords], "recycling mask"),
+          pool: new Tensor(model.gpu, [recyclePoolWords(shape)], "u32", "recycling pool"),
+        }
+        : null;
       const { st, block, pred, eos } = b;
       const traj = new Tensor(model.gpu, [logCapacity * jacobiLogStride(n)], "u32", "jacobi trajectory");
       const V = model.config.vocabSize;
@@ -203,7 +251,7 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
         });
       };
       const loop: GpuLoop = {
-        start: (step, seed) =>
+        start: (step, seed) => {
           jacobiStart(step, {
             st,
             tokens: s.tokens,
@@ -213,10 +261,20 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
             seed,
             guesses,
             work: work ?? undefined,
-          }),
+          });
+          if (recycling) jacobiRecyclePrepare(step, { st, block, pool: recycling.pool, shape: shape! });
+        },
         iterate: (step, _index, seed) => {
           if (sampling) return sampledIteration(step, seed);
-          recordBlockForward(step, s, b, n);
+          if (recycling) {
+            recordBlockForward(step, s, b, rows, {
+              relPositions: recycling.relPositions,
+              mask: recycling.mask,
+            });
+            jacobiRecycleVerify(step, { st, block, pred, pool: recycling.pool, shape: shape! });
+          } else {
+            recordBlockForward(step, s, b, n);
+          }
           jacobiAccept(step, {
             st,
             tokens: s.tokens,
@@ -233,6 +291,12 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
             blocks,
             guesses,
           });
+          if (recycling) {
+            for (let l = 0; l < s.cache.k.length; l++) {
+              lookaheadMoveKv(step, st, s.cache.k[l], s.cache.v[l], RECYCLE_SLOTS);
+            }
+            jacobiRecyclePrepare(step, { st, block, pool: recycling.pool, shape: shape! });
+          }
         },
         // The trajectory log rides along with every read, so no readback is needed at the end.
         read: [st, traj],
@@ -250,7 +314,10 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
         // re-committed by block 0, hence the + 1.
         useful: (known, pending) => limit - (P + known) + 1 - pending,
       };
-      return { loop, owned: [...b.all, traj, ...(work ? [work] : [])] };
+      return {
+        loop,
+        owned: [...b.all, traj, ...(work ? [work] : []), ...(recycling ? Object.values(recycling) : [])],
+      };
     },
     forwards: (last) => 1 + (last.length ? last[0][JACOBI_SLOTS.forwards] : 0),
     finish(common, last) {
@@ -268,6 +335,8 @@ export function jacobiPlan(model: CausalLM, options: JacobiOptions): GpuDecoderP
           ...common.stats,
           blockSize,
           blocksInFlight: blocks,
+          recycledTokens: state[RECYCLE_SLOTS.recycled],
+          recycleHits: state[RECYCLE_SLOTS.hits],
           blocks: trajectory.length,
           fastForward: ts.fastForward,
           stationary: ts.stationary,

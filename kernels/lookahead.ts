@@ -647,15 +647,19 @@ export const lookaheadMoveKvSpec: KernelSpec = {
     { name: "rowSize", type: "u32" },
     { name: "cacheRows", type: "u32" },
     { name: "rowStride", type: "u32" },
+    // Where the decoder's state holds the move (lookahead's slots, or the recycling decoder's).
+    { name: "srcSlot", type: "u32" },
+    { name: "dstSlot", type: "u32" },
+    { name: "countSlot", type: "u32" },
   ],
   wgsl: () => `
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let e = gid.x + gid.y * P.rowStride;
   if (e >= P.rowSize || st[${LOOKAHEAD_SLOTS.done}u] != 0u) { return; }
-  let src = st[${LOOKAHEAD_SLOTS.moveSrc}u];
-  let dst = st[${LOOKAHEAD_SLOTS.moveDst}u];
-  let count = st[${LOOKAHEAD_SLOTS.moveCount}u];
+  let src = st[P.srcSlot];
+  let dst = st[P.dstSlot];
+  let count = st[P.countSlot];
   for (var j = 0u; j < count; j++) {
     if (src + j >= P.cacheRows) { break; }
     let a = (src + j) * P.rowSize + e;
@@ -794,13 +798,21 @@ const MOVE_WG = 64;
  * @param st the state holding the move
  * @param k (S, KVH, D) key cache of the layer
  * @param v (S, KVH, D) value cache of the layer
+ * @param slots where `st` holds the move's source row, destination row and count (default:
+ *   lookahead's; the Jacobi recycling decoder has its own, kernels/jacobi_recycle.ts)
  *
  * @example Every layer of a KvCache
  * ```ts ignore
  * for (let l = 0; l < cache.k.length; l++) lookaheadMoveKv(step, st, cache.k[l], cache.v[l]);
  * ```
  */
-export function lookaheadMoveKv(step: Step, st: Tensor, k: Tensor, v: Tensor): void {
+export function lookaheadMoveKv(
+  step: Step,
+  st: Tensor,
+  k: Tensor,
+  v: Tensor,
+  slots: { moveSrc: number; moveDst: number; moveCount: number } = LOOKAHEAD_SLOTS,
+): void {
   const S = k.shape[0];
   const rowSize = S > 0 ? k.size / S : 0;
   if (k.size !== v.size || k.dtype !== v.dtype || k.dtype === "f16") {
@@ -813,7 +825,14 @@ export function lookaheadMoveKv(step: Step, st: Tensor, k: Tensor, v: Tensor): v
   step.dispatch(lookaheadMoveKvSpec, {
     variant: { WG: MOVE_WG },
     bindings: { st, k, v },
-    params: { rowSize, cacheRows: S, rowStride },
+    params: {
+      rowSize,
+      cacheRows: S,
+      rowStride,
+      srcSlot: slots.moveSrc,
+      dstSlot: slots.moveDst,
+      countSlot: slots.moveCount,
+    },
     workgroups,
   });
 }

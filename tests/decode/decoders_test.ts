@@ -12,6 +12,9 @@ const DECODERS: Decoder[] = [
   { kind: "jacobi", blockSize: 4 },
   { kind: "jacobi", blockSize: 4, sliding: true },
   { kind: "jacobi", blockSize: 2, blocks: 3 },
+  { kind: "jacobi", blockSize: 4, recycle: 2 },
+  { kind: "jacobi", blockSize: 2, blocks: 2, recycle: 1, recycleLength: 3 },
+  { kind: "jacobi", blockSize: 4, sliding: true, recycle: 2, recycleLength: 2 },
   { kind: "jacobi", blockSize: 4, guessSource: "context" },
   { kind: "lookahead", ngram: 3, window: 2, candidates: 2 },
 ];
