@@ -1,7 +1,8 @@
 /**
  * The embedded models on the held-out problems `make-models` evaluated them on (its default seed):
- * the base model's AR against the CLLM's Jacobi decoding, the table of the model cards measured
- * again on this machine's adapter, in one run (demo/gsm8k_compare.ts).
+ * the base model's AR against the CLLM's and the Jacobi Forcing model's parallel decoders, the
+ * table of the model cards measured again on this machine's adapter, in one run
+ * (demo/gsm8k_compare.ts).
  *
  * @module
  */
@@ -17,6 +18,9 @@ const MODELS = new URL("../demo/models/", import.meta.url).pathname;
 /** make-models draws its held-out split with seed + 1; its default seed is 1. */
 const HELDOUT_SEED = 2;
 
+const hasModel = (name: string) =>
+  Deno.stat(`${MODELS}${name}/model.safetensors`).then(() => true, () => false);
+
 /** Runs the gsm8k section on `items` held-out problems; returns the rows' totals. */
 export async function runGsm8kBench(gpu: Gpu, items = 100): Promise<unknown> {
   const heldout = generateProblems({
@@ -29,7 +33,11 @@ export async function runGsm8kBench(gpu: Gpu, items = 100): Promise<unknown> {
   const t0 = performance.now();
   const c = await compareBaseAndCllm(
     gpu,
-    { base: directoryFiles(`${MODELS}gsm-tiny-base`), cllm: directoryFiles(`${MODELS}gsm-tiny-cllm`) },
+    {
+      base: directoryFiles(`${MODELS}gsm-tiny-base`),
+      cllm: directoryFiles(`${MODELS}gsm-tiny-cllm`),
+      ...(await hasModel("gsm-tiny-jf") ? { jf: directoryFiles(`${MODELS}gsm-tiny-jf`) } : {}),
+    },
     heldout,
     {
       runs: standardRuns(16),
@@ -46,8 +54,9 @@ export async function runGsm8kBench(gpu: Gpu, items = 100): Promise<unknown> {
       `${((performance.now() - t0) / 1000).toFixed(0)} s:\n\n${c.table}\n`,
   );
   console.log(
-    `Jacobi output identical to the same model's AR: CLLM ${c.identical.cllm ? "yes" : "NO"}, ` +
-      `base ${c.identical.base ? "yes" : "NO"}`,
+    `Parallel decoders' output identical to the same model's AR: ${
+      Object.entries(c.identical).map(([m, same]) => `${m} ${same ? "yes" : "NO"}`).join(", ")
+    }`,
   );
   const rows = Object.fromEntries(
     Object.entries(c.figures).map((

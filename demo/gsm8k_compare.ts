@@ -23,14 +23,17 @@ import {
 } from "../mod.ts";
 
 /**
- * The runs at block size n: AR, Jacobi n, and the sliding window at n and n/2 (on a CPU adapter a
- * forward over n rows costs more as n grows, so the smaller block can be the faster one).
+ * The runs at block size n: AR, Jacobi n, the sliding window at n and n/2 (on a CPU adapter a
+ * forward over n rows costs more as n grows, so the smaller block can be the faster one), two
+ * blocks of n/2 in flight (multiblock: n rows per forward), and the same with one recycled branch
+ * of n/2 tokens (rejection recycling: 1.5·n rows).
  *
  * @example
  * ```ts
  * import { standardRuns } from "./gsm8k_compare.ts";
  * import { decoderLabel } from "../mod.ts";
- * console.log(standardRuns(16).map(decoderLabel)); // ["ar", "jacobi n=16", "jacobi sliding n=16", "jacobi sliding n=8"]
+ * console.log(standardRuns(16).map(decoderLabel));
+ * // ["ar", "jacobi n=16", "jacobi sliding n=16", "jacobi sliding n=8", "jacobi n=8 blocks=2", "jacobi n=8 blocks=2 recycle=1"]
  * ```
  */
 export function standardRuns(n: number): Decoder[] {
@@ -40,6 +43,8 @@ export function standardRuns(n: number): Decoder[] {
     { kind: "jacobi", blockSize: n },
     { kind: "jacobi", blockSize: n, sliding: true },
     { kind: "jacobi", blockSize: half, sliding: true },
+    { kind: "jacobi", blockSize: half, blocks: 2 },
+    { kind: "jacobi", blockSize: half, blocks: 2, recycle: 1 },
   ];
 }
 
@@ -87,8 +92,14 @@ export async function compareBaseAndCllm(
     throw new RangeError("The first run must be AR: it is the speedup's baseline");
   }
   const figures: Comparison["figures"] = {};
-  // Every row keeps the same positions free at the end of the context, so all get the same budget.
-  const reserve = Math.max(16, ...runs.map((r) => r.kind === "jacobi" ? r.blockSize ?? 16 : 1));
+  // Every row keeps the same positions free at the end of the context (a forward's rows: the window
+  // and any recycled branches), so all get the same budget.
+  const rowsOf = (r: Decoder) => {
+    if (r.kind !== "jacobi") return 1;
+    const n = r.blockSize ?? 16;
+    return n * (r.blocks ?? 1) + (r.recycle ?? 0) * (r.recycleLength ?? n);
+  };
+  const reserve = Math.max(16, ...runs.map(rowsOf));
   const evaluate = async (
     files: ModelFiles,
     dtype: "f32" | "f16",

@@ -278,7 +278,9 @@ export function recyclePoolWords(shape: RecycleShape): number {
  * st[RECYCLE_SLOTS.base] = 10;
  * const block = new Uint32Array([5, 9, 5, 6]), pred = new Uint32Array([6, 1, 6, 7]);
  * jacobiRecycleVerifyReference(st, block, pred, new Uint32Array(recyclePoolWords(shape)), shape);
- * [...block.slice(0, 2)], st[RECYCLE_SLOTS.moveCount], st[RECYCLE_SLOTS.moveSrc]; // [5, 6], 2, 12
+ * [...block.slice(0, 2)]; // [5, 6]: the branch's tokens, now the window's
+ * st[RECYCLE_SLOTS.moveCount]; // 2
+ * st[RECYCLE_SLOTS.moveSrc]; // 12: base + the branch's first row
  * ```
  */
 export function jacobiRecycleVerifyReference(
