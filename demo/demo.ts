@@ -30,7 +30,8 @@ const HELP = `Usage: deno task demo [--problems K] [--block N] [--models DIR]
 
 Streams K held-out problems (default 4) with AR on the base model and Jacobi decoding on the CLLM,
 shows the Jacobi iterations of the first answer, then a summary table (with the CLLM's own AR and
-its sliding-window Jacobi decoding at n and n/2, run without printing).`;
+its sliding-window Jacobi decoding at n and n/2, and the Jacobi Forcing model's AR, Jacobi, sliding
+and multiblock + recycling decoders, run without printing).`;
 
 const MODELS = new URL("./models/", import.meta.url).pathname;
 
@@ -90,6 +91,11 @@ export async function demoCommand(args: string[]): Promise<void> {
     loadPretrained(gpu, directoryFiles(`${dir}/${name}`), { maxLength: 512, dtype: "f16" });
   const base = await load("gsm-tiny-base");
   const cllm = await load("gsm-tiny-cllm");
+  // The Jacobi Forcing model, when make-models has made it: its rows run without printing.
+  const jf = await Deno.stat(`${dir}/gsm-tiny-jf/model.safetensors`).then(
+    () => load("gsm-tiny-jf"),
+    () => null,
+  );
   // Held-out problems: the generator's held-out split never overlaps the training problems.
   const problems = generateProblems({ seed: 7, count, split: "heldout", maxValue: DEMO_MAX_VALUE });
   // Compile every pipeline before timing anything.
@@ -99,10 +105,11 @@ export async function demoCommand(args: string[]): Promise<void> {
   const jacobiN: Decoder = { kind: "jacobi", blockSize: block };
   const slidingN: Decoder = { kind: "jacobi", blockSize: block, sliding: true };
   const slidingHalf: Decoder = { kind: "jacobi", blockSize: half, sliding: true };
-  for (const p of [base, cllm]) {
+  const multiRecycle: Decoder = { kind: "jacobi", blockSize: half, blocks: 2, recycle: 1 };
+  for (const p of [base, cllm, ...(jf ? [jf] : [])]) {
     const ids = p.tokenizer.encode(warm);
     await runToEnd(decode(p.model, ids, { kind: "ar" }, { maxNewTokens: 20 }));
-    for (const d of [jacobiN, slidingN, slidingHalf]) {
+    for (const d of [jacobiN, slidingN, slidingHalf, multiRecycle]) {
       await runToEnd(decode(p.model, ids, d, { maxNewTokens: 2 * block }));
     }
   }
@@ -115,6 +122,15 @@ export async function demoCommand(args: string[]): Promise<void> {
     [`CLLM, Jacobi sliding n=${block}`, slidingN, empty()],
     [`CLLM, Jacobi sliding n=${half}`, slidingHalf, empty()],
   ];
+  // The Jacobi Forcing model's AR (for its equality check) and parallel decoders, also unprinted.
+  const jfRows: [string, Decoder, Totals][] = jf
+    ? [
+      ["Jacobi Forcing, AR", ar, empty()],
+      [`Jacobi Forcing, Jacobi n=${block}`, jacobiN, empty()],
+      [`Jacobi Forcing, sliding n=${block}`, slidingN, empty()],
+      [`Jacobi Forcing, n=${half} blocks=2 recycle=1`, multiRecycle, empty()],
+    ]
+    : [];
   for (const [i, problem] of problems.entries()) {
     console.log(`\n--- problem ${i + 1}: ${problem.question}`);
     write("base model, AR decoding:\n");
@@ -131,6 +147,9 @@ export async function demoCommand(args: string[]): Promise<void> {
     for (const [, decoder, totals] of hidden) {
       await solve(cllm, problem.question, problem.answer, decoder, totals, false);
     }
+    for (const [, decoder, totals] of jfRows) {
+      await solve(jf!, problem.question, problem.answer, decoder, totals, false);
+    }
     if (i === 0) {
       const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
       console.log(
@@ -142,7 +161,7 @@ export async function demoCommand(args: string[]): Promise<void> {
     }
     console.log(`gold answer: ${problem.answer.split("####").pop()!.trim()}`);
   }
-  const width = 26;
+  const width = jf ? 40 : 26;
   const row = (name: string, t: Totals) =>
     `${name.padEnd(width)} ${(t.tokens / t.seconds).toFixed(1).padStart(9)} ${
       (t.tokens / t.forwards).toFixed(2).padStart(12)
@@ -163,6 +182,13 @@ export async function demoCommand(args: string[]): Promise<void> {
     JSON.stringify(t.outputs) === cllmAr
   );
   console.log(`CLLM Jacobi output identical to its greedy AR output: ${same ? "yes" : "NO"}`);
+  if (jf) {
+    for (const [name, , totals] of jfRows) console.log(row(name, totals));
+    const jfAr = JSON.stringify(jfRows[0][2].outputs);
+    const jfSame = jfRows.slice(1).every((h) => JSON.stringify(h[2].outputs) === jfAr);
+    console.log(`Jacobi Forcing output identical to its greedy AR output: ${jfSame ? "yes" : "NO"}`);
+    jf.model.destroy();
+  }
   base.model.destroy();
   cllm.model.destroy();
   gpu.destroy();

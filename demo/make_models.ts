@@ -58,7 +58,7 @@ Options:
   --cllm-epochs E        consistency-training epochs (default 6)
   --cllm-lr X            consistency-training peak learning rate (default 5e-4)
   --cllm-ar-weight W     weight of its AR loss against the consistency loss (default 2; the reference: 10)
-  --jf-epochs E          Jacobi Forcing epochs over the prompts (default 10)
+  --jf-epochs E          Jacobi Forcing epochs over the prompts (default 5)
   --jf-lr X              its peak learning rate (default 5e-4)
   --noise progressive|random
                          its noise schedule (default progressive)
@@ -137,7 +137,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const cllmArWeight = numberOption(v, "cllm-ar-weight", 2, { min: 0 });
   const trajectoryPrompts = numberOption(v, "trajectories", 1200, { integer: true, min: 1 });
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
-  const jfEpochs = numberOption(v, "jf-epochs", 10, { min: 0 });
+  const jfEpochs = numberOption(v, "jf-epochs", 5, { min: 0 });
   const jfLr = numberOption(v, "jf-lr", 5e-4, { min: 0 });
   const noiseKind = (v.noise as string | undefined) ?? "progressive";
   if (noiseKind !== "progressive" && noiseKind !== "random") {

@@ -60,12 +60,13 @@ async function exerciseKernels(gpu: Gpu, prompt: number[]): Promise<void> {
       { kind: "ar" },
       { kind: "jacobi", blockSize: 16 },
       { kind: "jacobi", blockSize: 8, sliding: true },
+      { kind: "jacobi", blockSize: 8, blocks: 2, recycle: 1 },
       { kind: "lookahead" },
       { kind: "ar", sampling: { temperature: 0.7, topP: 0.9 } },
     ] as const;
     for (const d of decoders) await runToEnd(decode(model, prompt, d, { maxNewTokens: 8 }));
     if (dtype === "f32") {
-      const ts = new TrainingStep(model, 64);
+      const ts = new TrainingStep(model, 128);
       const losses = {
         arWeight: 10,
         labelSmoothing: 0.1,
@@ -82,6 +83,22 @@ async function exerciseKernels(gpu: Gpu, prompt: number[]): Promise<void> {
       const step = new Step(gpu, "train sample");
       ts.recordSample(step, item, true, losses, new SeededRandom(1));
       step.submit();
+      // A Jacobi Forcing sample: the masked attention backward and per-row RoPE positions.
+      const packed = new Step(gpu, "train packed sample");
+      ts.recordSample(
+        packed,
+        {
+          kind: "jacobi-forcing",
+          prompt,
+          blocks: [{ states: [[5, 6, 7, 8], [5, 6, 9, 8], [5, 6, 9, 10]] }, {
+            states: [[1, 1, 1, 1], [11, 12, 13, 14]],
+          }],
+        },
+        false,
+        losses,
+        new SeededRandom(1),
+      );
+      packed.submit();
       const update = new Step(gpu, "update");
       ts.recordUpdate(update, { lr: 1e-4, t: 1, maxGradNorm: 1, weightDecay: 0 });
       update.submit();
