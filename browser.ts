@@ -76,6 +76,16 @@ export {
 } from "./decode/text.ts";
 // Training in a tab: the loop with a checkpoint store of the page's (memory by default).
 export type { TrainItem } from "./train/train_step.ts";
+export {
+  type ConsistencySpan,
+  type JacobiForcingBlock,
+  type JacobiForcingSample,
+  jacobiForcingSamples,
+  type NoiseSchedule,
+  type PackedSequence,
+  packJacobiForcing,
+  type TrajectoryBlockRecord,
+} from "./train/jacobi_forcing.ts";
 export { type LogEntry, train, type TrainOptions, type TrainResult } from "./train/trainer.ts";
 export {
   type CheckpointContents,

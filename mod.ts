@@ -48,8 +48,8 @@ export {
 export { writeRandomModel } from "./train/random_init.ts";
 // Jacobi Forcing's packed training samples (the `jacobi-forcing` TrainItem kind).
 export {
-  jacobiForcingSamples,
   type JacobiForcingSample,
+  jacobiForcingSamples,
   type NoiseSchedule,
   packJacobiForcing,
 } from "./train/jacobi_forcing.ts";

@@ -56,10 +56,17 @@ export function formatStats(stats: GenerationStats | JacobiStats | LookaheadStat
   if ("blockSize" in stats) {
     rows.push(
       ["block size", `${stats.blockSize}`],
+      ["blocks in flight", `${stats.blocksInFlight}`],
       ["blocks", `${stats.blocks}`],
       ["fast-forward / iter", stats.fastForward.toFixed(2)],
       ["stationary tokens", `${stats.stationary}`],
     );
+    if (stats.recycleHits > 0 || stats.decoder.includes("recycle")) {
+      rows.push(
+        ["recycled tokens", `${stats.recycledTokens}`],
+        ["recycling wins", `${stats.recycleHits}`],
+      );
+    }
   }
   return rows.map(([k, v]) => `${k.padEnd(22)} ${v}`).join("\n");
 }
