@@ -70,3 +70,4 @@ export * from "./quantize.ts";
 export * from "./rope_qkv.ts";
 export * from "./sample.ts";
 export * from "./jacobi_sampled.ts";
+export * from "./jacobi_recycle.ts";
