@@ -35,6 +35,15 @@ Deno.test(
       }
     }
     assert.ok(recycled > 0, "recycled branches committed tokens the window had not verified");
+    // Settings that do not combine are refused before anything runs, saying why.
+    const ids = p.tokenizer.encode(formatPrompt("gsm8k", { question: QUESTIONS[0] }));
+    const run = (d: Decoder) => decode(p.model, ids, d, { maxNewTokens: 8, eosIds: p.eosIds });
+    assert.throws(() => run({ kind: "jacobi", blockSize: 8, blocks: 2, sliding: true }), /do not combine/);
+    assert.throws(
+      () => run({ kind: "jacobi", blockSize: 8, recycle: 1, sampling: { temperature: 0.7 } }),
+      /greedy-only/,
+    );
+    assert.throws(() => run({ kind: "jacobi", blockSize: 32, blocks: 2, recycle: 1 }), /maxRows/);
     p.model.destroy();
   },
 );
