@@ -19,8 +19,13 @@ const ROWS = [1, 8, 16, 32];
 const BATCHED = 64;
 const PATHS = ["separate", "fused"] as const;
 
-/** Runs the forward section; returns per-T figures. */
-export async function runForwardBench(gpu: Gpu): Promise<unknown> {
+/**
+ * Runs the forward section; returns per-T figures.
+ *
+ * @param gpu the device
+ * @param rows the row counts T to time (default 1, 8, 16, 32; at most 64)
+ */
+export async function runForwardBench(gpu: Gpu, rows: readonly number[] = ROWS): Promise<unknown> {
   const p = await loadPretrained(gpu, directoryFiles(MODEL), { maxLength: 512, dtype: "f16" });
   const model = p.model;
   const prompt = Array.from({ length: 100 }, (_, i) => 3 + (i * 37) % (model.config.vocabSize - 3));
@@ -32,7 +37,7 @@ export async function runForwardBench(gpu: Gpu): Promise<unknown> {
       `largest kernels (GPU ms)`,
   );
   const wall1: Record<string, number> = {};
-  for (const T of ROWS) {
+  for (const T of rows) {
     if (T > model.maxRows) continue;
     const logits = new Tensor(gpu, [T, model.config.vocabSize], "f32", "bench_logits");
     const record = (step: Step) => {

@@ -16,7 +16,15 @@
  */
 
 import { type Gpu, readTensors, Step, Tensor } from "../core/mod.ts";
-import { matmulForward, type MatmulLayout, matmulNN, matmulTN, matmulVariant } from "../kernels/matmul.ts";
+import {
+  matmulForward,
+  type MatmulLayout,
+  matmulNN,
+  type MatmulTiling,
+  matmulTN,
+  matmulVariant,
+} from "../kernels/matmul.ts";
+import { quantizeQ8 } from "../kernels/quantize.ts";
 
 /** One timed case. */
 export interface MatmulBenchCase {
@@ -31,7 +39,7 @@ export interface MatmulBenchCase {
   /** Reduction length. */
   K: number;
   /** Dtype of the weight operand. */
-  weights: "f32" | "f16";
+  weights: MatmulBenchWeights;
   /** The variant label fields that matter (rows × columns per invocation, subgroups). */
   tiling: string;
   /** Dispatches per timed step. */
@@ -62,12 +70,25 @@ export interface MatmulBenchResult {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Fills a tensor with small values so nothing overflows across repetitions. */
-function filled(gpu: Gpu, shape: number[], label: string, dtype: "f32" | "f16" = "f32"): Tensor {
+/** Dtypes a benchmarked weight operand can have (q4 only in the `nt` layout, as models use it). */
+export type MatmulBenchWeights = "f32" | "f16" | "q4";
+
+/**
+ * Fills a tensor with small values so nothing overflows across repetitions; a q4 tensor is
+ * quantised on the GPU from an f32 one.
+ */
+function filled(gpu: Gpu, shape: number[], label: string, dtype: MatmulBenchWeights = "f32"): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) data[i] = ((i * 7919) % 1000) / 1000 - 0.5;
-  return Tensor.from(gpu, data, shape, label, dtype);
+  if (dtype !== "q4") return Tensor.from(gpu, data, shape, label, dtype);
+  const source = Tensor.from(gpu, data, shape, `${label} (f32)`);
+  const q = new Tensor(gpu, shape, "q4", label);
+  const step = new Step(gpu, "quantise bench weight");
+  quantizeQ8(step, source, q, { count: n });
+  step.submit();
+  source.destroy(); // wgpu keeps it alive until the submitted work is done
+  return q;
 }
 
 /** Median of `count` empty-step + one-tensor-readback round trips, in ms. */
@@ -85,13 +106,30 @@ export async function measureRoundTrip(gpu: Gpu, count = 20): Promise<number> {
   return median(times);
 }
 
-interface Spec {
+/** One product to time: its name, layout, sizes and weight dtype, and optionally a tiling to force. */
+export interface MatmulBenchSpec {
+  /** Short name, e.g. `x·Wᵀ T=16`. */
   name: string;
+  /** Product layout. */
   layout: MatmulLayout;
+  /** Output rows (T for nt and nn). */
   M: number;
+  /** Output columns. */
   N: number;
+  /** Reduction length. */
   K: number;
-  weights: "f32" | "f16";
+  /** Dtype of the weight operand. */
+  weights: MatmulBenchWeights;
+  /** Fields of the tiling to use instead of the adapter table's choice (a sweep). */
+  tiling?: Partial<MatmulTiling>;
+}
+
+/** How long to time a case: the timed region's target length and the number of rounds. */
+export interface MatmulBenchEffort {
+  /** Dispatches per timed step are chosen so that one step takes about this long (ms). */
+  targetMs: number;
+  /** Timed rounds; the best is reported, the median beside it. */
+  rounds: number;
 }
 
 /**
@@ -109,7 +147,7 @@ interface Spec {
 export async function runMatmulBench(gpu: Gpu, peak: number | null): Promise<MatmulBenchResult> {
   const roundTripMs = await measureRoundTrip(gpu);
   console.log(`submit + readback round trip: ${roundTripMs.toFixed(2)} ms (median of 20)`);
-  const specs: Spec[] = [
+  const specs: MatmulBenchSpec[] = [
     { name: "x·Wᵀ T=1", layout: "nt", M: 1, N: 1024, K: 1024, weights: "f32" },
     { name: "x·Wᵀ T=16", layout: "nt", M: 16, N: 1024, K: 1024, weights: "f32" },
     { name: "x·Wᵀ T=64", layout: "nt", M: 64, N: 1024, K: 1024, weights: "f32" },
@@ -137,7 +175,7 @@ export async function runMatmulBench(gpu: Gpu, peak: number | null): Promise<Mat
     }).join(" ");
   console.log(row(columns.map(([name]) => name)));
   for (const spec of specs) {
-    const c = await benchCase(gpu, spec, roundTripMs, peak);
+    const c = await benchMatmulCase(gpu, spec, roundTripMs, peak);
     cases.push(c);
     console.log(row([
       c.name,
@@ -153,22 +191,36 @@ export async function runMatmulBench(gpu: Gpu, peak: number | null): Promise<Mat
   return { roundTripMs, openBlasGflops: peak, cases };
 }
 
-async function benchCase(
+/**
+ * Times one product (see the module header for the method) and returns its figures.
+ *
+ * @param gpu the device
+ * @param spec the product, and optionally a tiling to force
+ * @param roundTripMs the submit + readback round trip to subtract ({@linkcode measureRoundTrip})
+ * @param peak the GFLOP/s the ratio is taken to (OpenBLAS here; null: none)
+ * @param effort timed-region length and rounds (default 500 ms × 5)
+ */
+export async function benchMatmulCase(
   gpu: Gpu,
-  spec: Spec,
+  spec: MatmulBenchSpec,
   roundTripMs: number,
   peak: number | null,
+  effort: MatmulBenchEffort = { targetMs: 500, rounds: 5 },
 ): Promise<MatmulBenchCase> {
   const { layout, M, N, K, weights } = spec;
+  if (weights === "q4" && layout !== "nt") {
+    throw new RangeError(`benchMatmulCase: q4 weights only in the nt layout, not ${layout}`);
+  }
+  const variant = spec.tiling;
   // Operands in the shapes each form takes: nt x (M, K)·W (N, K)ᵀ; nn a (M, K)·b (K, N);
   // tn a (K, M)ᵀ·b (K, N) (K is the token dimension there).
   const a = filled(gpu, layout === "tn" ? [K, M] : [M, K], "a");
   const b = filled(gpu, layout === "nt" ? [N, K] : [K, N], "b", weights);
   const y = new Tensor(gpu, [M, N], "f32", "y");
   const record = (step: Step) => {
-    if (layout === "nt") matmulForward(step, a, b, y);
-    else if (layout === "nn") matmulNN(step, a, b, y);
-    else matmulTN(step, a, b, y);
+    if (layout === "nt") matmulForward(step, a, b, y, { variant });
+    else if (layout === "nn") matmulNN(step, a, b, y, { variant });
+    else matmulTN(step, a, b, y, { variant });
   };
   const run = async (reps: number) => {
     const t0 = performance.now();
@@ -180,9 +232,9 @@ async function benchCase(
   };
   await run(1); // compile and warm up
   const one = Math.max(0.01, (await run(3) - roundTripMs) / 3);
-  const reps = Math.max(3, Math.min(2000, Math.round(500 / one)));
+  const reps = Math.max(3, Math.min(2000, Math.round(effort.targetMs / one)));
   const rounds: number[] = [];
-  for (let i = 0; i < 5; i++) rounds.push(Math.max(1e-6, (await run(reps)) - roundTripMs) / reps);
+  for (let i = 0; i < effort.rounds; i++) rounds.push(Math.max(1e-6, (await run(reps)) - roundTripMs) / reps);
   const ms = Math.min(...rounds);
   let kernelMs: number | null = null;
   if (gpu.features.timestamps) {
@@ -193,9 +245,9 @@ async function benchCase(
     await readTensors(gpu, [y]);
     if (timing) kernelMs = median((await timing).map((t) => t.ns / 1e6));
   }
-  const v = matmulVariant(gpu, layout, M, N, K, weights === "f16" ? "f16" : "f32");
+  const v = matmulVariant(gpu, layout, M, N, K, weights, variant);
   const gflops = (2 * M * N * K) / (ms * 1e6);
-  const bytes = M * K * 4 + N * K * (weights === "f16" ? 2 : 4) + M * N * 4; // a, b, y once each
+  const bytes = M * K * 4 + b.byteLength + M * N * 4; // a, b (values and scales), y once each
   for (const t of [a, b, y]) t.destroy();
   return {
     name: spec.name,

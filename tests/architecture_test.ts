@@ -65,6 +65,7 @@ Deno.test("imports: no cycles, and every dependency points down the layers", asy
     "cli/main.ts",
     "demo/main.ts",
     "bench/main.ts",
+    "bench/device.ts",
     "web/app.ts",
     "web/check.ts",
   ]);
