@@ -60,6 +60,9 @@ Options:
   --cllm-ar-weight W     weight of its AR loss against the consistency loss (default 2; the reference: 10)
   --jf-epochs E          Jacobi Forcing epochs over the prompts (default 5)
   --jf-lr X              its peak learning rate (default 5e-4)
+  --jf-ar-weight W       weight of its AR loss (default: --cllm-ar-weight; the reference: 10)
+  --jf-consistency-weight W
+                         weight of its consistency loss (default 1; the reference: about 0.3 here)
   --noise progressive|random
                          its noise schedule (default progressive)
   --noise-window W       blocks per noise window (default 4)
@@ -118,6 +121,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     seed: { type: "string" },
     "jf-epochs": { type: "string" },
     "jf-lr": { type: "string" },
+    "jf-ar-weight": { type: "string" },
+    "jf-consistency-weight": { type: "string" },
     noise: { type: "string" },
     "noise-window": { type: "string" },
     base: { type: "string" },
@@ -139,6 +144,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   const block = numberOption(v, "block", 16, { integer: true, min: 2, max: 64 });
   const jfEpochs = numberOption(v, "jf-epochs", 5, { min: 0 });
   const jfLr = numberOption(v, "jf-lr", 5e-4, { min: 0 });
+  const jfArWeight = numberOption(v, "jf-ar-weight", cllmArWeight, { min: 0 });
+  const jfConsistencyWeight = numberOption(v, "jf-consistency-weight", 1, { min: 0 });
   const noiseKind = (v.noise as string | undefined) ?? "progressive";
   if (noiseKind !== "progressive" && noiseKind !== "random") {
     throw new Error(`make-models: --noise must be progressive or random, not "${noiseKind}"`);
@@ -356,7 +363,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
       const items: TrainItem[] = samples.map((s) => ({ kind: "jacobi-forcing", ...s }));
       const mixed = (await readGsm8k(`${work}/train.jsonl`)).slice(0, samples.length);
       for (const tokens of encodeDocuments(p.tokenizer, mixed)) {
-        items.push({ kind: "ar", tokens, weight: cllmArWeight });
+        items.push({ kind: "ar", tokens, weight: jfArWeight });
       }
       const batch = 4;
       const progress = trainingProgress(
@@ -371,7 +378,8 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
         steps: Math.max(1, Math.ceil((jfEpochs * items.length) / batch)),
         lr: jfLr,
         batch,
-        arWeight: cllmArWeight,
+        arWeight: jfArWeight,
+        consistencyWeight: jfConsistencyWeight,
         noise,
         seed,
         checkpointEvery: 100,
@@ -425,7 +433,9 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     }.\n\n` +
     `Pretraining: ${pretrainSteps} AdamW steps x ${PRETRAIN_BATCH} problems (one per sequence), lr ${pretrainLr} cosine. CLLM: Jacobi trajectories (n = ${block}) of ` +
     `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + ${cllmArWeight}x AR loss on the gold answers (--labels gold) with as many fresh training problems mixed in as AR samples (--mix), lr ${cllmLr}. ` +
-    `Jacobi Forcing (jf): the same base and trajectories, ${jfEpochs} epochs over the prompts of one packed sequence each (prompt, then a noisy and a clean copy of every block under the noise-conditioned mask; ${noise.kind} noise over windows of ${noise.window} blocks), ${cllmArWeight}x AR loss on the clean chain + the progressive consistency loss, as many fresh training problems mixed in as AR samples as there are prompts, lr ${jfLr}.` +
+    `Jacobi Forcing (jf): the same base and trajectories, ${jfEpochs} epochs over the prompts of one packed sequence each (prompt, then a noisy and a clean copy of every block under the noise-conditioned mask; ${noise.kind} noise over windows of ${noise.window} blocks), ${jfArWeight}x AR loss on the clean chain + ${
+      jfConsistencyWeight === 1 ? "" : `${jfConsistencyWeight}x `
+    }the progressive consistency loss, as many fresh training problems mixed in as AR samples as there are prompts, lr ${jfLr}.` +
     (givenBase || givenCllm
       ? ` This run took ${
         [givenBase && `the base from ${givenBase}`, givenCllm && `the CLLM from ${givenCllm}`].filter(Boolean)
