@@ -27,6 +27,9 @@ Options:
   --noise progressive|random
                            jacobi-forcing: how each block's noisy state is picked (default progressive)
   --noise-window W         jacobi-forcing: blocks per noise window, ratios 0..1 over it (default 4)
+  --noise-context noisy|clean
+                           jacobi-forcing: a noisy block's rows see the noisy copies of the blocks before
+                           it (default: the reference's noise-conditioned mask) or their clean copies
   --consistency-weight X   jacobi-forcing: weight of the progressive consistency loss (default 1)
   --steps N | --epochs E   optimizer steps, or passes over the samples (default 1 epoch)
   --lr X                   peak learning rate (default 2e-5), cosine schedule, 3% warmup
@@ -106,6 +109,7 @@ export async function trainCommand(args: string[]): Promise<void> {
     objective: { type: "string" },
     noise: { type: "string" },
     "noise-window": { type: "string" },
+    "noise-context": { type: "string" },
     "consistency-weight": { type: "string" },
     mix: { type: "string" },
     "mix-count": { type: "string" },
@@ -132,9 +136,14 @@ export async function trainCommand(args: string[]): Promise<void> {
   if (noiseKind !== "progressive" && noiseKind !== "random") {
     throw new CliError(`train: --noise must be progressive or random, not "${noiseKind}"`);
   }
+  const noiseContext = (v["noise-context"] as string | undefined) ?? "noisy";
+  if (noiseContext !== "noisy" && noiseContext !== "clean") {
+    throw new CliError(`train: --noise-context must be noisy or clean, not "${noiseContext}"`);
+  }
   const noise = {
     kind: noiseKind,
     window: numberOption(v, "noise-window", 4, { integer: true, min: 2 }),
+    context: noiseContext,
   } as const;
   const labels = (v.labels as string | undefined) ?? "teacher";
   if (labels !== "teacher" && labels !== "gold") {

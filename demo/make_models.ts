@@ -66,6 +66,9 @@ Options:
   --noise progressive|random
                          its noise schedule (default progressive)
   --noise-window W       blocks per noise window (default 4)
+  --noise-context noisy|clean
+                         what a noisy block sees before it: the earlier noisy blocks (default, the
+                         reference's mask) or the clean ones (CLLM's context)
   --base DIR             use this base model instead of pretraining one (not rewritten)
   --cllm DIR             use this CLLM instead of training one (not rewritten)
   --block N              Jacobi block size (default 16)
@@ -125,6 +128,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     "jf-consistency-weight": { type: "string" },
     noise: { type: "string" },
     "noise-window": { type: "string" },
+    "noise-context": { type: "string" },
     base: { type: "string" },
     cllm: { type: "string" },
   });
@@ -150,9 +154,14 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
   if (noiseKind !== "progressive" && noiseKind !== "random") {
     throw new Error(`make-models: --noise must be progressive or random, not "${noiseKind}"`);
   }
+  const noiseContext = (v["noise-context"] as string | undefined) ?? "noisy";
+  if (noiseContext !== "noisy" && noiseContext !== "clean") {
+    throw new Error(`make-models: --noise-context must be noisy or clean, not "${noiseContext}"`);
+  }
   const noise = {
     kind: noiseKind,
     window: numberOption(v, "noise-window", 4, { integer: true, min: 2 }),
+    context: noiseContext,
   } as const;
   const givenBase = v.base as string | undefined;
   const givenCllm = v.cllm as string | undefined;
@@ -433,7 +442,7 @@ export async function makeModelsCommand(args: string[]): Promise<void> {
     }.\n\n` +
     `Pretraining: ${pretrainSteps} AdamW steps x ${PRETRAIN_BATCH} problems (one per sequence), lr ${pretrainLr} cosine. CLLM: Jacobi trajectories (n = ${block}) of ` +
     `${trajectoryPrompts} training questions, ${cllmEpochs} epochs of global consistency + ${cllmArWeight}x AR loss on the gold answers (--labels gold) with as many fresh training problems mixed in as AR samples (--mix), lr ${cllmLr}. ` +
-    `Jacobi Forcing (jf): the same base and trajectories, ${jfEpochs} epochs over the prompts of one packed sequence each (prompt, then a noisy and a clean copy of every block under the noise-conditioned mask; ${noise.kind} noise over windows of ${noise.window} blocks), ${jfArWeight}x AR loss on the clean chain + ${
+    `Jacobi Forcing (jf): the same base and trajectories, ${jfEpochs} epochs over the prompts of one packed sequence each (prompt, then a noisy and a clean copy of every block under the noise-conditioned mask, ${noise.context} context; ${noise.kind} noise over windows of ${noise.window} blocks), ${jfArWeight}x AR loss on the clean chain + ${
       jfConsistencyWeight === 1 ? "" : `${jfConsistencyWeight}x `
     }the progressive consistency loss, as many fresh training problems mixed in as AR samples as there are prompts, lr ${jfLr}.` +
     (givenBase || givenCllm

@@ -7,13 +7,17 @@
  *
  *   tokens     prompt | noisy₀ clean₀ | noisy₁ clean₁ | …
  *   positions  0..P−1 | P..P+n−1 twice | P+n..P+2n−1 twice | …
- *   mask       prompt rows: causal. A row of noisy_j or clean_j sees the prompt, every clean block
- *              before j, and its own copy of block j up to itself (never a noisy block but its own).
+ *   mask       prompt rows: causal. A row of clean_j sees the prompt, every clean block before j and
+ *              clean_j up to itself; a row of noisy_j sees the prompt, every noisy block before j
+ *              and noisy_j up to itself (the noisy context, the reference's mask), or with
+ *              `context: "clean"` the clean blocks before j instead (CLLM's setting).
  *
  * So clean_j's rows are exactly the AR forward of prompt ⊕ fixed points (the AR loss, and the
- * detached teacher), and noisy_j's rows are the model on a Jacobi state of block j with a clean
- * context: the CLLM setting. The progressive consistency loss pulls each noisy row's distribution
- * to the clean row at the same offset, from the first offset where the copies differ.
+ * detached teacher), and noisy_j's rows are the model on a Jacobi state of block j after the noisy
+ * states of the blocks before it: what a pseudo-active block of multiblock decoding sees, iterating
+ * on unverified blocks (decode/jacobi.ts `blocks`). The progressive consistency loss pulls each
+ * noisy row's distribution to the clean row at the same offset, from the first offset where the
+ * copies differ.
  *
  * The noise schedule picks block j's state by its noise ratio r = (n − first wrong offset) / n
  * (0 = the fixed point, 1 = nothing right yet): targets r_j = linspace(0, 1, W)[j mod W] with the
@@ -39,16 +43,21 @@ export interface JacobiForcingSample {
   blocks: JacobiForcingBlock[];
 }
 
-/** How each block's noisy state is chosen. */
+/** How each block's noisy state is chosen, and what its rows see before it. */
 export interface NoiseSchedule {
   /** "progressive": target ratio linspace(0, 1, window)[j mod window]; "random": one of those at random. */
   kind: "progressive" | "random";
   /** Blocks per window W (≥ 2; W = 1 would always pick the fixed point: no consistency loss). */
   window: number;
+  /**
+   * What a noisy block's rows see before it (default "noisy"): the noisy copies of the earlier
+   * blocks (Jacobi Forcing's noise-conditioned mask), or their clean copies (CLLM's clean context).
+   */
+  context?: "noisy" | "clean";
 }
 
-/** The default schedule: linear progressive over windows of 4 blocks. */
-export const DEFAULT_NOISE: NoiseSchedule = { kind: "progressive", window: 4 };
+/** The default schedule: linear progressive over windows of 4 blocks, noisy context. */
+export const DEFAULT_NOISE: NoiseSchedule = { kind: "progressive", window: 4, context: "noisy" };
 
 /** A span of consistency rows: `count` student rows from `student`, their teachers from `teacher`. */
 export interface ConsistencySpan {
@@ -174,12 +183,17 @@ export function packJacobiForcing(
   const mask = new Uint32Array(L * words);
   const see = (q: number, k: number) => (mask[q * words + (k >> 5)] |= 1 << (k & 31));
   for (let q = 0; q < P; q++) for (let k = 0; k <= q; k++) see(q, k);
+  const noisyContext = (schedule.context ?? "noisy") === "noisy";
   starts.forEach((b, j) => {
     for (const copy of [b.noisy, b.clean]) {
+      const fromNoisy = noisyContext && copy === b.noisy;
       for (let o = 0; o < b.n; o++) {
         const q = copy + o;
         for (let k = 0; k < P; k++) see(q, k);
-        for (let i = 0; i < j; i++) for (let u = 0; u < starts[i].n; u++) see(q, starts[i].clean + u);
+        for (let i = 0; i < j; i++) {
+          const before = fromNoisy ? starts[i].noisy : starts[i].clean;
+          for (let u = 0; u < starts[i].n; u++) see(q, before + u);
+        }
         for (let u = 0; u <= o; u++) see(q, copy + u);
       }
     }

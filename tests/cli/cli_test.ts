@@ -59,6 +59,14 @@ Deno.test({
     // A missing tokenizer.
     await Deno.remove(`${dir}/m/tokenizer.json`);
     assertCleanError(await cllm("generate", "--model", `${dir}/m`, "--prompt", "t5"), /tokenizer\.json/);
+    // A bad Jacobi Forcing option names the flag and its values.
+    assertCleanError(
+      await cllm(
+        ...["train", "--model", `${dir}/m`, "--trajectories", `${dir}/t.jsonl`, "--out", `${dir}/o`],
+        ...["--objective", "jacobi-forcing", "--noise-context", "dirty"],
+      ),
+      /--noise-context must be noisy or clean, not "dirty"/,
+    );
     // Usage errors exit 2.
     const usage = await cllm("generate", "--bogus");
     assert.equal(usage.code, 2);

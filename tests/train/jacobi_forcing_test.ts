@@ -3,6 +3,7 @@ import { readTensors, Step, Tensor } from "../../core/mod.ts";
 import { directoryFiles, Llama } from "../../model/mod.ts";
 import { TrainableLlama } from "../../model/llama_train.ts";
 import {
+  DEFAULT_NOISE,
   type JacobiForcingSample,
   jacobiForcingSamples,
   nearestState,
@@ -46,55 +47,67 @@ function sample(seed: number, blocks: number, n: number, eosAt?: number): Jacobi
 const sees = (mask: Uint32Array, L: number, q: number, k: number) =>
   ((mask[q * Math.ceil(L / 32) + (k >> 5)] >>> (k & 31)) & 1) === 1;
 
-Deno.test("packJacobiForcing: layout, positions, mask, labels and consistency rows", () => {
-  const s = sample(1, 3, 4);
-  const p = packJacobiForcing(s, { kind: "progressive", window: 3 }, [EOS], Math.random);
-  const P = 5, n = 4, L = P + 2 * 3 * n;
-  assert.equal(p.tokens.length, L);
-  // Progressive over a window of 3: noise 0, 1/2, 1 → states with n, 2, 0 right tokens.
-  assert.deepEqual(p.noise, [0, 0.5, 1]);
-  const fixed = (j: number) => s.blocks[j].states.at(-1)!;
-  const noisyStart = (j: number) => P + 2 * j * n, cleanStart = (j: number) => P + 2 * j * n + n;
-  for (let j = 0; j < 3; j++) {
-    assert.deepEqual(p.tokens.slice(cleanStart(j), cleanStart(j) + n), fixed(j));
-    for (let o = 0; o < n; o++) {
-      assert.equal(p.positions[noisyStart(j) + o], P + j * n + o);
-      assert.equal(p.positions[cleanStart(j) + o], P + j * n + o);
+for (const context of ["noisy", "clean"] as const) {
+  Deno.test(`packJacobiForcing: layout, positions, mask (${context} context), labels and consistency rows`, () => {
+    const s = sample(1, 3, 4);
+    const p = packJacobiForcing(s, { kind: "progressive", window: 3, context }, [EOS], Math.random);
+    const P = 5, n = 4, L = P + 2 * 3 * n;
+    assert.equal(p.tokens.length, L);
+    // Progressive over a window of 3: noise 0, 1/2, 1 → states with n, 2, 0 right tokens.
+    assert.deepEqual(p.noise, [0, 0.5, 1]);
+    const fixed = (j: number) => s.blocks[j].states.at(-1)!;
+    const noisyStart = (j: number) => P + 2 * j * n, cleanStart = (j: number) => P + 2 * j * n + n;
+    for (let j = 0; j < 3; j++) {
+      assert.deepEqual(p.tokens.slice(cleanStart(j), cleanStart(j) + n), fixed(j));
+      for (let o = 0; o < n; o++) {
+        assert.equal(p.positions[noisyStart(j) + o], P + j * n + o);
+        assert.equal(p.positions[cleanStart(j) + o], P + j * n + o);
+      }
     }
-  }
-  // Row kinds: prompt, noisy block j, clean block j.
-  const kind = (row: number) =>
-    row < P ? { copy: "prompt", j: -1 } : {
-      copy: Math.floor((row - P) / n) % 2 === 0 ? "noisy" : "clean",
-      j: Math.floor((row - P) / (2 * n)),
-    };
-  for (let q = 0; q < L; q++) {
-    for (let k = 0; k < L; k++) {
-      const a = kind(q), b = kind(k);
-      let want: boolean;
-      if (k > q) want = false;
-      else if (b.copy === "prompt") want = true;
-      else if (a.copy === "prompt") want = false;
-      else if (b.j < a.j) want = b.copy === "clean";
-      else want = b.j === a.j && b.copy === a.copy;
-      assert.equal(sees(p.mask, L, q, k), want, `row ${q} (${a.copy} ${a.j}) sees ${k} (${b.copy} ${b.j})`);
+    // Row kinds: prompt, noisy block j, clean block j.
+    const kind = (row: number) =>
+      row < P ? { copy: "prompt", j: -1 } : {
+        copy: Math.floor((row - P) / n) % 2 === 0 ? "noisy" : "clean",
+        j: Math.floor((row - P) / (2 * n)),
+      };
+    for (let q = 0; q < L; q++) {
+      for (let k = 0; k < L; k++) {
+        const a = kind(q), b = kind(k);
+        let want: boolean;
+        if (k > q) want = false;
+        else if (b.copy === "prompt") want = true;
+        else if (a.copy === "prompt") want = false;
+        else if (b.j < a.j) want = b.copy === (context === "noisy" && a.copy === "noisy" ? "noisy" : "clean");
+        else want = b.j === a.j && b.copy === a.copy;
+        assert.equal(sees(p.mask, L, q, k), want, `row ${q} (${a.copy} ${a.j}) sees ${k} (${b.copy} ${b.j})`);
+      }
     }
-  }
-  // AR labels: the clean chain's next token at each clean row, nothing on noisy rows.
-  const chain = [...s.prompt, ...fixed(0), ...fixed(1), ...fixed(2)];
-  const chainRows = [
-    ...s.prompt.keys(),
-    ...[0, 1, 2].flatMap((j) => [0, 1, 2, 3].map((o) => cleanStart(j) + o)),
-  ];
-  const want = new Uint32Array(L).fill(IGNORE);
-  arLabels(chain, [EOS]).forEach((l, c) => (want[chainRows[c]] = l));
-  assert.deepEqual([...p.labels], [...want]);
-  for (let j = 0; j < 3; j++) for (let o = 0; o < n; o++) assert.equal(p.labels[noisyStart(j) + o], IGNORE);
-  // Block 0 is clean (no rows); block 1 is wrong from offset 2, block 2 from offset 0: rows to n − 2.
-  assert.deepEqual(p.spans, [
-    { student: noisyStart(1) + 2, teacher: cleanStart(1) + 2, count: 1 },
-    { student: noisyStart(2), teacher: cleanStart(2), count: 3 },
-  ]);
+    // AR labels: the clean chain's next token at each clean row, nothing on noisy rows.
+    const chain = [...s.prompt, ...fixed(0), ...fixed(1), ...fixed(2)];
+    const chainRows = [
+      ...s.prompt.keys(),
+      ...[0, 1, 2].flatMap((j) => [0, 1, 2, 3].map((o) => cleanStart(j) + o)),
+    ];
+    const want = new Uint32Array(L).fill(IGNORE);
+    arLabels(chain, [EOS]).forEach((l, c) => (want[chainRows[c]] = l));
+    assert.deepEqual([...p.labels], [...want]);
+    for (let j = 0; j < 3; j++) for (let o = 0; o < n; o++) assert.equal(p.labels[noisyStart(j) + o], IGNORE);
+    // Block 0 is clean (no rows); block 1 is wrong from offset 2, block 2 from offset 0: rows to n − 2.
+    assert.deepEqual(p.spans, [
+      { student: noisyStart(1) + 2, teacher: cleanStart(1) + 2, count: 1 },
+      { student: noisyStart(2), teacher: cleanStart(2), count: 3 },
+    ]);
+  });
+}
+
+Deno.test("packJacobiForcing: the default schedule is progressive with a noisy context", () => {
+  const s = sample(1, 2, 4);
+  const p = packJacobiForcing(s, { kind: "progressive", window: 2 }, [EOS], Math.random);
+  const P = 5, n = 4, L = P + 4 * n;
+  // Block 1's noisy rows see block 0's noisy copy, not its clean one.
+  assert.ok(sees(p.mask, L, P + 2 * n, P));
+  assert.ok(!sees(p.mask, L, P + 2 * n, P + n));
+  assert.equal(DEFAULT_NOISE.context, "noisy");
 });
 
 Deno.test("packJacobiForcing: nothing after the clean chain's first EOS is trained", () => {
@@ -171,60 +184,67 @@ async function tinyTrainable(dir: string) {
 }
 
 Deno.test(
-  "packed forward: clean rows equal the forward on the clean chain, noisy rows the forward on a clean context ⊕ the state",
+  "packed forward: clean rows equal the forward on the clean chain, noisy rows the forward on the noisy (or clean) context ⊕ the state",
   gpuTest,
   async () => {
     const dir = await Deno.makeTempDir();
     try {
       const { gpu, model, trainable } = await tinyTrainable(dir);
-      const s = sample(4, 3, 8);
-      const p = packJacobiForcing(s, { kind: "progressive", window: 3 }, [EOS], Math.random);
-      const L = p.tokens.length, P = s.prompt.length, n = 8;
-      const step = new Step(gpu, "packed forward");
-      const packedLogits = new Tensor(gpu, [L, V], "f32", "packed logits");
-      trainable.forward(step, {
-        tokens: Tensor.from(gpu, Uint32Array.from(p.tokens), [L], "packed tokens"),
-        tokenOffset: 0,
-        rows: L,
-        logits: packedLogits,
-        positions: Tensor.from(gpu, p.positions, [L], "positions"),
-        mask: Tensor.from(gpu, p.mask, [p.mask.length], "mask"),
-      });
-      step.submit();
-      const [packed] = await readTensors(gpu, [packedLogits]);
-      const fixed = (j: number) => s.blocks[j].states.at(-1)!;
-      const runs: { seq: number[]; rows: [number, number][] }[] = [];
-      // The clean chain: its rows map to the prompt and the clean copies.
-      const chain = [...s.prompt, ...fixed(0), ...fixed(1), ...fixed(2)];
-      runs.push({
-        seq: chain,
-        rows: chain.map((_, c) => [c, c < P ? c : P + 2 * n * Math.floor((c - P) / n) + n + ((c - P) % n)]),
-      });
-      // Each noisy block with the clean context before it.
-      for (let j = 0; j < 3; j++) {
-        const start = P + 2 * j * n;
-        const seq = [...chain.slice(0, P + j * n), ...p.tokens.slice(start, start + n)];
-        runs.push({ seq, rows: Array.from({ length: n }, (_, o) => [P + j * n + o, start + o]) });
-      }
-      for (const run of runs) {
-        const T = run.seq.length;
-        const logits = new Tensor(gpu, [T, V], "f32", "plain logits");
-        const st = new Step(gpu, "plain forward");
-        trainable.forward(st, {
-          tokens: Tensor.from(gpu, Uint32Array.from(run.seq), [T], "tokens"),
+      for (const context of ["noisy", "clean"] as const) {
+        const s = sample(4, 3, 8);
+        const p = packJacobiForcing(s, { kind: "progressive", window: 3, context }, [EOS], Math.random);
+        const L = p.tokens.length, P = s.prompt.length, n = 8;
+        const step = new Step(gpu, "packed forward");
+        const packedLogits = new Tensor(gpu, [L, V], "f32", "packed logits");
+        trainable.forward(step, {
+          tokens: Tensor.from(gpu, Uint32Array.from(p.tokens), [L], "packed tokens"),
           tokenOffset: 0,
-          rows: T,
-          logits,
+          rows: L,
+          logits: packedLogits,
+          positions: Tensor.from(gpu, p.positions, [L], "positions"),
+          mask: Tensor.from(gpu, p.mask, [p.mask.length], "mask"),
         });
-        st.submit();
-        const [plain] = await readTensors(gpu, [logits]);
-        for (const [plainRow, packedRow] of run.rows) {
-          assertClose(
-            packed.subarray(packedRow * V, packedRow * V + V),
-            plain.subarray(plainRow * V, plainRow * V + V),
-            { atol: 2e-5, rtol: 1e-4 },
-            `packed row ${packedRow} vs plain row ${plainRow}`,
-          );
+        step.submit();
+        const [packed] = await readTensors(gpu, [packedLogits]);
+        const fixed = (j: number) => s.blocks[j].states.at(-1)!;
+        const runs: { seq: number[]; rows: [number, number][] }[] = [];
+        // The clean chain: its rows map to the prompt and the clean copies.
+        const chain = [...s.prompt, ...fixed(0), ...fixed(1), ...fixed(2)];
+        runs.push({
+          seq: chain,
+          rows: chain.map((_, c) => [c, c < P ? c : P + 2 * n * Math.floor((c - P) / n) + n + ((c - P) % n)]),
+        });
+        // Each noisy block after the noisy (or clean) copies of the blocks before it.
+        const noisyChain = [
+          ...s.prompt,
+          ...[0, 1, 2].flatMap((j) => p.tokens.slice(P + 2 * j * n, P + 2 * j * n + n)),
+        ];
+        const contextChain = context === "noisy" ? noisyChain : chain;
+        for (let j = 0; j < 3; j++) {
+          const start = P + 2 * j * n;
+          const seq = [...contextChain.slice(0, P + j * n), ...p.tokens.slice(start, start + n)];
+          runs.push({ seq, rows: Array.from({ length: n }, (_, o) => [P + j * n + o, start + o]) });
+        }
+        for (const run of runs) {
+          const T = run.seq.length;
+          const logits = new Tensor(gpu, [T, V], "f32", "plain logits");
+          const st = new Step(gpu, "plain forward");
+          trainable.forward(st, {
+            tokens: Tensor.from(gpu, Uint32Array.from(run.seq), [T], "tokens"),
+            tokenOffset: 0,
+            rows: T,
+            logits,
+          });
+          st.submit();
+          const [plain] = await readTensors(gpu, [logits]);
+          for (const [plainRow, packedRow] of run.rows) {
+            assertClose(
+              packed.subarray(packedRow * V, packedRow * V + V),
+              plain.subarray(plainRow * V, plainRow * V + V),
+              { atol: 2e-5, rtol: 1e-4 },
+              `${context} context: packed row ${packedRow} vs plain row ${plainRow}`,
+            );
+          }
         }
       }
       trainable.destroy();
@@ -243,7 +263,7 @@ Deno.test(
     try {
       const { gpu, model, trainable } = await tinyTrainable(dir);
       const s = sample(5, 3, 6);
-      const p = packJacobiForcing(s, { kind: "progressive", window: 3 }, [EOS], Math.random);
+      const p = packJacobiForcing(s, { kind: "progressive", window: 3 }, [EOS], Math.random); // noisy context
       assert.equal(p.spans.length, 2);
       const L = p.tokens.length, P = s.prompt.length, n = 6, S = 96;
       const arWeight = 2, consistencyWeight = 0.7, smoothing = 0.1;
@@ -305,11 +325,14 @@ Deno.test(
       for (const span of p.spans) {
         const j = Math.floor((span.student - P) / (2 * n));
         const o = span.student - (P + 2 * j * n);
+        // Teacher: the clean chain up to block j; student: the prompt, the noisy copies before j, the state.
         const context = chain.slice(0, P + j * n);
+        const noisyContext = [...s.prompt];
+        for (let i = 0; i < j; i++) noisyContext.push(...p.tokens.slice(P + 2 * i * n, P + 2 * i * n + n));
         const state = p.tokens.slice(P + 2 * j * n, P + 2 * j * n + n);
         const sc = new Step(gpu, `unpacked consistency ${j}`);
         u.tokens.write(Uint32Array.from([...context, ...fixed(j)]), S);
-        u.tokens.write(Uint32Array.from([...context, ...state]), 2 * S);
+        u.tokens.write(Uint32Array.from([...noisyContext, ...state]), 2 * S);
         consistencyLossStep(sc, trainable, u, {
           stateOffset: 2 * S,
           targetOffset: S,
